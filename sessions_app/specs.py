@@ -1,0 +1,207 @@
+"""Declared fields of the query methods and how they map onto the models.
+
+``auth.sessions`` rows are built here from `UserSession` columns (see `sessions_app.models` for why
+``credentials_data`` is denormalised). The same `build_session_row` serves the SQL path, the
+in-memory engine in tests and benchmarks, and every interface, so a row looks the same everywhere.
+Secret columns (``secret_hash``, ``key_hash``, ``token_hash``) are not declared: naming one in a
+query is an "unknown field", exactly like a field that does not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.db.models import Q
+
+from sessions_app.models import Credentials, EndReason
+from sessions_app.query.ast import QueryOptions
+from sessions_app.query.compiler import Column, QuerySpec
+from sessions_app.query.schema import Field, FieldType, Schema
+
+STR, INT, BOOL, DT, OBJ = FieldType.STRING, FieldType.INTEGER, FieldType.BOOLEAN, FieldType.DATETIME, FieldType.OBJECT
+
+_NODE, _TOKEN, _API_KEY = Credentials.TRUENAS_NODE, Credentials.TOKEN, Credentials.API_KEY
+CREDENTIALS = tuple(c.value for c in Credentials)
+ROOT_CREDENTIALS = tuple(c for c in CREDENTIALS if c != _TOKEN)
+END_REASONS = tuple(r.value for r in EndReason)
+
+_SESSION_FIELDS: dict[str, Field] = {
+    "id": Field(STR),
+    "current": Field(BOOL),
+    "internal": Field(BOOL),
+    "origin": Field(STR),
+    "credentials": Field(STR),
+    "credentials_data": Field(OBJ, orderable=False),
+    "credentials_data.username": Field(STR, nullable=True),
+    "credentials_data.login_at": Field(DT, nullable=True),
+    "credentials_data.api_key": Field(OBJ, orderable=False),
+    "credentials_data.api_key.id": Field(INT, nullable=True),
+    "credentials_data.api_key.name": Field(STR, nullable=True),
+    "credentials_data.parent": Field(OBJ, orderable=False),
+    "credentials_data.parent.credentials": Field(STR, nullable=True),
+    "credentials_data.parent.credentials_data": Field(OBJ, orderable=False),
+    "credentials_data.parent.credentials_data.username": Field(STR, nullable=True),
+    "credentials_data.parent.credentials_data.login_at": Field(DT, nullable=True),
+    "credentials_data.parent.credentials_data.api_key": Field(OBJ, orderable=False),
+    "credentials_data.parent.credentials_data.api_key.id": Field(INT, nullable=True),
+    "credentials_data.parent.credentials_data.api_key.name": Field(STR, nullable=True),
+    "created_at": Field(DT),
+    "secure_transport": Field(BOOL),
+}
+_HISTORY_FIELDS: dict[str, Field] = {
+    "ended_at": Field(DT, nullable=True),
+    "ended_by": Field(STR, nullable=True),
+    "end_reason": Field(STR, nullable=True),
+}
+
+SESSION_SCHEMA = Schema.build(_SESSION_FIELDS, extra={"history": bool})
+SESSION_HISTORY_SCHEMA = SESSION_SCHEMA.with_fields(_HISTORY_FIELDS)
+
+_USER_DATA = ~Q(credentials__in=[_NODE, _TOKEN])
+_HAS_USERNAME = ~Q(credentials=_NODE)
+_IS_API_KEY = Q(credentials=_API_KEY)
+_IS_TOKEN = Q(credentials=_TOKEN)
+_ROOT_USER = _IS_TOKEN & ~Q(root_credentials=_NODE)
+_ROOT_API_KEY = _IS_TOKEN & Q(root_credentials=_API_KEY)
+
+
+def _current(context: Mapping[str, Any]) -> Q:
+    pk = context.get("current_pk")
+    return Q(pk=pk) if pk is not None else Q(pk__in=[])
+
+
+_SESSION_COLUMNS: dict[tuple[str, ...], Column] = {
+    tuple(k.split(".")): v
+    for k, v in {
+        "id": Column("public_id"),
+        "current": Column(condition=_current),
+        "internal": Column("internal"),
+        "origin": Column("origin"),
+        "credentials": Column("credentials", domain=CREDENTIALS),
+        "credentials_data": Column(),
+        "credentials_data.username": Column("username", present=_HAS_USERNAME, folded="username_folded"),
+        "credentials_data.login_at": Column("login_at", present=_USER_DATA),
+        "credentials_data.api_key": Column(present=_IS_API_KEY),
+        "credentials_data.api_key.id": Column("api_key_id", present=_IS_API_KEY),
+        "credentials_data.api_key.name": Column("api_key_name", present=_IS_API_KEY),
+        "credentials_data.parent": Column(present=_IS_TOKEN),
+        "credentials_data.parent.credentials": Column(
+            "root_credentials", present=_IS_TOKEN, domain=ROOT_CREDENTIALS
+        ),
+        "credentials_data.parent.credentials_data": Column(present=_IS_TOKEN),
+        "credentials_data.parent.credentials_data.username": Column("root_username", present=_ROOT_USER),
+        "credentials_data.parent.credentials_data.login_at": Column("root_login_at", present=_ROOT_USER),
+        "credentials_data.parent.credentials_data.api_key": Column(present=_ROOT_API_KEY),
+        "credentials_data.parent.credentials_data.api_key.id": Column(
+            "root_api_key_id", present=_ROOT_API_KEY
+        ),
+        "credentials_data.parent.credentials_data.api_key.name": Column(
+            "root_api_key_name", present=_ROOT_API_KEY
+        ),
+        "created_at": Column("created_at"),
+        "secure_transport": Column("secure_transport"),
+        "ended_at": Column("ended_at"),
+        "ended_by": Column("ended_by"),
+        "end_reason": Column("end_reason", domain=END_REASONS),
+    }.items()
+}
+
+SESSION_ROW_FIELDS = (
+    "pk",
+    "public_id",
+    "internal",
+    "origin",
+    "credentials",
+    "username",
+    "login_at",
+    "api_key_id",
+    "api_key_name",
+    "root_credentials",
+    "root_username",
+    "root_login_at",
+    "root_api_key_id",
+    "root_api_key_name",
+    "created_at",
+    "secure_transport",
+    "ended_at",
+    "end_reason",
+    "ended_by",
+)
+
+
+def _user_data(
+    credentials: str | None, username: str | None, login_at: Any, key_id: int | None, key_name: str | None
+) -> dict[str, Any]:
+    if credentials == _NODE:
+        return {}
+    data: dict[str, Any] = {"username": username, "login_at": login_at}
+    if credentials == _API_KEY:
+        data["api_key"] = {"id": key_id, "name": key_name}
+    return data
+
+
+def build_session_row(values: tuple[Any, ...], context: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn one `SESSION_ROW_FIELDS` tuple into an ``auth.sessions`` row (datetimes stay datetimes)."""
+    (
+        pk,
+        public_id,
+        internal,
+        origin,
+        credentials,
+        username,
+        login_at,
+        key_id,
+        key_name,
+        root_credentials,
+        root_username,
+        root_login_at,
+        root_key_id,
+        root_key_name,
+        created_at,
+        secure_transport,
+        ended_at,
+        end_reason,
+        ended_by,
+    ) = values
+    if credentials == _TOKEN:
+        credentials_data: dict[str, Any] = {
+            "parent": {
+                "credentials": root_credentials,
+                "credentials_data": _user_data(
+                    root_credentials, root_username, root_login_at, root_key_id, root_key_name
+                ),
+            },
+            "username": username,
+        }
+    else:
+        credentials_data = _user_data(credentials, username, login_at, key_id, key_name)
+    row = {
+        "id": public_id,
+        "current": pk == context.get("current_pk"),
+        "internal": internal,
+        "origin": origin,
+        "credentials": credentials,
+        "credentials_data": credentials_data,
+        "created_at": created_at,
+        "secure_transport": secure_transport,
+    }
+    if context.get("history"):
+        row["ended_at"] = ended_at
+        row["end_reason"] = end_reason
+        row["ended_by"] = ended_by
+    return row
+
+
+def _session_schema(options: QueryOptions) -> Schema:
+    return SESSION_HISTORY_SCHEMA if options.extra.get("history") is True else SESSION_SCHEMA
+
+
+SESSION_SPEC = QuerySpec(
+    schema=SESSION_SCHEMA,
+    columns=_SESSION_COLUMNS,
+    default_order=("created_at", "id"),
+    row_fields=SESSION_ROW_FIELDS,
+    build_row=build_session_row,
+    extra_schema=_session_schema,
+)
