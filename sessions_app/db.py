@@ -10,25 +10,19 @@ PostgreSQL, regexes run in the server and are bounded by ``statement_timeout``.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-import regex
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
 
-REGEXP_TIMEOUT = 0.1  # seconds per match
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled(pattern: str) -> Any:
-    return regex.compile(pattern, flags=regex.VERSION0)
+from sessions_app.query.operators import REGEX_TIMEOUT_SECONDS, compile_regex
 
 
 def bounded_regexp(pattern: str | None, value: Any) -> bool | None:
+    """SQLite ``REGEXP``: ``re.search`` semantics, size-checked pattern, bounded match time."""
     if pattern is None or value is None:
         return None
-    return bool(_compiled(pattern).search(str(value), timeout=REGEXP_TIMEOUT))
+    return bool(compile_regex(pattern).search(str(value), timeout=REGEX_TIMEOUT_SECONDS))
 
 
 @receiver(connection_created)

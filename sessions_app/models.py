@@ -193,6 +193,10 @@ class Token(models.Model):
         return f"token #{self.pk} of session {self.session_id}"
 
 
+def new_audit_id() -> str:
+    return str(uuid.uuid4())
+
+
 class AuditEvent(models.TextChoices):
     AUTHENTICATION = "AUTHENTICATION"
     LOGOUT = "LOGOUT"
@@ -202,7 +206,8 @@ class AuditEvent(models.TextChoices):
 class AuditRecord(models.Model):
     """One audit record, written in the same transaction as the change it records."""
 
-    audit_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # Text, not a UUID column: it compares as the same string on SQLite and PostgreSQL.
+    audit_id = BinaryCharField(max_length=36, unique=True, default=new_audit_id, editable=False)
     timestamp = models.DateTimeField(default=timezone.now)
     event = BinaryCharField(max_length=32, choices=AuditEvent.choices)
     username = BinaryCharField(max_length=150, null=True, blank=True)  # noqa: DJ001

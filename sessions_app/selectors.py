@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import CharField, QuerySet
+from django.db.models.functions import Cast
 from django.utils import timezone
 
-from sessions_app.models import UserSession
+from sessions_app.models import ApiKey, AuditRecord, UserSession
 from sessions_app.query.ast import QueryOptions
 from sessions_app.query.compiler import iter_rows, run_query
-from sessions_app.specs import SESSION_SPEC
+from sessions_app.specs import API_KEY_SPEC, AUDIT_SPEC, SESSION_SPEC
 
 
 def session_scope(
@@ -46,3 +47,22 @@ def session_rows(
     """Every row of the scope as ``auth.sessions`` dicts, oldest first (for the in-memory engine)."""
     qs, context = session_scope(history=history, user=user, current_pk=current_pk)
     return list(iter_rows(qs.order_by("created_at", "id"), SESSION_SPEC, context))
+
+
+def api_key_query(*, filters: object = None, options: object = None, user: Any = None) -> Any:
+    """``api_key.query``: keys (all, or ``user``'s own), filtered in the database."""
+
+    def scope(opts: QueryOptions) -> tuple[QuerySet[ApiKey], Mapping[str, Any]]:
+        qs = ApiKey.objects.annotate(user_identifier=Cast("user_id", output_field=CharField()))
+        return (qs.filter(user=user) if user is not None else qs), {}
+
+    return run_query(API_KEY_SPEC, scope, filters, options)
+
+
+def audit_query(*, filters: object = None, options: object = None) -> Any:
+    """``audit.query``: audit records, filtered in the database (``event_data`` paths in Python)."""
+
+    def scope(opts: QueryOptions) -> tuple[QuerySet[AuditRecord], Mapping[str, Any]]:
+        return AuditRecord.objects.all(), {}
+
+    return run_query(AUDIT_SPEC, scope, filters, options)

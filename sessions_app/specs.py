@@ -14,12 +14,18 @@ from typing import Any
 
 from django.db.models import Q
 
-from sessions_app.models import Credentials, EndReason
+from sessions_app.models import AuditEvent, Credentials, EndReason
 from sessions_app.query.ast import QueryOptions
 from sessions_app.query.compiler import Column, QuerySpec
 from sessions_app.query.schema import Field, FieldType, Schema
 
-STR, INT, BOOL, DT, OBJ = FieldType.STRING, FieldType.INTEGER, FieldType.BOOLEAN, FieldType.DATETIME, FieldType.OBJECT
+STR, INT, BOOL, DT, OBJ = (
+    FieldType.STRING,
+    FieldType.INTEGER,
+    FieldType.BOOLEAN,
+    FieldType.DATETIME,
+    FieldType.OBJECT,
+)
 
 _NODE, _TOKEN, _API_KEY = Credentials.TRUENAS_NODE, Credentials.TOKEN, Credentials.API_KEY
 CREDENTIALS = tuple(c.value for c in Credentials)
@@ -204,4 +210,131 @@ SESSION_SPEC = QuerySpec(
     row_fields=SESSION_ROW_FIELDS,
     build_row=build_session_row,
     extra_schema=_session_schema,
+)
+
+
+# --- api_key.query ----------------------------------------------------------------------------------
+
+API_KEY_SCHEMA = Schema.build(
+    {
+        "id": Field(INT),
+        "name": Field(STR),
+        "username": Field(STR),
+        "user_identifier": Field(STR),
+        "created_at": Field(DT),
+        "expires_at": Field(DT, nullable=True),
+        "local": Field(BOOL),
+        "revoked": Field(BOOL),
+        "revoked_reason": Field(STR, nullable=True),
+        "last_used_at": Field(DT, nullable=True),
+    }
+)
+API_KEY_ROW_FIELDS = (
+    "id",
+    "name",
+    "user__username",
+    "user_id",
+    "created_at",
+    "expires_at",
+    "revoked",
+    "revoked_reason",
+    "last_used_at",
+)
+
+
+def build_api_key_row(values: tuple[Any, ...], context: Mapping[str, Any]) -> dict[str, Any]:
+    """An ``api_key.query`` row. The hash is never shown: ``keyhash`` is a fixed mask."""
+    key_id, name, username, user_id, created_at, expires_at, revoked, revoked_reason, last_used_at = values
+    return {
+        "id": key_id,
+        "name": name,
+        "username": username,
+        "user_identifier": str(user_id),
+        "keyhash": "********",
+        "created_at": created_at,
+        "expires_at": expires_at,
+        "local": True,
+        "revoked": revoked,
+        "revoked_reason": revoked_reason,
+        "last_used_at": last_used_at,
+    }
+
+
+API_KEY_SPEC = QuerySpec(
+    schema=API_KEY_SCHEMA,
+    columns={
+        ("id",): Column("id"),
+        ("name",): Column("name"),
+        ("username",): Column("user__username"),
+        ("user_identifier",): Column("user_identifier"),
+        ("created_at",): Column("created_at"),
+        ("expires_at",): Column("expires_at"),
+        ("local",): Column(domain=(True,), constant=True),
+        ("revoked",): Column("revoked"),
+        ("revoked_reason",): Column("revoked_reason"),
+        ("last_used_at",): Column("last_used_at"),
+    },
+    default_order=("id",),
+    row_fields=API_KEY_ROW_FIELDS,
+    build_row=build_api_key_row,
+)
+
+
+# --- audit.query -------------------------------------------------------------------------------------
+
+AUDIT_SCHEMA = Schema.build(
+    {
+        "audit_id": Field(STR),
+        "timestamp": Field(DT),
+        "event": Field(STR),
+        "username": Field(STR, nullable=True),
+        "session": Field(STR, nullable=True),
+        "address": Field(STR),
+        "success": Field(BOOL),
+        "event_data": Field(OBJ, orderable=False, open=True),
+    }
+)
+AUDIT_ROW_FIELDS = (
+    "id",
+    "audit_id",
+    "timestamp",
+    "event",
+    "username",
+    "session",
+    "address",
+    "success",
+    "event_data",
+)
+
+
+def build_audit_row(values: tuple[Any, ...], context: Mapping[str, Any]) -> dict[str, Any]:
+    """An ``audit.query`` row (TrueNAS audit entry shape, restricted to what this service records)."""
+    _pk, audit_id, timestamp, event, username, session, address, success, event_data = values
+    return {
+        "audit_id": str(audit_id),
+        "timestamp": timestamp,
+        "event": event,
+        "username": username,
+        "session": session,
+        "address": address,
+        "success": success,
+        "event_data": event_data,
+    }
+
+
+AUDIT_SPEC = QuerySpec(
+    schema=AUDIT_SCHEMA,
+    columns={
+        ("audit_id",): Column("audit_id"),
+        ("timestamp",): Column("timestamp"),
+        ("event",): Column("event", domain=tuple(e.value for e in AuditEvent)),
+        ("username",): Column("username"),
+        ("session",): Column("session"),
+        ("address",): Column("address"),
+        ("success",): Column("success"),
+        ("event_data",): Column(),
+    },
+    default_order=("timestamp", "id"),
+    row_fields=AUDIT_ROW_FIELDS,
+    build_row=build_audit_row,
 )

@@ -96,6 +96,7 @@ class Column:
     which the row has the key at all (None: always). ``folded``: ORM field holding ``casefold()`` of
     the value. ``domain``: the closed set of values the column can hold (booleans implicitly).
     ``condition``: for a computed boolean, the ``Q`` that makes it true (``current``).
+    ``constant``: the value every row has (no column at all).
     """
 
     name: str | None = None
@@ -103,6 +104,7 @@ class Column:
     folded: str | None = None
     domain: tuple[Any, ...] | None = None
     condition: Callable[[Mapping[str, Any]], Q] | None = None
+    constant: Any = None
 
 
 @dataclass(frozen=True)
@@ -146,11 +148,13 @@ class Compiler:
         return _and(*(c for c, _ in parts)), all(e for _, e in parts)
 
     def leaf(self, leaf: Leaf) -> tuple[Cond, bool]:
-        fld = self.schema.fields[leaf.path.segments]
+        fld = self.schema.get(leaf.path.segments)
+        assert fld is not None  # schema.check rejected undeclared paths
         col = self.spec.columns.get(leaf.path.segments, _ALWAYS)
         present: Cond = col.present if col.present is not None else TRUE
-        if fld.type is FieldType.OBJECT or col.name is None and col.condition is None:
-            return present, False  # whole objects are compared in Python
+        computed = col.condition is not None or col.constant is not None
+        if fld.type in (FieldType.OBJECT, FieldType.ANY) or (col.name is None and not computed):
+            return present, False  # whole objects and free-form JSON are compared in Python
         if col.condition is not None or fld.type is FieldType.BOOLEAN or col.domain is not None:
             return _and(present, self._by_domain(leaf, fld, col)), True
         if leaf.casefold:
@@ -172,6 +176,8 @@ class Compiler:
         probe = Leaf(engine_path("v"), leaf.op, leaf.casefold, leaf.value, leaf.where)
         predicate = engine.make_predicate(probe)
         matching = [v for v in domain if predicate({"v": v})]
+        if col.constant is not None:
+            return TRUE if col.constant in matching else FALSE
         if col.condition is not None:
             cond = col.condition(self.context)
             return _or(*([cond] if True in matching else []), *([_not(cond)] if False in matching else []))
@@ -239,10 +245,10 @@ class Compiler:
     def order_by(self, options: QueryOptions) -> list[OrderBy]:
         exprs: list[OrderBy] = []
         for resolved in resolve_order(options, self.schema):
-            if resolved.source is None:
-                continue  # null for every row after select: the order is unchanged
+            col = self.spec.columns[resolved.source] if resolved.source is not None else _ALWAYS
+            if resolved.source is None or col.constant is not None:
+                continue  # the same value for every row: the order is unchanged
             fld = self.schema.fields[resolved.source]
-            col = self.spec.columns[resolved.source]
             if col.condition is not None:
                 expr: Expression = Case(
                     When(col.condition(self.context), then=Value(True)),

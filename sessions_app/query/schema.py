@@ -36,6 +36,9 @@ class FieldType(enum.Enum):
     BOOLEAN = "boolean"
     DATETIME = "datetime"
     OBJECT = "object"
+    #: Anything below an open object (free-form JSON such as audit ``event_data``): no type checks,
+    #: schema-less semantics, always evaluated in Python.
+    ANY = "any"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,8 @@ class Field:
     type: FieldType
     nullable: bool = False
     orderable: bool = True
+    #: For OBJECT fields: any path below it is allowed (as an ANY field).
+    open: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,9 +77,18 @@ class Schema:
         return Schema.build(merged, self.extra)
 
     def lookup(self, path: Path, where: str) -> Field:
-        field = self.fields.get(path.segments)
+        field = self.get(path.segments)
         if field is None:
             raise QueryError(where, f"{path.raw!r}: unknown field")
+        return field
+
+    def get(self, segments: tuple[str, ...]) -> Field | None:
+        field = self.fields.get(segments)
+        if field is None:
+            for end in range(len(segments) - 1, 0, -1):
+                parent = self.fields.get(segments[:end])
+                if parent is not None:
+                    return _ANY if parent.open else None
         return field
 
 
@@ -122,10 +136,15 @@ def _type_name(field: Field) -> str:
     return field.type.value
 
 
+_ANY = Field(FieldType.ANY, nullable=True, orderable=True)
+
+
 def _check_leaf(leaf: Leaf, schema: Schema) -> Node:
     field = schema.lookup(leaf.path, leaf.where)
     where, op = leaf.where, leaf.op
     _check_text(leaf.value, where)
+    if field.type is FieldType.ANY:
+        return leaf
     wrong = QueryError(
         where, f"operator {leaf.operator!r} cannot be used with {leaf.path.raw!r} ({_type_name(field)})"
     )
@@ -202,17 +221,17 @@ def resolve_order(options: QueryOptions, schema: Schema) -> tuple[ResolvedOrder,
                     source = segments
             if source is None:
                 # Still reject names that exist nowhere, so typos are reported.
-                if segments not in schema.fields and not any(
+                if schema.get(segments) is None and not any(
                     item.alias is not None and segments[0] == item.alias for item in options.select
                 ):
                     schema.lookup(key.path, where)
                 resolved.append(ResolvedOrder(key, None))
                 continue
-        field = schema.fields.get(source)
+        field = schema.get(source)
         if field is None:
             schema.lookup(Path(source, key.path.raw), where)
             raise AssertionError("unreachable")
-        if field.type is FieldType.OBJECT or not field.orderable:
+        if field.type is FieldType.OBJECT or not field.orderable or field.type is FieldType.ANY:
             raise QueryError(where, f"{key.path.raw!r} cannot be ordered ({_type_name(field)})")
         resolved.append(ResolvedOrder(key, source))
     return tuple(resolved)
