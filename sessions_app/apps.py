@@ -9,4 +9,5 @@ class SessionsAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from sessions_app import db  # noqa: F401  (registers the bounded REGEXP on SQLite connections)
+        # Connection hooks (bounded REGEXP on SQLite) and the account-change cascades.
+        from sessions_app import db, signals  # noqa: F401

@@ -14,6 +14,19 @@ DEFAULTS: dict[str, Any] = {
     "SESSIONS_NODE_SECRET": "",
     "SESSIONS_FAIL_DELAY": "",
     "SESSIONS_LOGIN_RATE": 20,
+    "SESSIONS_LOGIN_RATE_WINDOW": 60,  # seconds: the fixed window of SESSIONS_LOGIN_RATE
+    "SESSIONS_LOCKOUT_THRESHOLD": 10,  # consecutive failed logins that lock an account
+    "SESSIONS_LOCKOUT_SECONDS": 300,  # first lock; doubles on each further lock
+    "SESSIONS_LOCKOUT_MAX_SECONDS": 3600,  # cap of the doubling
+    "SESSIONS_LOCKOUT_WINDOW": 900,  # seconds after the last failure before counting restarts
+    "SESSIONS_MAX_AGE": None,  # seconds; can only shorten the assurance level's absolute lifetime
+    "SESSIONS_IDLE_TIMEOUT": None,  # seconds; can only shorten (or add) the idle limit
+    "SESSIONS_LAST_SEEN_INTERVAL": 60,  # seconds between last_seen_at writes (coalescing)
+    "SESSIONS_ROOT_USERNAME": "root",  # the account uid 0 on the unix socket maps to
+    "SESSIONS_API_KEY_PEPPER": "",  # HMAC key of API-key hashes; derived from SECRET_KEY when empty
+    "SESSIONS_NODE_MAX_SKEW": 60,  # seconds: replay window of TRUENAS_NODE signatures
+    "SESSIONS_MAX_PASSWORD_LENGTH": 1024,  # longer passwords are refused before any hashing
+    "SESSIONS_OTP_MAX_FAILURES": 5,  # wrong codes before a pending second factor is dropped
 }
 
 

@@ -148,6 +148,10 @@ class UserSession(models.Model):
     last_seen_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
     idle_timeout = models.PositiveIntegerField(null=True, blank=True)  # seconds; null = no idle limit
+    # Fingerprint of the user's password hash at login: a password change ends the session.
+    user_auth_hash = models.CharField(max_length=64, blank=True, default="")
+    # One-time-password sessions must set a password before anything else.
+    password_change_required = models.BooleanField(default=False)
 
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = BinaryCharField(max_length=32, null=True, blank=True, choices=EndReason.choices)  # noqa: DJ001
@@ -157,6 +161,15 @@ class UserSession(models.Model):
 
     class Meta:
         verbose_name = "session"
+        # The roles of spec §6 are these permissions, granted through groups (see sessions_app.roles).
+        permissions = [
+            ("auth_sessions_read", "AUTH_SESSIONS_READ: list every user's sessions"),
+            ("auth_sessions_write", "AUTH_SESSIONS_WRITE: end any session"),
+            ("api_key_read", "API_KEY_READ: list every user's API keys"),
+            ("api_key_write", "API_KEY_WRITE: manage every user's API keys"),
+            ("audit_read", "AUDIT_READ: read the audit trail"),
+            ("readonly_admin", "READONLY_ADMIN: every *_READ role"),
+        ]
         # Partial indexes over active rows only: what operators query (see README "Indexes").
         indexes = [
             models.Index(fields=["created_at", "id"], condition=ACTIVE, name="sess_active_created"),
@@ -225,3 +238,65 @@ class AuditRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} {self.username or '-'} {'ok' if self.success else 'failed'}"
+
+
+class AccountLockout(models.Model):
+    """Consecutive failed logins of one account name, across every pathway (`sessions_app.throttle`).
+
+    Keyed by the name as presented, known account or not, so that a lockout answer cannot reveal
+    whether an account exists.
+    """
+
+    username = BinaryCharField(max_length=150, unique=True)
+    failures = models.PositiveIntegerField(default=0)
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+    lock_count = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.username}: {self.failures} failures"
+
+
+class RateCounter(models.Model):
+    """Unauthenticated calls of one (method, client address) in the current fixed window."""
+
+    key = BinaryCharField(max_length=255, unique=True)
+    window_start = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.count}"
+
+
+class OneTimePassword(models.Model):
+    """An admin-issued one-time password: 24 characters, valid 24 h, single use, stored hashed."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="onetime_passwords"
+    )
+    password_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    issued_by = models.CharField(max_length=150, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"one-time password #{self.pk} for user {self.user_id}"
+
+
+class PendingLogin(models.Model):
+    """A password login waiting for its second factor (``OTP_REQUIRED``); not a session.
+
+    The OTP step finds it by the hash of a secret held by the client (a cookie over HTTP, the
+    connection itself over WebSocket); it never re-asks or accepts a username.
+    """
+
+    secret_hash = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    origin = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    failures = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"pending second factor for user {self.user_id}"

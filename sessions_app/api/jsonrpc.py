@@ -1,0 +1,258 @@
+"""JSON-RPC 2.0 over HTTP at ``POST /api/current``: TrueNAS wire compatibility.
+
+The view validates the envelope, authenticates (the middleware already did), applies the body caps
+(8 KiB before authentication, 64 KiB after) and the unauthenticated rate limit, then calls one
+method of `sessions_app.api.methods`, which calls one service or selector. Errors have TrueNAS's
+shapes: ``-32700`` parse error, ``-32600`` invalid request, ``-32601`` ``Method does not exist``,
+``-32602`` ``Invalid params`` (``data.extra`` triples) and ``-32001`` ``Method call error`` with all of
+``error``, ``errname``, ``reason``, ``trace`` and ``extra``.
+
+``Content-Type: application/json`` is mandatory (415 otherwise): with no permissive CORS, a
+cross-site page cannot send it without a preflight, so it is this endpoint's CSRF defence and
+cookie-authenticated calls need no CSRF token (interfaces.md §1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from typing import Any
+
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from sessions_app import throttle
+from sessions_app.api.methods import METHODS, CallContext
+from sessions_app.clients import client_from_request
+from sessions_app.exceptions import Busy, CallError, InvalidParams, NotAuthenticated
+from sessions_app.middleware import PENDING_COOKIE, clear_session_cookie, set_session_cookie
+from sessions_app.query import MatchNotFound, QueryError
+
+logger = logging.getLogger(__name__)
+
+UNAUTHENTICATED_BODY_LIMIT = 8 * 1024
+AUTHENTICATED_BODY_LIMIT = 64 * 1024
+MAX_JSON_DEPTH = 64
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+class BadJSON(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadJSON(f"{name} is not valid JSON")
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > 20:
+        raise BadJSON("integer too large")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise BadJSON("number out of range")
+    return value
+
+
+def _depth_ok(body: bytes) -> bool:
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                return False
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return True
+
+
+def loads(body: bytes) -> Any:
+    """Strict JSON: UTF-8 without BOM, no NaN/Infinity, bounded integers and nesting."""
+    if not _depth_ok(body):
+        raise BadJSON(f"nesting deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadJSON("the body is not valid UTF-8") from None
+    if text.startswith("\ufeff"):
+        raise BadJSON("byte order mark not allowed")
+    try:
+        return json.loads(
+            text, parse_constant=_reject_constant, parse_int=_parse_int, parse_float=_parse_float
+        )
+    except (ValueError, RecursionError) as exc:
+        raise BadJSON(str(exc) or "invalid JSON") from None
+
+
+def ejson_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return {"$date": (value - EPOCH) // dt.timedelta(milliseconds=1)}
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def dumps(payload: Any) -> str:
+    return json.dumps(payload, default=ejson_default, ensure_ascii=False, allow_nan=False)
+
+
+def _reply(payload: Any, status: int = 200) -> HttpResponse:
+    response = HttpResponse(dumps(payload), status=status, content_type="application/json")
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _error(request_id: Any, code: int, message: str, data: Any = None, status: int = 200) -> HttpResponse:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return _reply({"jsonrpc": "2.0", "id": request_id, "error": error}, status=status)
+
+
+def invalid_params_data(errors: list[tuple[str, str]]) -> dict[str, Any]:
+    reason = "".join(f"[EINVAL] {attribute}: {message}\n" for attribute, message in errors)
+    return {
+        "error": 22,
+        "errname": "EINVAL",
+        "reason": reason,
+        "trace": None,
+        "extra": [[attribute, message, 22] for attribute, message in errors],
+    }
+
+
+def call_error_data(exc: CallError) -> dict[str, Any]:
+    return {
+        "error": exc.errno,
+        "errname": exc.errname,
+        "reason": f"[{exc.errname}] {exc.reason}",
+        "trace": None,
+        "extra": None,
+    }
+
+
+def http_error(status: int, detail: str, **headers: str) -> JsonResponse:
+    response = JsonResponse({"error": detail}, status=status)
+    for name, value in headers.items():
+        response[name.replace("_", "-")] = value
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@csrf_exempt
+def jsonrpc_view(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        response = http_error(405, "method not allowed: use POST")
+        response["Allow"] = "POST"
+        return response
+    if request.content_type != "application/json":
+        return http_error(415, "Content-Type must be application/json")
+    authenticated = request.user.is_authenticated
+    limit = AUTHENTICATED_BODY_LIMIT if authenticated else UNAUTHENTICATED_BODY_LIMIT
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return http_error(400, "invalid Content-Length")
+    if declared > limit:
+        return http_error(413, f"request body larger than {limit} bytes")
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        return http_error(413, f"request body larger than {limit} bytes")
+    try:
+        message = loads(body)
+    except BadJSON as exc:
+        return _error(None, -32700, f"Parse error: {exc}", status=400)
+    if isinstance(message, list):
+        return _error(None, -32700, "Parse error: batches are not supported", status=400)
+    if not isinstance(message, dict):
+        return _error(None, -32600, "Invalid Request: not an object", status=400)
+    request_id = message.get("id")
+    notification = "id" not in message
+    if not isinstance(request_id, (str, int, type(None))) or isinstance(request_id, bool):
+        return _error(None, -32600, "Invalid Request: id must be a string, a number or null", status=400)
+    if message.get("jsonrpc") != "2.0":
+        return _error(request_id, -32600, 'Invalid Request: jsonrpc must be "2.0"', status=400)
+    method_name = message.get("method")
+    if not isinstance(method_name, str):
+        return _error(request_id, -32600, "Invalid Request: method must be a string", status=400)
+    params = message.get("params", [])
+    if not isinstance(params, list):
+        return _error(request_id, -32600, "Invalid Request: params must be an array", status=400)
+    method = METHODS.get(method_name)
+    if method is None:
+        return _error(request_id, -32601, "Method does not exist")
+
+    client = client_from_request(request)
+    context = CallContext(
+        request=request,
+        client=client,
+        user=request.user,
+        session=request.auth_session,  # type: ignore[attr-defined]
+        pending_secret=request.COOKIES.get(PENDING_COOKIE),
+    )
+    try:
+        if not authenticated:
+            if method.auth_required:
+                raise NotAuthenticated()
+            if method.rate_limited:
+                retry_after = throttle.hit_rate_limit(method=method_name, address=client.rate_key)
+                if retry_after is not None:
+                    raise Busy(retry_after)
+        result = method(context, params)
+    except InvalidParams as exc:
+        response = _error(request_id, -32602, "Invalid params", invalid_params_data(exc.errors))
+    except MatchNotFound:
+        response = _error(
+            request_id,
+            -32001,
+            "Method call error",
+            {"error": 22, "errname": "EINVAL", "reason": "MatchNotFound()", "trace": None, "extra": None},
+        )
+    except QueryError as exc:
+        response = _error(
+            request_id, -32602, "Invalid params", invalid_params_data([(exc.attribute, exc.message)])
+        )
+    except Busy as exc:
+        response = _error(request_id, -32001, "Method call error", call_error_data(exc))
+        response.status_code = 429
+        response["Retry-After"] = str(exc.retry_after)
+    except CallError as exc:
+        response = _error(request_id, -32001, "Method call error", call_error_data(exc))
+    except DatabaseError:
+        logger.exception("database error in %s", method_name)
+        response = http_error(503, "service unavailable: the database cannot be reached", Retry_After="5")
+        return response
+    else:
+        response = (
+            HttpResponse(status=204)
+            if notification
+            else _reply({"jsonrpc": "2.0", "id": request_id, "result": result})
+        )
+    if notification and response.status_code == 200:
+        response = HttpResponse(status=204)
+    for action in context.cookie_actions:
+        action(response)
+    return response
+
+
+__all__ = ["clear_session_cookie", "jsonrpc_view", "loads", "set_session_cookie"]

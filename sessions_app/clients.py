@@ -1,0 +1,121 @@
+"""Who is on the other end of a request: address, port, transport security, unix-socket peer."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from sessions_app import conf
+
+_PEERCRED = struct.Struct("3i")
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """The client of one request (or one WebSocket connection).
+
+    ``address`` is the client IP (from the socket, or from ``X-Forwarded-For`` only when the socket
+    peer is a trusted proxy); ``peer`` is ``(pid, uid, gid)`` from ``SO_PEERCRED`` on the unix socket.
+    """
+
+    address: str | None = None
+    port: int | None = None
+    secure: bool = False
+    peer: tuple[int, int, int] | None = None
+
+    @property
+    def origin(self) -> str:
+        if self.peer is not None:
+            pid, uid, gid = self.peer
+            return f"UNIX socket (pid={pid} uid={uid} gid={gid})"
+        host = self.address or "unknown"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{host}:{self.port if self.port is not None else 0}"
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.peer is not None:
+            return True
+        try:
+            return ipaddress.ip_address(self.address or "").is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def secure_transport(self) -> bool:
+        """HTTPS, the unix socket, or loopback."""
+        return self.secure or self.is_loopback
+
+    @property
+    def rate_key(self) -> str:
+        """What rate limits are counted by: the IP, or the uid on the unix socket."""
+        if self.peer is not None:
+            return f"uid:{self.peer[1]}"
+        return self.address or "unknown"
+
+
+def _trusted(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    for entry in conf.get("SESSIONS_TRUSTED_PROXIES"):
+        try:
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _valid_ip(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return None
+
+
+def peer_credentials(sock: Any) -> tuple[int, int, int] | None:
+    """``(pid, uid, gid)`` of a unix-socket peer, from the kernel (``SO_PEERCRED``)."""
+    try:
+        if sock is None or sock.family != socket.AF_UNIX:
+            return None
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    except (OSError, AttributeError):
+        return None
+    pid, uid, gid = _PEERCRED.unpack(raw)
+    return pid, uid, gid
+
+
+def client_from_environ(meta: Any, *, is_secure: bool) -> Client:
+    """The client of a WSGI request. Only the socket and trusted proxies are believed."""
+    peer = peer_credentials(meta.get("gunicorn.socket"))
+    if peer is not None:
+        return Client(peer=peer, secure=True)
+    remote = meta.get("REMOTE_ADDR") or ""
+    address = _valid_ip(remote)
+    port_text = str(meta.get("REMOTE_PORT") or "")
+    port = int(port_text) if port_text.isdigit() and len(port_text) <= 5 else None
+    if address is not None and _trusted(address):
+        forwarded = [part for part in (meta.get("HTTP_X_FORWARDED_FOR") or "").split(",") if part.strip()]
+        # Walk from the nearest hop: the first address that is not itself a trusted proxy is the client.
+        for hop in reversed(forwarded):
+            hop_ip = _valid_ip(hop)
+            if hop_ip is None:
+                break
+            address, port = hop_ip, None
+            if not _trusted(hop_ip):
+                break
+    return Client(address=address, port=port, secure=is_secure)
+
+
+def client_from_request(request: Any) -> Client:
+    cached = getattr(request, "_sessions_client", None)
+    if cached is None:
+        cached = client_from_environ(request.META, is_secure=request.is_secure())
+        request._sessions_client = cached
+    return cached

@@ -1,0 +1,617 @@
+"""Demo and benchmark data: realistic users, API keys and sessions, loaded in bulk.
+
+`demo_seed` writes ``sessions`` rows covering every credential type with the denormalised
+``credentials_data`` columns that `specs.build_session_row` reads (see `sessions_app.models`), so
+that every generated row is a well-formed ``auth.sessions`` row. It is built for volume: rows are
+generated with plain Python from one `random.Random` (deterministic for a given ``seed`` and
+``now``), inserted with ``bulk_create`` one transaction per batch, and no query is made per row.
+Users share a single unusable password hash (one `make_password` call), API keys get placeholder
+hashes of random bytes: no secret is ever generated, stored or printed.
+
+Everything written here is recognisable as demo data, so that `demo_clear` removes it and nothing
+else: demo usernames and API-key names start with `DEMO_PREFIX`, every user-bound session belongs
+to a demo user, and the ``TRUENAS_NODE`` peers (which have no user) come from TEST-NET-1
+(``192.0.2.0/24``, RFC 5737), which no real deployment uses. Timestamps have millisecond precision,
+the precision of ``{"$date": ms}`` on the wire, so a value read from the API filters back exactly.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import datetime as dt
+import hashlib
+import itertools
+import random
+import secrets
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from sessions_app.models import ApiKey, Credentials, EndReason, UserSession
+
+DEMO_PREFIX = "demo_"
+ROOT_USERNAME = f"{DEMO_PREFIX}root"
+NODE_NETWORK = "192.0.2."  # TEST-NET-1: marks demo TRUENAS_NODE peers (they have no user).
+
+LIFETIME = dt.timedelta(days=30)  # LEVEL_1 absolute lifetime; no idle limit.
+WINDOW_MS = 30 * 86_400_000  # created_at is spread over the last 30 days.
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+LIFETIME_MS = 30 * DAY_MS
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+CRED = Credentials
+REASON = EndReason
+# Share of each credential type in the generated sessions (mostly logins, API keys and tokens).
+CREDENTIAL_WEIGHTS: dict[str, int] = {
+    CRED.LOGIN_PASSWORD: 36,
+    CRED.API_KEY: 24,
+    CRED.TOKEN: 20,
+    CRED.LOGIN_TWOFACTOR: 10,
+    CRED.UNIX_SOCKET: 5,
+    CRED.LOGIN_ONETIME_PASSWORD: 3,
+    CRED.TRUENAS_NODE: 2,
+}
+# How sessions of each type end, when they are history.
+_LOGIN_ENDS = {
+    REASON.LOGOUT: 50,
+    REASON.EXPIRED: 15,
+    REASON.TERMINATED: 12,
+    REASON.PASSWORD_CHANGED: 5,
+    REASON.EVICTED: 3,
+    REASON.USER_DISABLED: 2,
+}
+END_WEIGHTS: dict[str, dict[str, int]] = {
+    CRED.LOGIN_PASSWORD: _LOGIN_ENDS,
+    CRED.LOGIN_TWOFACTOR: _LOGIN_ENDS,
+    CRED.LOGIN_ONETIME_PASSWORD: {
+        REASON.PASSWORD_CHANGED: 40,
+        REASON.LOGOUT: 40,
+        REASON.EXPIRED: 10,
+        REASON.TERMINATED: 10,
+    },
+    CRED.API_KEY: {
+        REASON.LOGOUT: 60,
+        REASON.EXPIRED: 10,
+        REASON.TERMINATED: 10,
+        REASON.CREDENTIAL_REVOKED: 8,
+        REASON.USER_DISABLED: 2,
+    },
+    CRED.TOKEN: {REASON.LOGOUT: 70, REASON.TERMINATED: 20, REASON.EVICTED: 5},
+    CRED.UNIX_SOCKET: {REASON.LOGOUT: 60, REASON.IDLE: 40},
+    CRED.TRUENAS_NODE: {REASON.LOGOUT: 50, REASON.IDLE: 30, REASON.TERMINATED: 20},
+}
+_USER_LOGINS = frozenset({CRED.LOGIN_PASSWORD, CRED.LOGIN_TWOFACTOR, CRED.LOGIN_ONETIME_PASSWORD})
+# Sessions that may create tokens (one-time-password sessions may not; node peers do not).
+_TOKEN_PARENTS = frozenset({CRED.LOGIN_PASSWORD, CRED.LOGIN_TWOFACTOR, CRED.API_KEY, CRED.UNIX_SOCKET})
+_CHAINED_TOKENS = 0.15  # share of tokens created from a TOKEN session (root copied from the parent)
+_TWOFACTOR_USERS = 0.25  # share of users with a TOTP device (they log in with LOGIN_TWOFACTOR)
+
+_FIRST_NAMES = (
+    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory",
+    "niaj", "olivia", "peggy", "rupert", "sybil", "trent", "victor", "walter", "yvonne", "José",
+    "Zoë", "Øyvind", "Ægir", "Straße", "İlkay", "Ἀθηνᾶ", "MARIA", "Renée", "chloé",
+)  # fmt: skip
+_LAST_NAMES = (
+    "smith", "jones", "garcia", "miller", "davis", "martin", "lee", "walker", "hall", "young",
+    "king", "wright", "lopez", "hill", "scott", "green", "adams", "baker", "nelson", "carter",
+)  # fmt: skip
+_KEY_PURPOSES = ("backup", "monitoring", "replication", "ci", "terraform", "ansible", "grafana", "sync")
+
+
+class DemoDataExists(Exception):
+    """Demo data is already present and ``clear`` was not requested."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSeedResult:
+    """What `demo_seed` wrote (and, with ``clear``, what it removed first)."""
+
+    users: int
+    api_keys: int
+    sessions: int
+    ended: int
+    by_credentials: dict[str, int]
+    cleared: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Account:
+    pk: int
+    username: str
+    uid: int
+
+
+@dataclass(slots=True)
+class _Parent:
+    """What a TOKEN session inherits from the session whose token it used."""
+
+    pk: int
+    user_id: int
+    username: str
+    root: tuple[
+        Any, ...
+    ]  # root_credentials, root_username, root_login_at, root_api_key_id, root_api_key_name
+    origin_ip: str | None
+    created_ms: int
+    ended_ms: int | None
+    expires_ms: int
+    ended_by: str | None
+
+
+def demo_clear(*, batch_size: int = 5000) -> dict[str, int]:
+    """Delete every demo user, their API keys and TOTP devices, and every demo session.
+
+    Sessions go first, in batches of ``batch_size`` (one transaction each), so that a million rows
+    are removed without loading them all into memory; a session is demo data when it belongs to a
+    demo user or demo API key, has a demo username, or is a TEST-NET-1 node peer. Returns the number
+    of rows removed per kind.
+    """
+    demo_users = get_user_model().objects.filter(username__startswith=DEMO_PREFIX)
+    demo_sessions = UserSession.objects.filter(
+        Q(user__in=demo_users.values("pk"))
+        | Q(username__startswith=DEMO_PREFIX)
+        | Q(api_key_name__startswith=DEMO_PREFIX)
+        | Q(credentials=CRED.TRUENAS_NODE, origin__startswith=NODE_NETWORK)
+    )
+    removed = {"sessions": 0, "api_keys": 0, "users": 0}
+    while pks := list(demo_sessions.order_by().values_list("pk", flat=True)[:batch_size]):
+        with transaction.atomic():
+            # Deleting through the ORM cascades to the sessions' tokens.
+            removed["sessions"] += (
+                UserSession.objects.filter(pk__in=pks).delete()[1].get(UserSession._meta.label, 0)
+            )
+    with transaction.atomic():
+        keys = ApiKey.objects.filter(Q(user__in=demo_users.values("pk")) | Q(name__startswith=DEMO_PREFIX))
+        removed["api_keys"] = keys.delete()[1].get(ApiKey._meta.label, 0)
+        removed["users"] = demo_users.delete()[1].get(get_user_model()._meta.label, 0)
+    return removed
+
+
+def demo_seed(
+    *,
+    sessions: int,
+    users: int | None = None,
+    api_keys: int | None = None,
+    ended_fraction: float = 0.3,
+    seed: int | None = None,
+    batch_size: int = 5000,
+    clear: bool = False,
+    now: dt.datetime | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> DemoSeedResult:
+    """Fill the database with demo users, API keys and ``sessions`` sessions.
+
+    ``users`` defaults to one per 20 sessions (at least 10) and ``api_keys`` to one per 10 users
+    (at least 3). About ``ended_fraction`` of the sessions are history (``ended_at`` /
+    ``end_reason`` / ``ended_by`` set); the rest are active and within their LEVEL_1 lifetime at
+    ``now`` (default: the current time). The same ``seed`` and ``now`` give the same rows, public ids
+    included; without a seed, public ids come from `secrets`. ``progress`` is called with the number
+    of sessions written after each batch.
+
+    Raises `DemoDataExists` when demo users exist and ``clear`` is false (re-seeding would collide
+    with them); with ``clear``, `demo_clear` runs first. Raises `ValueError` for counts or fractions
+    out of range.
+    """
+    if sessions < 0 or batch_size < 1 or not 0.0 <= ended_fraction <= 1.0:
+        raise ValueError("sessions must be >= 0, batch_size >= 1 and ended_fraction within [0, 1]")
+    n_users = max(10, sessions // 20) if users is None else users
+    n_keys = max(3, n_users // 10) if api_keys is None else api_keys
+    if n_users < 1 or n_keys < 0:
+        raise ValueError("users must be >= 1 and api_keys >= 0")
+
+    cleared = demo_clear(batch_size=batch_size) if clear else {}
+    existing = get_user_model().objects.filter(username__startswith=DEMO_PREFIX).count()
+    if existing:
+        raise DemoDataExists(f"{existing} demo users ({DEMO_PREFIX}*) already exist; clear them first")
+
+    now = now or timezone.now()
+    now_ms = (now - EPOCH) // dt.timedelta(milliseconds=1)
+    rng = random.Random(seed)
+    seeder = _Seeder(rng=rng, now_ms=now_ms, ended_fraction=ended_fraction, deterministic=seed is not None)
+    with transaction.atomic():
+        seeder.create_users(n_users)
+        seeder.create_api_keys(n_keys)
+
+    written = 0
+    first = True
+    while written < sessions:
+        n = min(batch_size, sessions - written)
+        with transaction.atomic():
+            written += seeder.create_sessions(n, every_type=first)
+        first = False
+        if progress is not None:
+            progress(n)
+    return DemoSeedResult(
+        users=n_users,
+        api_keys=n_keys,
+        sessions=written,
+        ended=seeder.ended,
+        by_credentials=dict(seeder.by_credentials),
+        cleared=cleared,
+    )
+
+
+class _Seeder:
+    """Generates and inserts the rows; holds the state shared between batches."""
+
+    def __init__(
+        self, *, rng: random.Random, now_ms: int, ended_fraction: float, deterministic: bool
+    ) -> None:
+        self.rng = rng
+        self.now_ms = now_ms
+        self.ended_fraction = ended_fraction
+        self.deterministic = deterministic
+        self.root: _Account | None = None
+        self.password_users: list[_Account] = []
+        self.twofactor_users: list[_Account] = []
+        self.all_users: list[_Account] = []
+        self.user_cum: list[float] = []
+        self.keys: list[tuple[int, str, _Account]] = []
+        self.key_cum: list[float] = []
+        self.recent_tokens: list[_Parent] = []
+        self.ended = 0
+        self.by_credentials: Counter[str] = Counter()
+        self.cred_names = list(CREDENTIAL_WEIGHTS)
+        self.cred_cum = list(itertools.accumulate(CREDENTIAL_WEIGHTS.values()))
+        self.end_choices = {
+            c: (list(w), list(itertools.accumulate(w.values()))) for c, w in END_WEIGHTS.items()
+        }
+
+    # -- users and keys ---------------------------------------------------------------------------
+
+    def create_users(self, count: int) -> None:
+        rng = self.rng
+        user_model = get_user_model()
+        password = make_password(None)  # one unusable hash, shared: hashing per user would take hours
+        rows = [
+            user_model(
+                username=ROOT_USERNAME,
+                password=password,
+                first_name="Demo",
+                last_name="Root",
+                is_staff=True,
+                is_superuser=True,
+                date_joined=self._dt(self.now_ms - 365 * DAY_MS),
+            )
+        ]
+        names = len(_FIRST_NAMES) * len(_LAST_NAMES)
+        for i in range(count - 1):
+            first, last = (
+                _FIRST_NAMES[i % len(_FIRST_NAMES)],
+                _LAST_NAMES[(i // len(_FIRST_NAMES)) % len(_LAST_NAMES)],
+            )
+            suffix = str(i // names) if i >= names else ""
+            rows.append(
+                user_model(
+                    username=f"{DEMO_PREFIX}{first}.{last}{suffix}",
+                    password=password,
+                    first_name=first.capitalize(),
+                    last_name=last.capitalize(),
+                    email=f"{first}.{last}{suffix}@example.com".lower(),
+                    date_joined=self._dt(self.now_ms - rng.randrange(31 * DAY_MS, 365 * DAY_MS)),
+                )
+            )
+        created = user_model.objects.bulk_create(rows, batch_size=1000)
+        self.root = _Account(created[0].pk, created[0].username, 0)
+        devices = []
+        for index, user in enumerate(created[1:]):
+            account = _Account(user.pk, user.username, 3000 + index)
+            self.all_users.append(account)
+            if rng.random() < _TWOFACTOR_USERS:
+                self.twofactor_users.append(account)
+                devices.append(
+                    TOTPDevice(user=user, name="demo", confirmed=True, key=rng.randbytes(20).hex())
+                )
+            else:
+                self.password_users.append(account)
+        TOTPDevice.objects.bulk_create(devices, batch_size=1000)
+        if not self.all_users:  # only the root account: it logs in too
+            self.all_users = self.password_users = [self.root]
+        if not self.twofactor_users:
+            self.twofactor_users = self.password_users
+        if not self.password_users:
+            self.password_users = self.twofactor_users
+        # A few users hold most sessions (Zipf-like), as in real deployments.
+        self.user_cum = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(len(self.all_users))))
+
+    def create_api_keys(self, count: int) -> None:
+        rng = self.rng
+        rows = []
+        owners = []
+        for i in range(count):
+            owner = self._pick_user()
+            owners.append(owner)
+            created_ms = self.now_ms - WINDOW_MS - rng.randrange(DAY_MS, 300 * DAY_MS)
+            expires = None if rng.random() < 0.7 else self._dt(self.now_ms + rng.randrange(30, 365) * DAY_MS)
+            rows.append(
+                ApiKey(
+                    name=f"{DEMO_PREFIX}{_KEY_PURPOSES[i % len(_KEY_PURPOSES)]}-{i + 1:04d}",
+                    user_id=owner.pk,
+                    # A placeholder digest: no secret exists for demo keys.
+                    key_hash=hashlib.sha256(rng.randbytes(32)).hexdigest(),
+                    created_at=self._dt(created_ms),
+                    expires_at=expires,
+                    last_used_at=self._dt(self.now_ms - rng.randrange(0, 7 * DAY_MS)),
+                )
+            )
+        created = ApiKey.objects.bulk_create(rows, batch_size=1000)
+        self.keys = [(key.pk, key.name, owner) for key, owner in zip(created, owners, strict=True)]
+        self.key_cum = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(len(self.keys))))
+
+    # -- sessions ---------------------------------------------------------------------------------
+
+    def create_sessions(self, count: int, *, every_type: bool) -> int:
+        """Insert ``count`` sessions: first the ones that may parent a token, then the tokens."""
+        rng = self.rng
+        creds = rng.choices(self.cred_names, cum_weights=self.cred_cum, k=count)
+        if every_type:
+            creds[: len(CREDENTIAL_WEIGHTS)] = list(CREDENTIAL_WEIGHTS)[:count]
+        if not self.keys:
+            creds = [CRED.LOGIN_PASSWORD if c == CRED.API_KEY else c for c in creds]
+        if CRED.TOKEN in creds and not self.recent_tokens and not _TOKEN_PARENTS.intersection(creds):
+            # A tiny first batch without any session that could have issued a token.
+            creds[creds.index(CRED.TOKEN)] = CRED.LOGIN_PASSWORD
+        first = [c for c in creds if c != CRED.TOKEN]
+        n_tokens = count - len(first)
+
+        rows: list[UserSession] = []
+        meta: list[tuple[int, int, int | None, int, str | None]] = []
+        for cred in first:
+            row, timing = self._session(cred)
+            rows.append(row)
+            meta.append(timing)
+        UserSession.objects.bulk_create(rows, batch_size=len(rows) or 1)
+
+        parents = [
+            self._as_parent(row, *timing)
+            for row, timing in zip(rows, meta, strict=True)
+            if row.credentials in _TOKEN_PARENTS
+        ]
+        tokens = [self._token(parents) for _ in range(n_tokens)]
+        UserSession.objects.bulk_create(tokens, batch_size=len(tokens) or 1)
+        self.recent_tokens = [self._token_as_parent(t) for t in tokens[:200]] or self.recent_tokens
+        self.by_credentials.update(r.credentials for r in rows)
+        self.by_credentials[CRED.TOKEN] += len(tokens)
+        self.ended += sum(1 for r in itertools.chain(rows, tokens) if r.ended_at is not None)
+        return len(rows) + len(tokens)
+
+    def _session(self, cred: str) -> tuple[UserSession, tuple[int, int, int | None, int, str | None]]:
+        """One non-TOKEN session and its timing (ms): created, login, ended, expires, ended_by."""
+        rng = self.rng
+        ended = rng.random() < self.ended_fraction
+        reason = self._reason(cred) if ended else None
+        created_ms, ended_ms = self._lifetime(reason)
+        expires_ms = created_ms + LIFETIME_MS
+        account: _Account | None = None
+        key: tuple[int, str, _Account] | None = None
+        internal = False
+        secure = True
+        secret = False
+        pid = uid = None
+        if cred == CRED.TRUENAS_NODE:
+            origin = f"{NODE_NETWORK}{rng.choice((10, 11))}:{rng.randrange(32768, 61000)}"
+            internal = True
+        elif cred == CRED.UNIX_SOCKET:
+            if rng.random() < 0.5:
+                account, internal = self.root, True
+            else:
+                account = self._pick_user()
+            assert account is not None
+            pid, uid = rng.randrange(300, 4_194_304), account.uid
+            origin = f"UNIX socket (pid={pid} uid={uid} gid={uid})"
+        elif cred == CRED.API_KEY:
+            key = self.keys[bisect.bisect_left(self.key_cum, rng.random() * self.key_cum[-1])]
+            account = key[2]
+            origin, _ = self._tcp_origin()  # keys are refused over insecure transports
+        else:
+            if cred == CRED.LOGIN_TWOFACTOR:
+                account = rng.choice(self.twofactor_users)
+            elif cred == CRED.LOGIN_PASSWORD:
+                account = self._pick_user(self.password_users)
+            else:
+                account = self._pick_user()
+            origin, secure = self._tcp_origin()
+            secret = True
+        username = account.username if account else None
+        ended_by = self._ended_by(reason, username)
+        row = UserSession(
+            public_id=self._public_id(),
+            secret_hash=hashlib.sha256(rng.randbytes(32)).hexdigest() if secret else None,
+            user_id=account.pk if account else None,
+            credentials=cred,
+            username=username,
+            username_folded=username.casefold() if username else None,
+            login_at=self._dt(created_ms) if account else None,
+            api_key_id=key[0] if key else None,
+            api_key_name=key[1] if key else None,
+            origin=origin,
+            internal=internal,
+            secure_transport=secure,
+            peer_pid=pid,
+            peer_uid=uid,
+            peer_gid=uid,
+            created_at=self._dt(created_ms),
+            last_seen_at=self._dt(self._last_seen(created_ms, ended_ms)),
+            expires_at=self._dt(expires_ms),
+            ended_at=self._dt(ended_ms) if ended_ms is not None else None,
+            end_reason=reason,
+            ended_by=ended_by,
+        )
+        return row, (created_ms, created_ms, ended_ms, expires_ms, ended_by)
+
+    def _token(self, parents: Sequence[_Parent]) -> UserSession:
+        """A TOKEN session opened with a token that ``parent`` generated (or a chained TOKEN)."""
+        rng = self.rng
+        pool = parents
+        if self.recent_tokens and (not parents or rng.random() < _CHAINED_TOKENS):
+            pool = self.recent_tokens
+        want_ended = rng.random() < self.ended_fraction
+        if not want_ended:
+            # An active session cannot descend from an ended one: look for an active parent.
+            for _ in range(8):
+                parent = rng.choice(pool)
+                if parent.ended_ms is None:
+                    break
+        else:
+            parent = rng.choice(pool)
+        parent_end = parent.ended_ms if parent.ended_ms is not None else self.now_ms
+        latest = min(parent_end, parent.expires_ms, self.now_ms) - 1
+        created_ms = rng.randint(parent.created_ms, max(parent.created_ms, latest))
+        expires_ms = min(created_ms + LIFETIME_MS, parent.expires_ms)  # never outlives its parent
+        reason: str | None = None
+        ended_ms: int | None = None
+        ended_by: str | None = None
+        if parent.ended_ms is not None:
+            # Ending a session ends the TOKEN sessions derived from it.
+            reason, ended_ms = REASON.PARENT_ENDED, parent.ended_ms
+        elif want_ended:
+            reason = self._reason(CRED.TOKEN)
+            ended_ms = min(created_ms + int(rng.expovariate(1 / HOUR_MS)), self.now_ms)
+            ended_by = self._ended_by(reason, parent.username)
+        if parent.origin_ip is None:  # a token handed from a unix-socket process to a local client
+            origin, secure = f"127.0.0.1:{rng.randrange(32768, 61000)}", True
+        else:  # match_origin: same address, new port
+            origin, secure = f"{parent.origin_ip}:{rng.randrange(32768, 61000)}", True
+        root_cred, root_user, root_login, root_key_id, root_key_name = parent.root
+        return UserSession(
+            public_id=self._public_id(),
+            secret_hash=hashlib.sha256(rng.randbytes(32)).hexdigest(),
+            user_id=parent.user_id,
+            credentials=CRED.TOKEN,
+            username=parent.username,
+            username_folded=parent.username.casefold(),
+            parent_id=parent.pk,
+            root_credentials=root_cred,
+            root_username=root_user,
+            root_login_at=root_login,
+            root_api_key_id=root_key_id,
+            root_api_key_name=root_key_name,
+            origin=origin,
+            internal=False,
+            secure_transport=secure,
+            created_at=self._dt(created_ms),
+            last_seen_at=self._dt(self._last_seen(created_ms, ended_ms)),
+            expires_at=self._dt(expires_ms),
+            ended_at=self._dt(ended_ms) if ended_ms is not None else None,
+            end_reason=reason,
+            ended_by=ended_by,
+        )
+
+    def _as_parent(
+        self,
+        row: UserSession,
+        created_ms: int,
+        login_ms: int,
+        ended_ms: int | None,
+        expires_ms: int,
+        ended_by: str | None,
+    ) -> _Parent:
+        assert row.user_id is not None
+        assert row.username is not None
+        origin_ip = None if row.credentials == CRED.UNIX_SOCKET else row.origin.rpartition(":")[0]
+        root = (row.credentials, row.username, row.login_at, row.api_key_id, row.api_key_name)
+        return _Parent(
+            row.pk, row.user_id, row.username, root, origin_ip, created_ms, ended_ms, expires_ms, ended_by
+        )
+
+    def _token_as_parent(self, row: UserSession) -> _Parent:
+        assert row.user_id is not None
+        assert row.username is not None
+        root = (
+            row.root_credentials,
+            row.root_username,
+            row.root_login_at,
+            row.root_api_key_id,
+            row.root_api_key_name,
+        )
+        ms = self._ms
+        ended_ms = ms(row.ended_at) if row.ended_at is not None else None
+        return _Parent(
+            row.pk,
+            row.user_id,
+            row.username,
+            root,
+            row.origin.rpartition(":")[0],
+            ms(row.created_at),
+            ended_ms,
+            ms(row.expires_at),
+            row.ended_by,
+        )
+
+    # -- small generators -------------------------------------------------------------------------
+
+    def _pick_user(self, pool: list[_Account] | None = None) -> _Account:
+        if pool is not None and pool is not self.all_users:
+            return self.rng.choice(pool)
+        index = bisect.bisect_left(self.user_cum, self.rng.random() * self.user_cum[-1])
+        return self.all_users[min(index, len(self.all_users) - 1)]
+
+    def _reason(self, cred: str) -> str:
+        names, cum = self.end_choices[cred]
+        return self.rng.choices(names, cum_weights=cum)[0]
+
+    def _lifetime(self, reason: str | None) -> tuple[int, int | None]:
+        """created_at and ended_at (ms) of a non-TOKEN session ending for ``reason`` (None: active)."""
+        rng = self.rng
+        if reason is None:
+            # Recent sessions are the common ones; stay an hour clear of the 30-day expiry.
+            return self.now_ms - int((rng.random() ** 1.5) * (WINDOW_MS - HOUR_MS)), None
+        if reason == REASON.EXPIRED:
+            # Ran its whole LEVEL_1 lifetime, so it began up to a day before the 30-day window.
+            created = self.now_ms - LIFETIME_MS - rng.randrange(1, DAY_MS)
+            return created, created + LIFETIME_MS
+        created = self.now_ms - rng.randrange(1, WINDOW_MS)
+        mean = HOUR_MS if reason in (REASON.LOGOUT, REASON.IDLE) else 6 * HOUR_MS
+        return created, min(created + 1 + int(rng.expovariate(1 / mean)), self.now_ms)
+
+    def _last_seen(self, created_ms: int, ended_ms: int | None) -> int:
+        end = self.now_ms if ended_ms is None else ended_ms
+        return created_ms + int((end - created_ms) * self.rng.random() ** 0.25)
+
+    def _ended_by(self, reason: str | None, username: str | None) -> str | None:
+        assert self.root is not None
+        if reason in (REASON.LOGOUT, REASON.PASSWORD_CHANGED):
+            return username
+        if reason in (REASON.TERMINATED, REASON.CREDENTIAL_REVOKED):
+            return self.root.username if username is None or self.rng.random() < 0.7 else username
+        if reason == REASON.USER_DISABLED:
+            return self.root.username
+        return None
+
+    def _tcp_origin(self) -> tuple[str, bool]:
+        """A client address and whether the transport was secure (loopback always is)."""
+        rng = self.rng
+        port = rng.randrange(32768, 61000)
+        kind = rng.random()
+        if kind < 0.45:
+            host = f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        elif kind < 0.80:
+            host = f"192.168.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        elif kind < 0.95:
+            host = f"[2001:db8::{rng.randrange(1, 0x10000):x}]"
+        else:
+            return f"127.0.0.1:{port}", True
+        return f"{host}:{port}", rng.random() < 0.9
+
+    def _public_id(self) -> str:
+        if self.deterministic:
+            return base64.urlsafe_b64encode(self.rng.randbytes(48)).decode()
+        return secrets.token_urlsafe(48)
+
+    @staticmethod
+    def _dt(ms: int) -> dt.datetime:
+        return EPOCH + dt.timedelta(milliseconds=ms)
+
+    @staticmethod
+    def _ms(value: dt.datetime) -> int:
+        return (value - EPOCH) // dt.timedelta(milliseconds=1)

@@ -1,0 +1,229 @@
+"""Authentication of every request from the database: session cookie, unix socket, or a
+per-request ``Authorization`` header (``Bearer <api key>`` / ``Basic``).
+
+``request.user`` is the authenticated user (or ``AnonymousUser``), ``request.auth_session`` the
+`UserSession` (None for per-request credentials and anonymous requests) and ``request.api_key`` the
+key of a Bearer request. An ``Authorization`` header is used alone: a request carrying one never
+falls back to the cookie (B17). Tokens in query strings are ignored (B5). If the session store
+cannot be read, the request is answered 503 -- never served as anonymous or authenticated (D8).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import pwd
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
+from django.db import DatabaseError, transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+
+from sessions_app import conf, keys
+from sessions_app.audit import audit_record
+from sessions_app.clients import Client, client_from_request
+from sessions_app.models import ApiKey, AuditEvent, Credentials, UserSession
+from sessions_app.services.api_keys import api_key_pepper, api_key_revoke, api_key_touch
+from sessions_app.services.login import check_password, has_totp
+from sessions_app.services.sessions import session_authenticate, session_check, session_create
+
+logger = logging.getLogger(__name__)
+
+
+def session_cookie_name() -> str:
+    """``__Host-sid`` when cookies are Secure (no Domain, Path=/), else ``sid`` (DEBUG over http)."""
+    return "__Host-sid" if settings.SESSION_COOKIE_SECURE else "sid"
+
+
+PENDING_COOKIE = "otp_pending"
+
+
+def set_session_cookie(response: HttpResponse, secret: str) -> None:
+    response.set_cookie(
+        session_cookie_name(),
+        secret,
+        secure=settings.SESSION_COOKIE_SECURE,
+        httponly=True,
+        samesite="Lax",
+        path="/",
+    )
+
+
+def clear_session_cookie(response: HttpResponse) -> None:
+    response.delete_cookie(session_cookie_name(), path="/", samesite="Lax")
+
+
+def service_unavailable(request_id: str | None = None) -> JsonResponse:
+    response = JsonResponse(
+        {"error": "service unavailable", "detail": "the session store cannot be reached; retry shortly"},
+        status=503,
+    )
+    response["Retry-After"] = "5"
+    return response
+
+
+class SessionAuthenticationMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request.auth_session = None  # type: ignore[attr-defined]
+        request.api_key = None  # type: ignore[attr-defined]
+        request.user = AnonymousUser()
+        try:
+            self.authenticate(request)
+        except DatabaseError:
+            logger.exception("session store unavailable")
+            return service_unavailable()
+        return self.get_response(request)
+
+    def authenticate(self, request: HttpRequest) -> None:
+        client = client_from_request(request)
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if client.peer is not None and not header:
+            session = unix_socket_session(client)
+        elif header:
+            self.per_request(request, client, header)
+            return
+        else:
+            secret = request.COOKIES.get(session_cookie_name(), "")
+            session = session_authenticate(secret=secret, client=client) if secret else None
+        if session is not None:
+            request.auth_session = session  # type: ignore[attr-defined]
+            request.user = session.user if session.user is not None else AnonymousUser()
+
+    def per_request(self, request: HttpRequest, client: Client, header: str) -> None:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer":
+            key = bearer_api_key(value.strip(), client)
+            if key is not None:
+                request.api_key = key  # type: ignore[attr-defined]
+                request.user = key.user
+        elif scheme.lower() == "basic":
+            user = basic_user(value.strip(), client)
+            if user is not None:
+                request.user = user
+
+
+def _audit_failure(client: Client, mechanism: str, username: str | None, reason: str, **data: Any) -> None:
+    with transaction.atomic():
+        audit_record(
+            event=AuditEvent.AUTHENTICATION,
+            success=False,
+            username=username,
+            address=client.origin,
+            event_data={"mechanism": mechanism, "per_request": True, "error": reason, **data},
+        )
+
+
+def bearer_api_key(text: str, client: Client) -> ApiKey | None:
+    """Per-request API key: same checks as ``API_KEY_PLAIN``, no session. Use is audited and
+    ``last_used_at`` written at most once a minute per key (no write per request)."""
+    parsed = keys.split_api_key(text)
+    key = ApiKey.objects.select_related("user").filter(pk=parsed[0]).first() if parsed else None
+    digest = keys.api_key_hash(parsed[1] if parsed else text[:200], pepper=api_key_pepper())
+    now = timezone.now()
+    label = f"{key.pk}:{key.name}" if key is not None else "<INVALID>"
+    if key is None or not keys.same_hash(key.key_hash, digest):
+        _audit_failure(client, "API_KEY_BEARER", None, "invalid key", api_key_ref=label)
+        return None
+    if key.revoked or not key.user.is_active or (key.expires_at is not None and key.expires_at <= now):
+        _audit_failure(
+            client,
+            "API_KEY_BEARER",
+            key.user.get_username(),
+            "revoked, expired or inactive",
+            api_key_ref=label,
+        )
+        return None
+    if not client.secure_transport:
+        api_key_revoke(key=key, reason="Attempt to use over an insecure transport", actor=None)
+        _audit_failure(
+            client,
+            "API_KEY_BEARER",
+            key.user.get_username(),
+            "insecure transport: key revoked",
+            api_key_ref=label,
+        )
+        return None
+    previous = key.last_used_at
+    api_key_touch(key=key, now=now)
+    if key.last_used_at is not previous:
+        with transaction.atomic():
+            audit_record(
+                event=AuditEvent.AUTHENTICATION,
+                success=True,
+                username=key.user.get_username(),
+                address=client.origin,
+                event_data={"mechanism": "API_KEY_BEARER", "per_request": True, "api_key_ref": label},
+            )
+    return key
+
+
+def basic_user(text: str, client: Client) -> Any:
+    """Per-request ``Basic`` credentials (password users without a second factor only); audited."""
+    try:
+        decoded = base64.b64decode(text, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        _audit_failure(client, "PASSWORD_BASIC", None, "malformed header")
+        return None
+    username, sep, password = decoded.partition(":")
+    model = get_user_model()
+    user = (
+        model._default_manager.filter(**{model.USERNAME_FIELD: username}).first()
+        if sep and username
+        else None
+    )
+    ok = check_password(user, password)
+    if not ok or user is None or not user.is_active or has_totp(user):
+        _audit_failure(client, "PASSWORD_BASIC", username[:150] or None, "invalid credentials")
+        return None
+    with transaction.atomic():
+        audit_record(
+            event=AuditEvent.AUTHENTICATION,
+            success=True,
+            username=user.get_username(),
+            address=client.origin,
+            event_data={"mechanism": "PASSWORD_BASIC", "per_request": True},
+        )
+    return user
+
+
+def unix_socket_session(client: Client) -> UserSession | None:
+    """The ``UNIX_SOCKET`` session of the peer process (pid, uid, gid), created on first use.
+
+    uid -> local account name -> user of that name; uid 0 is the configured root account and the
+    session is ``internal``. A uid without a matching user gets no session.
+    """
+    assert client.peer is not None
+    pid, uid, gid = client.peer
+    existing = (
+        UserSession.objects.active()
+        .select_related("user", "api_key", "parent")
+        .filter(credentials=Credentials.UNIX_SOCKET, peer_pid=pid, peer_uid=uid, peer_gid=gid)
+        .order_by("-created_at")
+        .first()
+    )
+    if existing is not None:
+        checked = session_check(row=existing, client=client)
+        if checked is not None:
+            return checked
+    if uid == 0:
+        name = conf.get("SESSIONS_ROOT_USERNAME")
+    else:
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return None
+    model = get_user_model()
+    user = model._default_manager.filter(**{model.USERNAME_FIELD: name}, is_active=True).first()
+    if user is None:
+        return None
+    return session_create(
+        credentials=Credentials.UNIX_SOCKET, client=client, user=user, internal=uid == 0
+    ).session

@@ -1,0 +1,149 @@
+"""API keys: create (the key is shown once), update / reset, revoke, delete -- with cascades.
+
+A key is ``"<id>-<64 alphanumerics>"``; only an HMAC-SHA256 of the secret part is stored
+(`sessions_app.keys`). Revoking, expiring or deleting a key ends the sessions opened with it
+(``CREDENTIAL_REVOKED``) in the same transaction; expiry is also enforced on every request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from sessions_app import conf, keys
+from sessions_app.audit import audit_record
+from sessions_app.exceptions import InvalidParams
+from sessions_app.models import ApiKey, AuditEvent, EndReason, UserSession
+
+LAST_USED_INTERVAL = dt.timedelta(seconds=60)
+
+
+def api_key_pepper() -> bytes:
+    """The HMAC key of API-key hashes: ``SESSIONS_API_KEY_PEPPER``, else derived from SECRET_KEY.
+
+    Rotating it invalidates every API key (like rotating SECRET_KEY would); set it explicitly to
+    decouple the two.
+    """
+    pepper = conf.get("SESSIONS_API_KEY_PEPPER")
+    if pepper:
+        return str(pepper).encode()
+    return salted_hmac(
+        "sessions_app.api_key_pepper", "v1", secret=settings.SECRET_KEY, algorithm="sha256"
+    ).digest()
+
+
+def _validate_name(name: Any) -> str:
+    if not isinstance(name, str) or not 1 <= len(name) <= 200 or "\x00" in name:
+        raise InvalidParams.one("api_key_create.name", "a name of 1 to 200 characters is required")
+    return name
+
+
+def _audit(method: str, key: ApiKey, actor: str | None, address: str, **data: Any) -> None:
+    audit_record(
+        event=AuditEvent.METHOD_CALL,
+        success=True,
+        username=actor,
+        address=address,
+        event_data={"method": method, "api_key": {"id": key.pk, "name": key.name}, **data},
+    )
+
+
+def api_key_create(
+    *,
+    user: Any,
+    name: Any,
+    expires_at: dt.datetime | None = None,
+    actor: str | None = None,
+    address: str = "",
+) -> tuple[ApiKey, str]:
+    """Create a key for ``user``; returns it and the plaintext key, which is never shown again."""
+    name = _validate_name(name)
+    secret = keys.new_api_key_secret()
+    try:
+        with transaction.atomic():
+            key = ApiKey.objects.create(
+                name=name,
+                user=user,
+                key_hash=keys.api_key_hash(secret, pepper=api_key_pepper()),
+                expires_at=expires_at,
+            )
+            _audit("api_key.create", key, actor, address)
+    except IntegrityError:
+        raise InvalidParams.one("api_key_create.name", "an API key with this name already exists") from None
+    return key, f"{key.pk}-{secret}"
+
+
+def api_key_update(
+    *,
+    key: ApiKey,
+    name: Any = None,
+    expires_at: Any = ...,
+    reset: bool = False,
+    actor: str | None = None,
+    address: str = "",
+) -> tuple[ApiKey, str | None]:
+    """Rename, change expiry or ``reset`` (new secret: the old value stops working at once)."""
+    plaintext = None
+    fields: list[str] = []
+    if name is not None:
+        key.name = _validate_name(name)
+        fields.append("name")
+    if expires_at is not ...:
+        key.expires_at = expires_at
+        fields.append("expires_at")
+    try:
+        with transaction.atomic():
+            if reset:
+                secret = keys.new_api_key_secret()
+                key.key_hash = keys.api_key_hash(secret, pepper=api_key_pepper())
+                key.revoked, key.revoked_reason = False, None
+                fields += ["key_hash", "revoked", "revoked_reason"]
+                plaintext = f"{key.pk}-{secret}"
+                _end_key_sessions(key, EndReason.CREDENTIAL_REVOKED, actor, address)
+            if fields:
+                key.save(update_fields=fields)
+            if key.expires_at is not None and key.expires_at <= timezone.now():
+                _end_key_sessions(key, EndReason.EXPIRED, actor, address)
+            _audit("api_key.update", key, actor, address, reset=reset, fields=fields)
+    except IntegrityError:
+        raise InvalidParams.one("api_key_update.name", "an API key with this name already exists") from None
+    return key, plaintext
+
+
+def _end_key_sessions(key: ApiKey, reason: str, actor: str | None, address: str) -> int:
+    from sessions_app.services.sessions import sessions_end
+
+    return sessions_end(
+        sessions=UserSession.objects.filter(api_key_id=key.pk, ended_at__isnull=True),
+        reason=reason,
+        actor=actor,
+        address=address,
+    )
+
+
+def api_key_revoke(*, key: ApiKey, reason: str, actor: str | None, address: str = "") -> None:
+    """Revoke ``key`` with ``reason`` and end the sessions opened with it."""
+    with transaction.atomic():
+        ApiKey.objects.filter(pk=key.pk).update(revoked=True, revoked_reason=reason[:200])
+        key.revoked, key.revoked_reason = True, reason[:200]
+        _end_key_sessions(key, EndReason.CREDENTIAL_REVOKED, actor, address)
+        _audit("api_key.revoke", key, actor, address, reason=reason[:200])
+
+
+def api_key_delete(*, key: ApiKey, actor: str | None, address: str = "") -> None:
+    with transaction.atomic():
+        _end_key_sessions(key, EndReason.CREDENTIAL_REVOKED, actor, address)
+        _audit("api_key.delete", key, actor, address)
+        key.delete()
+
+
+def api_key_touch(*, key: ApiKey, now: dt.datetime) -> None:
+    """Record use, at most once a minute per key (no write per request)."""
+    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_INTERVAL:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now

@@ -1,0 +1,472 @@
+"""``auth.login_ex`` / ``auth.login_ex_continue``: every login mechanism, one place.
+
+Answers are TrueNAS's: ``SUCCESS`` (with ``user_info`` and ``authenticator``), ``OTP_REQUIRED``
+(with ``username``), ``AUTH_ERR``, ``EXPIRED``. A wrong password, an unknown user, an inactive or
+locked account and an unusable password all get the same ``AUTH_ERR`` after the same work (a
+password hash is computed in every case) and the same failure delay; the audit record says which.
+
+Policy (security.md): users with a confirmed TOTP device must use it for password logins; API keys,
+tokens and the unix socket are exempt, as in TrueNAS. At ``LEVEL_2``, password logins need a second
+factor, API keys are refused and tokens must be single-use.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from django_otp.oath import TOTP
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from sessions_app import conf, keys, policy, throttle
+from sessions_app.audit import audit_record
+from sessions_app.clients import Client
+from sessions_app.exceptions import InvalidParams
+from sessions_app.models import (
+    ApiKey,
+    AuditEvent,
+    Credentials,
+    OneTimePassword,
+    PendingLogin,
+    Token,
+)
+from sessions_app.services.api_keys import api_key_pepper, api_key_revoke, api_key_touch
+from sessions_app.services.sessions import NewSession, session_check, session_create
+
+PENDING_LIFETIME = dt.timedelta(minutes=5)
+MECHANISMS = ("PASSWORD_PLAIN", "API_KEY_PLAIN", "TOKEN_PLAIN")
+_PARAMS = {
+    "PASSWORD_PLAIN": {"mechanism", "username", "password", "login_options"},
+    "API_KEY_PLAIN": {"mechanism", "username", "api_key", "login_options"},
+    "TOKEN_PLAIN": {"mechanism", "token", "login_options"},
+    "OTP_TOKEN": {"mechanism", "otp_token", "login_options"},
+}
+_LOGIN_OPTIONS = {"user_info"}
+_DUMMY_PASSWORD = "sessions-app-timing-equaliser"
+
+
+@dataclass
+class LoginResult:
+    """The ``login_ex`` answer plus what the interface must hand to the client."""
+
+    response: dict[str, Any]
+    new_session: NewSession | None = None
+    #: OTP_REQUIRED: the secret the client presents to ``login_ex_continue`` (cookie / connection).
+    pending_secret: str | None = None
+    #: The pending second factor that this call discarded (the client should drop its secret).
+    pending_cleared: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.response["response_type"] == "SUCCESS"
+
+
+AUTH_ERR = {"response_type": "AUTH_ERR"}
+EXPIRED = {"response_type": "EXPIRED"}
+
+
+def user_info(user: Any) -> dict[str, Any]:
+    """A TrueNAS-like passwd entry of ``user`` (``auth.me`` / ``login_ex`` ``user_info``)."""
+    from sessions_app.roles import user_roles
+
+    roles = sorted(str(r) for r in user_roles(user))
+    return {
+        "pw_name": user.get_username(),
+        "pw_gecos": user.get_full_name() if hasattr(user, "get_full_name") else "",
+        "pw_dir": "/var/empty",
+        "pw_shell": "/usr/sbin/nologin",
+        "pw_uid": user.pk,
+        "pw_gid": user.pk,
+        "grouplist": [],
+        "sid": None,
+        "source": "LOCAL",
+        "local": True,
+        "attributes": {},
+        "two_factor_config": {"secret_configured": has_totp(user)},
+        "privilege": {"roles": {"$set": roles}, "web_shell": False},
+        "account_attributes": ["LOCAL", *(["2FA"] if has_totp(user) else [])],
+    }
+
+
+def has_totp(user: Any) -> bool:
+    return TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+
+
+def _success(user: Any, new_session: NewSession, login_options: dict[str, Any]) -> LoginResult:
+    throttle.record_success(username=user.get_username())
+    response: dict[str, Any] = {"response_type": "SUCCESS", "authenticator": policy.assurance_level()}
+    response["user_info"] = user_info(user) if login_options.get("user_info", True) else None
+    return LoginResult(response, new_session=new_session)
+
+
+def _validate(params: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(params, dict):
+        raise InvalidParams.one("login_data", "must be an object")
+    errors = [(f"login_data.{k}", "unexpected field") for k in params if k not in allowed]
+    for name in allowed - {"mechanism", "login_options"}:
+        value = params.get(name)
+        if not isinstance(value, str):
+            errors.append((f"login_data.{name}", "a string is required"))
+        elif "\x00" in value:
+            errors.append((f"login_data.{name}", "must not contain NUL characters"))
+    options = params.get("login_options", {})
+    if not isinstance(options, dict):
+        errors.append(("login_data.login_options", "must be an object"))
+    else:
+        errors += [
+            (f"login_data.login_options.{k}", "unexpected option") for k in options if k not in _LOGIN_OPTIONS
+        ]
+        if "user_info" in options and not isinstance(options["user_info"], bool):
+            errors.append(("login_data.login_options.user_info", "must be a boolean"))
+    if errors:
+        raise InvalidParams(errors)
+    return params
+
+
+def _fail(
+    *,
+    client: Client,
+    mechanism: str,
+    username: str | None,
+    reason: str,
+    count: bool = True,
+    response: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> LoginResult:
+    """Record and delay a failed attempt; the answer never says why."""
+    with transaction.atomic():
+        audit_record(
+            event=AuditEvent.AUTHENTICATION,
+            success=False,
+            username=(username or "")[:150] or None,
+            address=client.origin,
+            event_data={"mechanism": mechanism, "error": reason, **(extra or {})},
+        )
+    if count and username:
+        throttle.record_failure(username=username[:150], address=client.rate_key, mechanism=mechanism)
+    throttle.sleep_after_failure()
+    return LoginResult(response or AUTH_ERR)
+
+
+def _discard_pending(pending_secret: str | None, client: Client) -> bool:
+    if not pending_secret:
+        return False
+    pending = (
+        PendingLogin.objects.select_related("user")
+        .filter(secret_hash=keys.hash_secret(pending_secret))
+        .first()
+    )
+    if pending is None:
+        return False
+    with transaction.atomic():
+        if PendingLogin.objects.filter(pk=pending.pk).delete()[0]:
+            audit_record(
+                event=AuditEvent.AUTHENTICATION,
+                success=False,
+                username=pending.user.get_username(),
+                address=client.origin,
+                event_data={"mechanism": "OTP_TOKEN", "error": "abandoned second factor"},
+            )
+    return True
+
+
+def login_ex(*, params: Any, client: Client, pending_secret: str | None = None) -> LoginResult:
+    """``auth.login_ex``. A new login discards a pending second factor of the same client (A17)."""
+    if not isinstance(params, dict):
+        raise InvalidParams.one("login_data", "must be an object")
+    mechanism = params.get("mechanism")
+    if mechanism == "OTP_TOKEN":
+        raise InvalidParams.one("login_data.mechanism", "OTP_TOKEN is only valid with auth.login_ex_continue")
+    if mechanism not in _PARAMS:
+        raise InvalidParams.one("login_data.mechanism", f"must be one of {', '.join(MECHANISMS)}")
+    params = _validate(params, _PARAMS[mechanism])
+    cleared = _discard_pending(pending_secret, client)
+    options = params.get("login_options", {})
+    if mechanism == "PASSWORD_PLAIN":
+        result = _password_login(params["username"], params["password"], client, options)
+    elif mechanism == "API_KEY_PLAIN":
+        result = _api_key_login(params["username"], params["api_key"], client, options)
+    else:
+        result = _token_login(params["token"], client, options)
+    result.pending_cleared = cleared
+    return result
+
+
+# --- passwords ---------------------------------------------------------------------------------------
+
+
+def _find_user(username: str) -> Any:
+    model = get_user_model()
+    if not username or len(username) > 150:
+        return None
+    return model._default_manager.filter(**{model.USERNAME_FIELD: username}).first()
+
+
+def check_password(user: Any, password: str) -> bool:
+    """Verify a password with the same cost whether or not the account exists or is usable.
+
+    Hashes are upgraded on success (Django re-hashes with the first hasher in PASSWORD_HASHERS).
+    """
+    if len(password) > int(conf.get("SESSIONS_MAX_PASSWORD_LENGTH")):
+        return False  # refused before any hashing
+    if user is None or not user.has_usable_password():
+        make_password(password)  # same work as a real check (A2)
+        return False
+    return bool(user.check_password(password))
+
+
+def _onetime_password(user: Any, password: str, now: dt.datetime) -> OneTimePassword | None:
+    if user is None or len(password) != keys.ONETIME_PASSWORD_LENGTH:
+        return None
+    return OneTimePassword.objects.filter(
+        user=user, password_hash=keys.hash_secret(password), used_at__isnull=True, expires_at__gt=now
+    ).first()
+
+
+def _password_login(username: str, password: str, client: Client, options: dict[str, Any]) -> LoginResult:
+    now = timezone.now()
+    user = _find_user(username)
+    locked = throttle.locked_until(username=username[:150]) if username else None
+    password_ok = check_password(user, password)
+    if locked is not None:
+        return _fail(
+            client=client, mechanism="PASSWORD_PLAIN", username=username, reason="locked", count=False
+        )
+    if user is None or not user.is_active:
+        reason = "unknown user" if user is None else "inactive user"
+        return _fail(client=client, mechanism="PASSWORD_PLAIN", username=username, reason=reason)
+    if not password_ok:
+        otpw = _onetime_password(user, password, now)
+        if otpw is not None and OneTimePassword.objects.filter(pk=otpw.pk, used_at__isnull=True).update(
+            used_at=now
+        ):
+            new = session_create(
+                credentials=Credentials.LOGIN_ONETIME_PASSWORD,
+                client=client,
+                user=user,
+                password_change_required=True,
+                audit_data={"mechanism": "PASSWORD_PLAIN", "onetime_password": True},
+            )
+            result = _success(user, new, options)
+            result.extra["password_change_required"] = True
+            return result
+        return _fail(client=client, mechanism="PASSWORD_PLAIN", username=username, reason="wrong password")
+    if has_totp(user):
+        secret = keys.new_token()
+        PendingLogin.objects.create(
+            secret_hash=keys.hash_secret(secret),
+            user=user,
+            origin=client.origin,
+            expires_at=now + PENDING_LIFETIME,
+        )
+        return LoginResult(
+            {"response_type": "OTP_REQUIRED", "username": user.get_username()}, pending_secret=secret
+        )
+    if policy.assurance_level() != "LEVEL_1":
+        return _fail(
+            client=client,
+            mechanism="PASSWORD_PLAIN",
+            username=username,
+            reason="second factor required",
+            count=False,
+        )
+    new = session_create(
+        credentials=Credentials.LOGIN_PASSWORD,
+        client=client,
+        user=user,
+        audit_data={"mechanism": "PASSWORD_PLAIN"},
+    )
+    return _success(user, new, options)
+
+
+# --- second factor -----------------------------------------------------------------------------------
+
+
+def login_ex_continue(*, params: Any, client: Client, pending_secret: str | None) -> LoginResult:
+    """``auth.login_ex_continue`` with ``OTP_TOKEN``: the pending login's user, never one named here."""
+    if not isinstance(params, dict) or params.get("mechanism") != "OTP_TOKEN":
+        raise InvalidParams.one("login_data.mechanism", "must be OTP_TOKEN")
+    params = _validate(params, _PARAMS["OTP_TOKEN"])
+    now = timezone.now()
+    pending = None
+    if pending_secret:
+        pending = (
+            PendingLogin.objects.select_related("user")
+            .filter(secret_hash=keys.hash_secret(pending_secret), expires_at__gt=now)
+            .first()
+        )
+    if pending is None:
+        return _fail(
+            client=client, mechanism="OTP_TOKEN", username=None, reason="no pending login", count=False
+        )
+    user = pending.user
+    username = user.get_username()
+    if throttle.locked_until(username=username) is not None:
+        return _fail(client=client, mechanism="OTP_TOKEN", username=username, reason="locked", count=False)
+    code = params["otp_token"]
+    if not (code.isascii() and code.isdigit() and 6 <= len(code) <= 8) or not user.is_active:
+        return _otp_failed(pending, client, "malformed code" if user.is_active else "inactive user")
+    with transaction.atomic():
+        # Lock the device row: concurrent checks of one code are serialised, so it is accepted once
+        # and every failure is counted (stock django-otp verification is not race-safe).
+        devices = list(
+            TOTPDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk")
+        )
+        verified = None
+        for device in devices:
+            allowed, _ = device.verify_is_allowed()
+            if allowed and device.verify_token(code):
+                verified = device
+                break
+        if verified is not None and not PendingLogin.objects.filter(pk=pending.pk).delete()[0]:
+            verified = None  # the pending login was used by a concurrent request
+    if verified is None:
+        reused = any(_matches_ignoring_replay(d, code) for d in devices)
+        return _otp_failed(pending, client, "reused code" if reused else "wrong code")
+    new = session_create(
+        credentials=Credentials.LOGIN_TWOFACTOR,
+        client=client,
+        user=user,
+        audit_data={"mechanism": "OTP_TOKEN", "device": verified.persistent_id},
+    )
+    return _success(user, new, params.get("login_options", {}))
+
+
+def _matches_ignoring_replay(device: TOTPDevice, code: str) -> bool:
+    """Whether ``code`` is a currently valid code that was refused only because it was used (A12)."""
+    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
+    totp.time = time.time()
+    return bool(totp.verify(int(code), device.tolerance)) if code.isdigit() else False
+
+
+def _otp_failed(pending: PendingLogin, client: Client, reason: str) -> LoginResult:
+    limit = int(conf.get("SESSIONS_OTP_MAX_FAILURES"))
+    with transaction.atomic():
+        PendingLogin.objects.filter(pk=pending.pk).update(failures=F("failures") + 1)
+        dropped = PendingLogin.objects.filter(pk=pending.pk, failures__gte=limit).delete()[0] > 0
+    result = _fail(
+        client=client,
+        mechanism="OTP_TOKEN",
+        username=pending.user.get_username(),
+        reason=reason,
+        extra={"pending_dropped": dropped},
+    )
+    result.pending_cleared = dropped
+    return result
+
+
+# --- API keys ---------------------------------------------------------------------------------------
+
+
+def _api_key_login(username: str, api_key: str, client: Client, options: dict[str, Any]) -> LoginResult:
+    now = timezone.now()
+    parsed = keys.split_api_key(api_key)
+    key = None
+    if parsed is not None:
+        key = ApiKey.objects.select_related("user").filter(pk=parsed[0]).first()
+    digest = keys.api_key_hash(parsed[1] if parsed else api_key[:200], pepper=api_key_pepper())
+    key_label = f"{key.pk}:{key.name}" if key is not None else "<INVALID>"
+    if throttle.locked_until(username=username[:150]) is not None:
+        return _fail(
+            client=client, mechanism="API_KEY_PLAIN", username=username, reason="locked", count=False
+        )
+    if key is None or not keys.same_hash(key.key_hash, digest) or key.user.get_username() != username:
+        return _fail(
+            client=client,
+            mechanism="API_KEY_PLAIN",
+            username=username,
+            reason="invalid key",
+            extra={"api_key_ref": key_label},
+        )
+    if key.revoked or not key.user.is_active:
+        reason = "revoked key" if key.revoked else "inactive user"
+        return _fail(
+            client=client,
+            mechanism="API_KEY_PLAIN",
+            username=username,
+            reason=reason,
+            extra={"api_key_ref": key_label},
+        )
+    if policy.assurance_level() != "LEVEL_1":
+        return _fail(
+            client=client,
+            mechanism="API_KEY_PLAIN",
+            username=username,
+            reason="refused at this level",
+            count=False,
+        )
+    if key.expires_at is not None and key.expires_at <= now:
+        return _fail(
+            client=client, mechanism="API_KEY_PLAIN", username=username, reason="expired key", count=False,
+            response=EXPIRED, extra={"api_key_ref": key_label},
+        )  # fmt: skip
+    if not client.secure_transport:
+        api_key_revoke(key=key, reason="Attempt to use over an insecure transport", actor=None)
+        return _fail(
+            client=client, mechanism="API_KEY_PLAIN", username=username, reason="insecure transport: key revoked",
+            count=False, response=EXPIRED, extra={"api_key_ref": key_label},
+        )  # fmt: skip
+    api_key_touch(key=key, now=now)
+    new = session_create(
+        credentials=Credentials.API_KEY,
+        client=client,
+        user=key.user,
+        api_key=key,
+        audit_data={"mechanism": "API_KEY_PLAIN", "api_key_ref": key_label},
+    )
+    return _success(key.user, new, options)
+
+
+# --- tokens -----------------------------------------------------------------------------------------
+
+
+def _token_login(token_text: str, client: Client, options: dict[str, Any]) -> LoginResult:
+    now = timezone.now()
+    token = (
+        Token.objects.select_related("session", "session__user", "session__api_key", "session__parent")
+        .filter(token_hash=keys.hash_secret(token_text))
+        .first()
+        if 0 < len(token_text) <= 256
+        else None
+    )
+    fail = {"client": client, "mechanism": "TOKEN_PLAIN", "username": None, "count": False}
+    if token is None or token.expires_at <= now:
+        return _fail(**fail, reason="unknown or expired token")
+    parent = session_check(row=token.session, client=client, now=now)
+    if parent is None or parent.user is None:
+        return _fail(**fail, reason="parent session ended")
+    if token.attrs:
+        return _fail(**fail, reason="scoped token cannot open a session")
+    if token.match_origin:
+        if token.origin_uid is not None:
+            same = client.peer is not None and (client.peer[1], client.peer[2]) == (
+                token.origin_uid,
+                token.origin_gid,
+            )
+        else:
+            same = client.peer is None and client.address is not None and client.address == token.origin_ip
+        if not same:
+            return _fail(**fail, reason="origin does not match")
+    if token.single_use:
+        if not Token.objects.filter(pk=token.pk).delete()[0]:
+            return _fail(**fail, reason="token already used")
+    else:
+        Token.objects.filter(pk=token.pk).update(
+            expires_at=min(now + dt.timedelta(seconds=token.ttl), parent.expires_at)
+        )
+    new = session_create(
+        credentials=Credentials.TOKEN,
+        client=client,
+        user=parent.user,
+        token=token,
+        audit_data={"mechanism": "TOKEN_PLAIN", "parent": parent.public_id},
+    )
+    return _success(parent.user, new, options)

@@ -1,0 +1,332 @@
+"""Session lifecycle: create, authenticate on every request, end (with cascades), terminate.
+
+Every session row is checked against the database on every request (`session_authenticate`); no
+process keeps a "valid" answer. Ending is one conditional ``UPDATE ... WHERE ended_at IS NULL`` so
+that concurrent terminations of the same session are idempotent and audited exactly once, and it
+cascades in the same transaction: the tokens the session created are deleted, a multi-use token it
+logged in with is deleted, and the TOKEN sessions derived from it end with ``PARENT_ENDED``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from sessions_app import conf, keys, policy
+from sessions_app.audit import audit_record
+from sessions_app.clients import Client
+from sessions_app.models import AuditEvent, Credentials, EndReason, Token, UserSession
+
+_USER_LOGINS = {
+    Credentials.LOGIN_PASSWORD,
+    Credentials.LOGIN_TWOFACTOR,
+    Credentials.LOGIN_ONETIME_PASSWORD,
+    Credentials.UNIX_SOCKET,
+}
+
+
+def user_auth_hash(user: Any) -> str:
+    """Fingerprint of the user's password hash: changes whenever the password does."""
+    if user is None:
+        return ""
+    return salted_hmac("sessions_app.user_auth_hash", user.password or "", algorithm="sha256").hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    """A created session and its secret (the cookie value; shown once, stored only hashed)."""
+
+    session: UserSession
+    secret: str
+
+
+def session_create(
+    *,
+    credentials: str,
+    client: Client,
+    user: Any = None,
+    api_key: Any = None,
+    token: Token | None = None,
+    internal: bool = False,
+    password_change_required: bool = False,
+    audit_data: dict[str, Any] | None = None,
+    now: dt.datetime | None = None,
+) -> NewSession:
+    """Create an authenticated session (and its audit record) in one transaction.
+
+    ``credentials_data`` is filled from the arguments by type. TOKEN sessions take their parent and
+    root credential from ``token`` and never outlive the parent's absolute lifetime. At
+    ``SESSIONS_MAX_PER_USER`` active sessions the oldest other one ends with ``EVICTED``.
+    """
+    now = now or timezone.now()
+    life = policy.lifetime()
+    secret = keys.new_token()
+    row = UserSession(
+        public_id=keys.new_token(),
+        secret_hash=keys.hash_secret(secret),
+        credentials=credentials,
+        origin=client.origin,
+        internal=internal,
+        secure_transport=client.secure_transport,
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + life.max_age,
+        idle_timeout=int(life.idle.total_seconds()) if life.idle else None,
+        password_change_required=password_change_required,
+    )
+    if client.peer is not None:
+        row.peer_pid, row.peer_uid, row.peer_gid = client.peer
+    if user is not None:
+        row.user = user
+        row.username = user.get_username()
+        row.user_auth_hash = user_auth_hash(user)
+    if credentials in _USER_LOGINS or credentials == Credentials.API_KEY:
+        row.login_at = now
+    if api_key is not None:
+        row.api_key = api_key
+        row.api_key_name = api_key.name
+    if token is not None:
+        parent = token.session
+        row.parent = parent
+        row.token = token
+        row.expires_at = min(row.expires_at, parent.expires_at)
+        if parent.credentials == Credentials.TOKEN:
+            for name in (
+                "root_credentials",
+                "root_username",
+                "root_login_at",
+                "root_api_key_id",
+                "root_api_key_name",
+            ):
+                setattr(row, name, getattr(parent, name))
+        else:
+            row.root_credentials = parent.credentials
+            row.root_username = parent.username
+            row.root_login_at = parent.login_at
+            row.root_api_key_id = parent.api_key_id
+            row.root_api_key_name = parent.api_key_name
+    row.username_folded = row.username.casefold() if row.username is not None else None
+
+    with transaction.atomic():
+        if user is not None:
+            # Serialise this user's logins so the concurrent-session cap holds (D1, B24).
+            get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+            _evict_over_cap(user=user, now=now)
+        row.save()
+        audit_record(
+            event=AuditEvent.AUTHENTICATION,
+            success=True,
+            username=row.username,
+            session=row.public_id,
+            address=client.origin,
+            event_data={"credentials": credentials, **(audit_data or {})},
+        )
+    return NewSession(row, secret)
+
+
+def _evict_over_cap(*, user: Any, now: dt.datetime) -> None:
+    cap = int(conf.get("SESSIONS_MAX_PER_USER"))
+    active = UserSession.objects.active(now).filter(user=user).order_by("created_at", "id")
+    excess = active.count() - (cap - 1)
+    if excess > 0:
+        for victim in active[:excess]:
+            session_end(session=victim, reason=EndReason.EVICTED, now=now)
+
+
+def session_end(
+    *,
+    session: UserSession,
+    reason: str,
+    actor: str | None = None,
+    address: str = "",
+    now: dt.datetime | None = None,
+) -> bool:
+    """End ``session`` (idempotent) and everything derived from it; audited once.
+
+    Returns True when this call ended it, False when it had already ended.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        ended = UserSession.objects.filter(pk=session.pk, ended_at__isnull=True).update(
+            ended_at=now, end_reason=reason, ended_by=actor
+        )
+        if not ended:
+            return False
+        session.ended_at, session.end_reason, session.ended_by = now, reason, actor
+        audit_record(
+            event=AuditEvent.LOGOUT if reason == EndReason.LOGOUT else AuditEvent.METHOD_CALL,
+            success=True,
+            username=actor or session.username,
+            session=session.public_id,
+            address=address,
+            event_data={
+                "method": "auth.logout" if reason == EndReason.LOGOUT else "session.end",
+                "end_reason": reason,
+                "target": session.public_id,
+                "target_username": session.username,
+                "credentials": session.credentials,
+            },
+        )
+        # The tokens this session created die with it; so does a multi-use token it logged in with.
+        Token.objects.filter(session_id=session.pk).delete()
+        if session.token_id is not None:
+            Token.objects.filter(pk=session.token_id).delete()
+        for child in UserSession.objects.filter(parent_id=session.pk, ended_at__isnull=True):
+            session_end(session=child, reason=EndReason.PARENT_ENDED, now=now)
+    return True
+
+
+def sessions_end(
+    *,
+    sessions: Iterable[UserSession],
+    reason: str,
+    actor: str | None = None,
+    address: str = "",
+    now: dt.datetime | None = None,
+) -> int:
+    """End several sessions in one transaction; returns how many this call ended."""
+    with transaction.atomic():
+        return sum(
+            session_end(session=s, reason=reason, actor=actor, address=address, now=now)
+            for s in list(sessions)
+        )
+
+
+def sessions_end_for_user(
+    *, user: Any, reason: str, keep: UserSession | None = None, actor: str | None = None, now: Any = None
+) -> int:
+    """End every active session of ``user`` (except ``keep``): password change, disable, delete."""
+    qs = UserSession.objects.filter(user=user, ended_at__isnull=True)
+    if keep is not None:
+        qs = qs.exclude(pk=keep.pk)
+    return sessions_end(sessions=qs, reason=reason, actor=actor, now=now)
+
+
+def session_terminate(*, public_id: str, actor: UserSession | None, client: Client) -> bool:
+    """``auth.terminate_session``: True if a session with that id was active and is now ended."""
+    target = UserSession.objects.filter(public_id=public_id, ended_at__isnull=True).first()
+    if target is None:
+        return False
+    return session_end(
+        session=target,
+        reason=EndReason.TERMINATED,
+        actor=actor.username if actor is not None else None,
+        address=client.origin,
+    )
+
+
+def session_terminate_others(*, current: UserSession, client: Client, own_only: bool = False) -> int:
+    """``auth.terminate_other_sessions``: every active non-internal session but the caller's.
+
+    ``own_only`` restricts it to the caller's user (``terminate other sessions`` of "My sessions").
+    """
+    qs = UserSession.objects.filter(ended_at__isnull=True, internal=False).exclude(pk=current.pk)
+    if own_only:
+        qs = qs.filter(user_id=current.user_id)
+    return sessions_end(
+        sessions=qs, reason=EndReason.TERMINATED, actor=current.username, address=client.origin
+    )
+
+
+def session_logout(*, session: UserSession, client: Client) -> bool:
+    return session_end(
+        session=session, reason=EndReason.LOGOUT, actor=session.username, address=client.origin
+    )
+
+
+def _invalid_reason(row: UserSession, now: dt.datetime) -> str | None:
+    """Why an active-looking row must end now (None: still valid)."""
+    if row.expires_at <= now:
+        return EndReason.EXPIRED
+    if row.idle_timeout is not None and row.last_seen_at + dt.timedelta(seconds=row.idle_timeout) <= now:
+        return EndReason.IDLE
+    if row.credentials != Credentials.TRUENAS_NODE and row.user_id is None:
+        return EndReason.USER_DISABLED  # the user was deleted
+    user = row.user
+    if user is not None:
+        if not user.is_active:
+            return EndReason.USER_DISABLED
+        if row.user_auth_hash and not keys.same_hash(row.user_auth_hash, user_auth_hash(user)):
+            return EndReason.PASSWORD_CHANGED
+    if row.api_key_id is not None:
+        key = row.api_key if _related_exists(row, "api_key") else None
+        if key is None or key.revoked:
+            return EndReason.CREDENTIAL_REVOKED
+        if key.expires_at is not None and key.expires_at <= now:
+            return EndReason.EXPIRED
+    if row.parent_id is not None:
+        parent = row.parent if _related_exists(row, "parent") else None
+        if parent is None or parent.ended_at is not None:
+            return EndReason.PARENT_ENDED
+    return None
+
+
+def _related_exists(row: UserSession, name: str) -> bool:
+    try:
+        return getattr(row, name) is not None
+    except UserSession.DoesNotExist:
+        return False
+    except Exception as exc:  # related object deleted (db_constraint=False)
+        if exc.__class__.__name__ == "DoesNotExist":
+            return False
+        raise
+
+
+def session_check(*, row: UserSession, client: Client, now: dt.datetime | None = None) -> UserSession | None:
+    """Validate a loaded session row; end it (with the reason) and return None when it is invalid.
+
+    Writes ``last_seen_at`` at most once per `policy.last_seen_interval` (coalesced).
+    """
+    now = now or timezone.now()
+    if row.ended_at is not None:
+        return None
+    reason = _invalid_reason(row, now)
+    if reason is not None:
+        session_end(session=row, reason=reason, address=client.origin, now=now)
+        return None
+    idle = dt.timedelta(seconds=row.idle_timeout) if row.idle_timeout is not None else None
+    if now - row.last_seen_at >= policy.last_seen_interval(idle):
+        UserSession.objects.filter(pk=row.pk, ended_at__isnull=True).update(last_seen_at=now)
+        row.last_seen_at = now
+    return row
+
+
+def session_authenticate(
+    *, secret: str, client: Client, now: dt.datetime | None = None
+) -> UserSession | None:
+    """The active session whose secret is ``secret``, checked against the database, or None.
+
+    One indexed lookup (by the secret's hash) with the user, API key and parent joined.
+    """
+    if not secret or len(secret) > 256:
+        return None
+    row = (
+        UserSession.objects.select_related("user", "api_key", "parent")
+        .filter(secret_hash=keys.hash_secret(secret))
+        .first()
+    )
+    if row is None:
+        return None
+    return session_check(row=row, client=client, now=now)
+
+
+def session_rotate(*, session: UserSession) -> str:
+    """Give ``session`` a new secret and a new public id (after a password change, A21)."""
+    secret = keys.new_token()
+    session.secret_hash = keys.hash_secret(secret)
+    session.public_id = keys.new_token()
+    session.user_auth_hash = user_auth_hash(session.user)
+    session.save(update_fields=["secret_hash", "public_id", "user_auth_hash"])
+    return secret
+
+
+def active_sessions_q() -> Q:
+    return Q(ended_at__isnull=True)
