@@ -34,7 +34,9 @@ def create_role_groups(apps, schema_editor):
     ContentType = apps.get_model("contenttypes", "ContentType")
     Permission = apps.get_model("auth", "Permission")
     Group = apps.get_model("auth", "Group")
-    content_type, _ = ContentType.objects.using(db).get_or_create(app_label="sessions_app", model="usersession")
+    content_type, _ = ContentType.objects.using(db).get_or_create(
+        app_label="sessions_app", model="usersession"
+    )
     permissions = {
         codename: Permission.objects.using(db).get_or_create(
             content_type=content_type, codename=codename, defaults={"name": name}
