@@ -83,6 +83,10 @@ SECURE_HSTS_PRELOAD = _env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
 # TLS is normally terminated by a reverse proxy; the service answers plain HTTP on loopback.
 SECURE_SSL_REDIRECT = _env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
 SECURE_REDIRECT_EXEMPT = [r"^api/"]
+# TLS normally ends at the reverse proxy, which redirects to HTTPS itself, and the service answers plain
+# HTTP on 127.0.0.1 (loopback counts as a secure transport). HSTS preloading is a decision for the
+# domain's owner (DJANGO_SECURE_HSTS_PRELOAD), not a default.
+_SILENCED_DEPLOY_CHECKS = ["security.W021"] + ([] if SECURE_SSL_REDIRECT else ["security.W008"])
 _proxy_header = os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER", "")
 if _proxy_header:
     _name, _sep, _value = _proxy_header.partition("=")
@@ -120,7 +124,7 @@ MIDDLEWARE = [
 ]
 MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"
 # admin.E408/E410 ask for Django's session and authentication middleware; ours replaces both.
-SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E410"]
+SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E410", *_SILENCED_DEPLOY_CHECKS]
 
 ROOT_URLCONF = "project.urls"
 WSGI_APPLICATION = "project.wsgi.application"

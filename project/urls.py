@@ -5,9 +5,17 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import path
 
+from sessions_app import views
 from sessions_app.api.jsonrpc import jsonrpc_view
+
+# The admin signs in and out through the registry's own pages (same lockout, delay and audit).
+admin.site.login = views.admin_sign_in  # type: ignore[method-assign]
+admin.site.logout = views.sign_out  # type: ignore[method-assign]
 
 urlpatterns = [
     path("api/current", jsonrpc_view, name="jsonrpc"),
+    path("sign-in/", views.sign_in, name="sign-in"),
+    path("sign-in/otp/", views.sign_in_otp, name="sign-in-otp"),
+    path("sign-out/", views.sign_out, name="sign-out"),
     path("admin/", admin.site.urls),
 ]

@@ -300,3 +300,13 @@ class PendingLogin(models.Model):
 
     def __str__(self) -> str:
         return f"pending second factor for user {self.user_id}"
+
+
+class NodeNonce(models.Model):
+    """A ``TRUENAS_NODE`` login nonce already seen inside the replay window (single use)."""
+
+    nonce = models.CharField(max_length=64, unique=True)
+    seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return self.nonce

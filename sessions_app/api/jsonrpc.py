@@ -20,15 +20,17 @@ import logging
 import uuid
 from typing import Any
 
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from sessions_app import throttle
 from sessions_app.api.methods import METHODS, CallContext
+from sessions_app.audit import audit_record
 from sessions_app.clients import client_from_request
 from sessions_app.exceptions import Busy, CallError, InvalidParams, NotAuthenticated
 from sessions_app.middleware import PENDING_COOKIE, clear_session_cookie, set_session_cookie
+from sessions_app.models import AuditEvent
 from sessions_app.query import MatchNotFound, QueryError
 
 logger = logging.getLogger(__name__)
@@ -151,6 +153,22 @@ def call_error_data(exc: CallError) -> dict[str, Any]:
     }
 
 
+def audit_rate_limited(method_name: str, params: list[Any], client: Any) -> None:
+    """A refused login attempt is still an authentication attempt: audit it (A9)."""
+    first = params[0] if params else None
+    username = (
+        first.get("username") if isinstance(first, dict) else first if method_name == "auth.login" else None
+    )
+    with transaction.atomic():
+        audit_record(
+            event=AuditEvent.AUTHENTICATION,
+            success=False,
+            username=username[:150] if isinstance(username, str) and username else None,
+            address=client.origin,
+            event_data={"method": method_name, "error": "rate limited"},
+        )
+
+
 def http_error(status: int, detail: str, **headers: str) -> JsonResponse:
     response = JsonResponse({"error": detail}, status=status)
     for name, value in headers.items():
@@ -217,6 +235,7 @@ def jsonrpc_view(request: HttpRequest) -> HttpResponse:
             if method.rate_limited:
                 retry_after = throttle.hit_rate_limit(method=method_name, address=client.rate_key)
                 if retry_after is not None:
+                    audit_rate_limited(method_name, params, client)
                     raise Busy(retry_after)
         result = method(context, params)
     except InvalidParams as exc:

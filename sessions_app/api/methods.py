@@ -60,6 +60,8 @@ class Method:
     rate_limited: bool = False
     role: Role | None = None
     max_params: int = 2
+    #: Callable by a one-time-password session that has not set its new password yet.
+    before_password_change: bool = False
 
     def __call__(self, context: CallContext, params: list[Any]) -> Any:
         if len(params) > self.max_params:
@@ -67,7 +69,12 @@ class Method:
         if self.role is not None and not has_role(context.user, self.role):
             audit_method_call(context, self.name, False)
             raise NotAuthorized()
-        if context.session is not None and context.session.password_change_required and self.auth_required:
+        if (
+            context.session is not None
+            and context.session.password_change_required
+            and self.auth_required
+            and not self.before_password_change
+        ):
             raise NotAuthorized("A new password must be set first")
         if self.role is None:
             return self.func(context, params)
@@ -85,11 +92,23 @@ METHODS: dict[str, Method] = {}
 
 
 def method(
-    name: str, *, auth: bool = True, rate_limited: bool = False, role: Role | None = None, max_params: int = 2
+    name: str,
+    *,
+    auth: bool = True,
+    rate_limited: bool = False,
+    role: Role | None = None,
+    max_params: int = 2,
+    before_password_change: bool = False,
 ) -> Callable[[Callable[[CallContext, list[Any]], Any]], Callable[[CallContext, list[Any]], Any]]:
     def register(func: Callable[[CallContext, list[Any]], Any]) -> Callable[[CallContext, list[Any]], Any]:
         METHODS[name] = Method(
-            name, func, auth_required=auth, rate_limited=rate_limited, role=role, max_params=max_params
+            name,
+            func,
+            auth_required=auth,
+            rate_limited=rate_limited,
+            role=role,
+            max_params=max_params,
+            before_password_change=before_password_change,
         )
         return func
 
@@ -241,7 +260,7 @@ def core_set_options(context: CallContext, params: list[Any]) -> dict[str, Any]:
     return {name: bool(options.get(name, False)) for name in _CORE_OPTIONS}
 
 
-@method("auth.logout", max_params=0)
+@method("auth.logout", max_params=0, before_password_change=True)
 def auth_logout(context: CallContext, params: list[Any]) -> bool:
     if context.session is not None:
         session_services.session_logout(session=context.session, client=context.client)
@@ -249,9 +268,41 @@ def auth_logout(context: CallContext, params: list[Any]) -> bool:
     return True
 
 
-@method("auth.me", max_params=0)
+@method("auth.me", max_params=0, before_password_change=True)
 def auth_me(context: CallContext, params: list[Any]) -> dict[str, Any]:
     return user_info(context.user)
+
+
+@method("auth.set_password", max_params=1, before_password_change=True)
+def auth_set_password(context: CallContext, params: list[Any]) -> bool:
+    """``[{"old_password": ..., "new_password": ...}]``: change one's own password.
+
+    The current session survives with a new id and secret (the cookie is replaced); every other
+    session of the user ends. A one-time-password session needs no old password.
+    """
+    from django.contrib.auth.password_validation import validate_password
+    from django.core.exceptions import ValidationError
+
+    from sessions_app.services.login import check_password
+    from sessions_app.services.users import user_set_password
+
+    data = _param(params, 0)
+    if not isinstance(data, dict) or set(data) - {"old_password", "new_password"}:
+        raise InvalidParams.one("set_password", "an object with old_password and new_password is required")
+    new, old = data.get("new_password"), data.get("old_password")
+    if not isinstance(new, str) or not 1 <= len(new) <= 1024 or "\x00" in new:
+        raise InvalidParams.one("set_password.new_password", "a password of 1 to 1024 characters is required")
+    onetime = context.session is not None and context.session.password_change_required
+    if not onetime and (not isinstance(old, str) or not check_password(context.user, old)):
+        raise InvalidParams.one("set_password.old_password", "the current password is not correct")
+    try:
+        validate_password(new, context.user)
+    except ValidationError as exc:
+        raise InvalidParams([("set_password.new_password", message) for message in exc.messages]) from None
+    secret = user_set_password(user=context.user, password=new, keep=context.session, actor=context.username)
+    if secret is not None:
+        context.cookie_actions.append(lambda r: set_session_cookie(r, secret))
+    return True
 
 
 # --- sessions ----------------------------------------------------------------------------------------
@@ -308,7 +359,7 @@ def auth_terminate_other_sessions(context: CallContext, params: list[Any]) -> bo
     return True
 
 
-@method("auth.generate_token", max_params=4)
+@method("auth.generate_token", max_params=4, before_password_change=True)
 def auth_generate_token(context: CallContext, params: list[Any]) -> str:
     if context.session is None:
         raise NotAuthorized("Per-request credentials cannot create tokens")

@@ -41,9 +41,10 @@ from sessions_app.services.api_keys import api_key_pepper, api_key_revoke, api_k
 from sessions_app.services.sessions import NewSession, session_check, session_create
 
 PENDING_LIFETIME = dt.timedelta(minutes=5)
-MECHANISMS = ("PASSWORD_PLAIN", "API_KEY_PLAIN", "TOKEN_PLAIN")
+MECHANISMS = ("PASSWORD_PLAIN", "API_KEY_PLAIN", "TOKEN_PLAIN", "NODE_HMAC")
 _PARAMS = {
     "PASSWORD_PLAIN": {"mechanism", "username", "password", "login_options"},
+    "NODE_HMAC": {"mechanism", "node", "timestamp", "nonce", "signature", "login_options"},
     "API_KEY_PLAIN": {"mechanism", "username", "api_key", "login_options"},
     "TOKEN_PLAIN": {"mechanism", "token", "login_options"},
     "OTP_TOKEN": {"mechanism", "otp_token", "login_options"},
@@ -113,7 +114,10 @@ def _validate(params: Any, allowed: set[str]) -> dict[str, Any]:
     errors = [(f"login_data.{k}", "unexpected field") for k in params if k not in allowed]
     for name in allowed - {"mechanism", "login_options"}:
         value = params.get(name)
-        if not isinstance(value, str):
+        if name == "timestamp":
+            if isinstance(value, bool) or not isinstance(value, int):
+                errors.append((f"login_data.{name}", "an integer (unix seconds) is required"))
+        elif not isinstance(value, str):
             errors.append((f"login_data.{name}", "a string is required"))
         elif "\x00" in value:
             errors.append((f"login_data.{name}", "must not contain NUL characters"))
@@ -194,10 +198,30 @@ def login_ex(*, params: Any, client: Client, pending_secret: str | None = None) 
         result = _password_login(params["username"], params["password"], client, options)
     elif mechanism == "API_KEY_PLAIN":
         result = _api_key_login(params["username"], params["api_key"], client, options)
+    elif mechanism == "NODE_HMAC":
+        result = _node_login(params, client)
     else:
         result = _token_login(params["token"], client, options)
     result.pending_cleared = cleared
     return result
+
+
+def _node_login(params: dict[str, Any], client: Client) -> LoginResult:
+    from sessions_app.services.node import node_login
+
+    new = node_login(
+        node=params["node"],
+        timestamp=params["timestamp"],
+        nonce=params["nonce"],
+        signature=params["signature"],
+        client=client,
+    )
+    if new is None:
+        return _fail(
+            client=client, mechanism="NODE_HMAC", username=None, reason="invalid node proof", count=False
+        )
+    response = {"response_type": "SUCCESS", "authenticator": policy.assurance_level(), "user_info": None}
+    return LoginResult(response, new_session=new)
 
 
 # --- passwords ---------------------------------------------------------------------------------------
@@ -256,6 +280,9 @@ def _password_login(username: str, password: str, client: Client, options: dict[
                 audit_data={"mechanism": "PASSWORD_PLAIN", "onetime_password": True},
             )
             result = _success(user, new, options)
+            if result.response["user_info"] is not None:
+                # Flag the one-time-password session to the client, as TrueNAS does (A20).
+                result.response["user_info"]["account_attributes"].append("OTPW")
             result.extra["password_change_required"] = True
             return result
         return _fail(client=client, mechanism="PASSWORD_PLAIN", username=username, reason="wrong password")
@@ -445,6 +472,9 @@ def _token_login(token_text: str, client: Client, options: dict[str, Any]) -> Lo
         return _fail(**fail, reason="parent session ended")
     if token.attrs:
         return _fail(**fail, reason="scoped token cannot open a session")
+    if not token.single_use and policy.assurance_level() != "LEVEL_1":
+        # Minted before the level was raised: multi-use tokens are LEVEL_1 only (A19).
+        return _fail(**fail, reason="multi-use token refused at this level")
     if token.match_origin:
         if token.origin_uid is not None:
             same = client.peer is not None and (client.peer[1], client.peer[2]) == (

@@ -148,9 +148,11 @@ def session_end(
     actor: str | None = None,
     address: str = "",
     now: dt.datetime | None = None,
+    note: str | None = None,
 ) -> bool:
     """End ``session`` (idempotent) and everything derived from it; audited once.
 
+    ``note`` is added to the audit record (e.g. "credential changed" when a new login replaces it).
     Returns True when this call ended it, False when it had already ended.
     """
     now = now or timezone.now()
@@ -173,6 +175,7 @@ def session_end(
                 "target": session.public_id,
                 "target_username": session.username,
                 "credentials": session.credentials,
+                **({"note": note} if note else {}),
             },
         )
         # The tokens this session created die with it; so does a multi-use token it logged in with.
@@ -264,7 +267,9 @@ def _invalid_reason(row: UserSession, now: dt.datetime) -> str | None:
             return EndReason.EXPIRED
     if row.parent_id is not None:
         parent = row.parent if _related_exists(row, "parent") else None
-        if parent is None or parent.ended_at is not None:
+        # An ancestor past its own limits (idle, expiry, revoked key...) has ended even if no request
+        # of its own has recorded that yet (B21).
+        if parent is None or parent.ended_at is not None or _invalid_reason(parent, now) is not None:
             return EndReason.PARENT_ENDED
     return None
 
@@ -290,6 +295,10 @@ def session_check(*, row: UserSession, client: Client, now: dt.datetime | None =
         return None
     reason = _invalid_reason(row, now)
     if reason is not None:
+        parent = row.parent if reason == EndReason.PARENT_ENDED and _related_exists(row, "parent") else None
+        if parent is not None and parent.ended_at is None:
+            # End the invalid ancestor with its own reason; that cascades to this row.
+            session_check(row=parent, client=client, now=now)
         session_end(session=row, reason=reason, address=client.origin, now=now)
         return None
     idle = dt.timedelta(seconds=row.idle_timeout) if row.idle_timeout is not None else None
@@ -309,7 +318,7 @@ def session_authenticate(
     if not secret or len(secret) > 256:
         return None
     row = (
-        UserSession.objects.select_related("user", "api_key", "parent")
+        UserSession.objects.select_related("user", "api_key", "parent", "parent__user", "parent__api_key")
         .filter(secret_hash=keys.hash_secret(secret))
         .first()
     )
@@ -321,6 +330,8 @@ def session_authenticate(
 def session_rotate(*, session: UserSession) -> str:
     """Give ``session`` a new secret and a new public id (after a password change, A21)."""
     secret = keys.new_token()
+    # Tokens minted under the old identity die with it (A21).
+    Token.objects.filter(session_id=session.pk).delete()
     session.secret_hash = keys.hash_secret(secret)
     session.public_id = keys.new_token()
     session.user_auth_hash = user_auth_hash(session.user)

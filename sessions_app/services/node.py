@@ -1,0 +1,71 @@
+"""``TRUENAS_NODE`` logins: a peer node of the same deployment proves it knows the node secret.
+
+The peer sends ``{"mechanism": "NODE_HMAC", "node": name, "timestamp": unix seconds, "nonce": 16-64
+URL-safe characters, "signature": hex}`` to ``auth.login_ex``, where ``signature`` is
+``HMAC-SHA256(SESSIONS_NODE_SECRET, "<node>\\n<timestamp>\\n<nonce>")``. The timestamp must lie within
+``SESSIONS_NODE_MAX_SKEW`` seconds of the server clock and every nonce is accepted once (kept for the
+window), so a captured request cannot be replayed. The session is ``internal`` with
+``credentials_data {}``; with no node secret configured the mechanism is disabled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+import time
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from sessions_app import conf
+from sessions_app.clients import Client
+from sessions_app.models import Credentials, NodeNonce
+from sessions_app.services.sessions import NewSession, session_create
+
+_NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_NODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def node_signature(*, secret: str, node: str, timestamp: int, nonce: str) -> str:
+    """What a peer sends: HMAC-SHA256 over node, timestamp and nonce (hex)."""
+    message = f"{node}\n{timestamp}\n{nonce}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def node_login(
+    *, node: object, timestamp: object, nonce: object, signature: object, client: Client
+) -> NewSession | None:
+    """Verify a node's proof; a new internal ``TRUENAS_NODE`` session, or None (never says why)."""
+    secret = conf.get("SESSIONS_NODE_SECRET")
+    if (
+        not secret
+        or not isinstance(node, str)
+        or not isinstance(nonce, str)
+        or not isinstance(signature, str)
+    ):
+        return None
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int):
+        return None
+    if not _NODE.match(node) or not _NONCE.match(nonce) or len(signature) != 64:
+        return None
+    expected = node_signature(secret=secret, node=node, timestamp=timestamp, nonce=nonce)
+    if not hmac.compare_digest(expected, signature.lower()):
+        return None
+    skew = int(conf.get("SESSIONS_NODE_MAX_SKEW"))
+    if abs(time.time() - timestamp) > skew:
+        return None
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            NodeNonce.objects.filter(seen_at__lt=now - dt.timedelta(seconds=2 * skew)).delete()
+            NodeNonce.objects.create(nonce=nonce, seen_at=now)
+    except IntegrityError:
+        return None  # replayed
+    return session_create(
+        credentials=Credentials.TRUENAS_NODE,
+        client=client,
+        internal=True,
+        audit_data={"mechanism": "NODE_HMAC", "node": node},
+    )
