@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import os
 import pwd
 from collections.abc import Callable
 from typing import Any
@@ -24,13 +25,15 @@ from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 
-from sessions_app import conf, keys
+from sessions_app import conf, keys, policy, throttle
 from sessions_app.audit import audit_record
 from sessions_app.clients import Client, client_from_request
-from sessions_app.models import ApiKey, AuditEvent, Credentials, UserSession
+from sessions_app.exceptions import Busy
+from sessions_app.models import ApiKey, AuditEvent, Credentials, EndReason, UserSession
+from sessions_app.prepared import RowLoader
 from sessions_app.services.api_keys import api_key_pepper, api_key_revoke, api_key_touch
 from sessions_app.services.login import check_password, has_totp
-from sessions_app.services.sessions import session_authenticate, session_check, session_create
+from sessions_app.services.sessions import session_authenticate, session_check, session_create, session_end
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +83,10 @@ class SessionAuthenticationMiddleware:
         except DatabaseError:
             logger.exception("session store unavailable")
             return service_unavailable()
+        except Busy as exc:
+            response = JsonResponse({"error": "too many failed attempts; retry later"}, status=429)
+            response["Retry-After"] = str(exc.retry_after)
+            return response
         return self.get_response(request)
 
     def authenticate(self, request: HttpRequest) -> None:
@@ -93,6 +100,10 @@ class SessionAuthenticationMiddleware:
         else:
             secret = request.COOKIES.get(session_cookie_name(), "")
             session = session_authenticate(secret=secret, client=client) if secret else None
+            if secret and session is None:
+                # A cookie that names no active session: never issued, forged or ended (B1). Not
+                # audited in the database (that would let anyone write a row per request).
+                logger.warning("unknown or ended session cookie from %s", client.origin)
         if session is not None:
             request.auth_session = session  # type: ignore[attr-defined]
             request.user = session.user if session.user is not None else AnonymousUser()
@@ -125,12 +136,17 @@ def bearer_api_key(text: str, client: Client) -> ApiKey | None:
     """Per-request API key: same checks as ``API_KEY_PLAIN``, no session. Use is audited and
     ``last_used_at`` written at most once a minute per key (no write per request)."""
     parsed = keys.split_api_key(text)
-    key = ApiKey.objects.select_related("user").filter(pk=parsed[0]).first() if parsed else None
+    key = _KEY_BY_ID.load(parsed[0]) if parsed else None
     digest = keys.api_key_hash(parsed[1] if parsed else text[:200], pepper=api_key_pepper())
     now = timezone.now()
     label = f"{key.pk}:{key.name}" if key is not None else "<INVALID>"
     if key is None or not keys.same_hash(key.key_hash, digest):
         _audit_failure(client, "API_KEY_BEARER", None, "invalid key", api_key_ref=label)
+        return None
+    if policy.assurance_level() != "LEVEL_1":
+        _audit_failure(
+            client, "API_KEY_BEARER", key.user.get_username(), "refused at this level", api_key_ref=label
+        )
         return None
     if key.revoked or not key.user.is_active or (key.expires_at is not None and key.expires_at <= now):
         _audit_failure(
@@ -166,23 +182,37 @@ def bearer_api_key(text: str, client: Client) -> ApiKey | None:
 
 
 def basic_user(text: str, client: Client) -> Any:
-    """Per-request ``Basic`` credentials (password users without a second factor only); audited."""
+    """Per-request ``Basic`` credentials (password users without a second factor only), under the
+    same policy as a password login: the account lockout, the failure delay, the per-address rate
+    limit of failed attempts, and an audit record either way."""
+    retry_after = throttle.hit_rate_limit(method="basic-auth", address=client.rate_key)
+    if retry_after is not None:
+        _audit_failure(client, "PASSWORD_BASIC", None, "rate limited")
+        raise Busy(retry_after)
     try:
         decoded = base64.b64decode(text, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         _audit_failure(client, "PASSWORD_BASIC", None, "malformed header")
+        throttle.sleep_after_failure()
         return None
     username, sep, password = decoded.partition(":")
     model = get_user_model()
     user = (
         model._default_manager.filter(**{model.USERNAME_FIELD: username}).first()
-        if sep and username
+        if sep and username and len(username) <= 150
         else None
     )
+    locked = throttle.locked_until(username=username) if username else None
     ok = check_password(user, password)
-    if not ok or user is None or not user.is_active or has_totp(user):
-        _audit_failure(client, "PASSWORD_BASIC", username[:150] or None, "invalid credentials")
+    if locked is not None or not ok or user is None or not user.is_active or has_totp(user):
+        _audit_failure(
+            client, "PASSWORD_BASIC", username[:150] or None, "locked" if locked else "invalid credentials"
+        )
+        if username and locked is None:
+            throttle.record_failure(username=username, address=client.rate_key, mechanism="PASSWORD_BASIC")
+        throttle.sleep_after_failure()
         return None
+    throttle.record_success(username=username)
     with transaction.atomic():
         audit_record(
             event=AuditEvent.AUTHENTICATION,
@@ -202,13 +232,18 @@ def unix_socket_session(client: Client) -> UserSession | None:
     """
     assert client.peer is not None
     pid, uid, gid = client.peer
+    _end_sessions_of_gone_peers(uid=uid, gid=gid)
     existing = (
         UserSession.objects.active()
-        .select_related("user", "api_key", "parent")
+        .select_related("user")  # UNIX_SOCKET sessions have no API key and no parent
         .filter(credentials=Credentials.UNIX_SOCKET, peer_pid=pid, peer_uid=uid, peer_gid=gid)
         .order_by("-created_at")
         .first()
     )
+    if existing is not None and _process_started_after(pid, existing.created_at):
+        # The pid was reused by a new process: the old process's session ends.
+        session_end(session=existing, reason=EndReason.LOGOUT, note="peer process exited")
+        existing = None
     if existing is not None:
         checked = session_check(row=existing, client=client)
         if checked is not None:
@@ -227,3 +262,43 @@ def unix_socket_session(client: Client) -> UserSession | None:
     return session_create(
         credentials=Credentials.UNIX_SOCKET, client=client, user=user, internal=uid == 0
     ).session
+
+
+_KEY_BY_ID = RowLoader(ApiKey, "id", related="user")
+
+
+def _process_started_after(pid: int, moment: Any) -> bool:
+    """Whether process ``pid`` started after ``moment`` (Linux ``/proc``; False when unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        start_ticks = int(fields[19])
+        with open("/proc/stat", "rb") as system:
+            boot = next(int(line.split()[1]) for line in system if line.startswith(b"btime"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False
+    started = boot + start_ticks / os.sysconf("SC_CLK_TCK")
+    return bool(started > moment.timestamp() + 1)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _end_sessions_of_gone_peers(*, uid: int, gid: int) -> None:
+    """A peer's session ends when its process is gone (checked when the same account connects)."""
+    for session in (
+        UserSession.objects.active()
+        .filter(credentials=Credentials.UNIX_SOCKET, peer_uid=uid, peer_gid=gid)
+        .only("pk", "peer_pid", "public_id", "username", "credentials", "token_id")
+    ):
+        if session.peer_pid is not None and not _pid_alive(session.peer_pid):
+            session_end(session=session, reason=EndReason.LOGOUT, note="peer process exited")

@@ -8,7 +8,10 @@ Rows are read back through ``POST /api/current`` as an administrator, so the wir
 from __future__ import annotations
 
 import datetime as dt
+import os
 import secrets
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -280,20 +283,34 @@ def test_token_rows_record_the_root_credential(
 
 def test_unix_socket_row_and_reuse(make_user: Any, admin: Any) -> None:
     make_user("daemon", password=PASSWORD)
-    peer = Client(peer=(1234, 1, 1))
+    # Live processes (this one and init): a peer's session lasts while its process does.
+    me = os.getpid()
+    peer = Client(peer=(me, 1, 1))
     session = unix_socket_session(peer)
     assert session is not None
     assert unix_socket_session(peer).pk == session.pk  # one session per peer process
-    assert unix_socket_session(Client(peer=(1235, 1, 1))).pk != session.pk
+    assert unix_socket_session(Client(peer=(1, 1, 1))).pk != session.pk
     check_row(
         admin,
         session,
         credentials="UNIX_SOCKET",
         credentials_data=user_data(session),
-        origin="UNIX socket (pid=1234 uid=1 gid=1)",
+        origin=f"UNIX socket (pid={me} uid=1 gid=1)",
     )
     assert session.username == "daemon"
     assert unix_socket_session(Client(peer=(1236, 54321, 54321))) is None  # no account of that uid
+
+
+def test_unix_socket_session_ends_when_its_process_is_gone(make_user: Any) -> None:
+    make_user("daemon", password=PASSWORD)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a pid that no longer exists
+    gone = unix_socket_session(Client(peer=(child.pid, 1, 1)))
+    assert gone is not None
+    unix_socket_session(Client(peer=(os.getpid(), 1, 1)))  # the same account connects again
+    gone.refresh_from_db()
+    assert gone.end_reason == "LOGOUT"
+    assert gone.ended_at is not None
 
 
 def test_unix_socket_root_is_internal(make_user: Any, admin: Any, settings: Any) -> None:

@@ -27,9 +27,11 @@ def test_sign_in_creates_a_password_session_and_opens_the_admin(browser: Client,
     make_user("admin", superuser=True)
     token = _csrf(browser)
     response = browser.post(
-        "/sign-in/", {"username": "admin", "password": PASSWORD, "next": "/admin/", "csrfmiddlewaretoken": token}
+        "/sign-in/",
+        {"username": "admin", "password": PASSWORD, "next": "/admin/", "csrfmiddlewaretoken": token},
     )
-    assert response.status_code == 302 and response["Location"] == "/admin/"
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/"
     assert UserSession.objects.get().credentials == Credentials.LOGIN_PASSWORD
     assert browser.get("/admin/").status_code == 200
 
@@ -38,7 +40,9 @@ def test_wrong_password_shows_the_generic_error(browser: Client, make_user: Any)
     make_user("admin")
     token = _csrf(browser)
     for username in ("admin", "nobody"):
-        response = browser.post("/sign-in/", {"username": username, "password": "nope", "csrfmiddlewaretoken": token})
+        response = browser.post(
+            "/sign-in/", {"username": username, "password": "nope", "csrfmiddlewaretoken": token}
+        )
         assert response.status_code == 401
         assert b"The username or password is not correct" in response.content
     assert not UserSession.objects.exists()
@@ -53,18 +57,23 @@ def test_sign_in_without_csrf_token_is_refused(browser: Client, make_user: Any) 
 
 def test_admin_login_goes_through_the_registry_sign_in(browser: Client) -> None:
     response = browser.get("/admin/login/?next=/admin/")
-    assert response.status_code == 302 and response["Location"].startswith("/sign-in/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/sign-in/")
 
 
 def test_totp_sign_in(browser: Client, make_user: Any) -> None:
     user = make_user("alice")
     device = TOTPDevice.objects.create(user=user, confirmed=True)
     token = _csrf(browser)
-    response = browser.post("/sign-in/", {"username": "alice", "password": PASSWORD, "csrfmiddlewaretoken": token})
+    response = browser.post(
+        "/sign-in/", {"username": "alice", "password": PASSWORD, "csrfmiddlewaretoken": token}
+    )
     assert b"Two-factor authentication" in response.content
     assert not UserSession.objects.exists()
     code = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift).token()
-    response = browser.post("/sign-in/otp/", {"otp_token": f"{code:06d}", "csrfmiddlewaretoken": token, "next": "/"})
+    response = browser.post(
+        "/sign-in/otp/", {"otp_token": f"{code:06d}", "csrfmiddlewaretoken": token, "next": "/"}
+    )
     assert response.status_code == 302
     assert UserSession.objects.get().credentials == Credentials.LOGIN_TWOFACTOR
 

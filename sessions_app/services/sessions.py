@@ -16,7 +16,6 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -24,6 +23,7 @@ from sessions_app import conf, keys, policy
 from sessions_app.audit import audit_record
 from sessions_app.clients import Client
 from sessions_app.models import AuditEvent, Credentials, EndReason, Token, UserSession
+from sessions_app.prepared import RowLoader
 
 _USER_LOGINS = {
     Credentials.LOGIN_PASSWORD,
@@ -313,18 +313,18 @@ def session_authenticate(
 ) -> UserSession | None:
     """The active session whose secret is ``secret``, checked against the database, or None.
 
-    One indexed lookup (by the secret's hash) with the user, API key and parent joined.
+    One indexed lookup (by the secret's hash) with the user joined, through precompiled SQL; the API
+    key or parent session of API_KEY / TOKEN sessions is loaded only for those.
     """
     if not secret or len(secret) > 256:
         return None
-    row = (
-        UserSession.objects.select_related("user", "api_key", "parent", "parent__user", "parent__api_key")
-        .filter(secret_hash=keys.hash_secret(secret))
-        .first()
-    )
+    row = _BY_SECRET.load(keys.hash_secret(secret))
     if row is None:
         return None
     return session_check(row=row, client=client, now=now)
+
+
+_BY_SECRET = RowLoader(UserSession, "secret_hash", related="user")
 
 
 def session_rotate(*, session: UserSession) -> str:
@@ -337,7 +337,3 @@ def session_rotate(*, session: UserSession) -> str:
     session.user_auth_hash = user_auth_hash(session.user)
     session.save(update_fields=["secret_hash", "public_id", "user_auth_hash"])
     return secret
-
-
-def active_sessions_q() -> Q:
-    return Q(ended_at__isnull=True)
