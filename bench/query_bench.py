@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -29,6 +28,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -174,23 +176,6 @@ def database_url(engine: str, size: int) -> str:
     return f"{PG_BASE}/{name}"
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import sqlite3
-
-    return (
-        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
-        f"{platform.system()} {platform.release()}"
-    )
-
-
 def render(runs: list[dict[str, Any]], repeat: int) -> str:
     lines = [
         "<!-- query_bench:start -->",
@@ -241,15 +226,6 @@ def render(runs: list[dict[str, Any]], repeat: int) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(r"<!-- query_bench:start -->.*?<!-- query_bench:end -->", re.S)
-    current = (
-        pattern.sub(lambda _: text, current) if pattern.search(current) else current.rstrip() + "\n\n" + text
-    )
-    RESULTS.write_text(current.rstrip() + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -286,7 +262,7 @@ def main() -> None:
             if done.returncode != 0:
                 sys.exit(f"worker failed for {engine} {size}:\n{done.stderr[-4000:]}")
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    write_section(render(runs, args.repeat))
+    write_section("query_bench", render(runs, args.repeat))
     print(f"wrote {RESULTS}", file=sys.stderr)
 
 

@@ -1,0 +1,538 @@
+#!/usr/bin/env python
+"""Benchmark of authentication: what a session cookie or an API key adds to a request, and how many
+password logins per second the configured hasher allows.
+
+    .venv/bin/python bench/auth_bench.py                       # SQLite and PostgreSQL
+    .venv/bin/python bench/auth_bench.py --engines sqlite --quick
+
+Every database is reseeded at each run (SQLite ``bench/data/auth_bench.sqlite3``, PostgreSQL
+``bench_auth`` on 127.0.0.1) with a few users (Argon2id passwords), one API key and one session.
+
+1. **Per-request cost** of JSON-RPC ``core.ping`` -- which accepts anonymous, session and Bearer
+   callers alike, so the only difference between the three cases is the middleware's authentication
+   work -- sent (a) in-process to Django's WSGI handler (the full middleware stack, no network),
+   median per-request time of ``--batches`` batches, cases interleaved within every batch; and
+   (b) over loopback HTTP to gunicorn (1 sync worker) from a bounded load generator (a thread pool of
+   ``--concurrency`` http.client clients, a fixed number of requests per case and round, cases
+   interleaved), p50/p99 latency and req/s. Ratios are to the anonymous case of the same run.
+2. **Password logins/s**: ``check_password`` with the first hasher of PASSWORD_HASHERS in 1 and 2
+   processes, and full ``auth.login_ex`` round trips through gunicorn with 1 and 2 workers.
+
+The section between ``<!-- auth_bench:start -->`` and ``<!-- auth_bench:end -->`` of
+bench/RESULTS.md is replaced. Each database runs its Django parts in its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "RESULTS.md"
+DATA = ROOT / "bench" / "data"
+PG_BASE = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
+PG_NAME = "bench_auth"
+SECRET_KEY = "benchmark-only-secret-key-not-for-production-use-0123456789"
+PASSWORD = "bench correct horse battery staple"
+USERS = [f"bench{i}" for i in range(8)]
+COOKIE = "__Host-sid"
+PING = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "core.ping", "params": []}).encode()
+ME = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "auth.me", "params": []}).encode()
+CASES = ("anonymous", "session cookie", "API key (Bearer)")
+KEYCLOAK_PER_VCPU = 15  # password logins/s per vCPU (security.md §4)
+
+
+def login_body(username: str) -> bytes:
+    params = {"mechanism": "PASSWORD_PLAIN", "username": username, "password": PASSWORD}
+    return json.dumps({"jsonrpc": "2.0", "id": 1, "method": "auth.login_ex", "params": [params]}).encode()
+
+
+def base_env(database_url: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DJANGO_SECRET_KEY": SECRET_KEY,
+        "DATABASE_URL": database_url,
+        "DJANGO_DEBUG": "false",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SESSIONS_LOGIN_RATE": "0",  # the login benchmark is one address hammering auth.login_ex
+        "SESSIONS_FAIL_DELAY": "0",
+    }
+    env.pop("DJANGO_SECRET_KEY_FILE", None)
+    return env
+
+
+def setup_django(database_url: str) -> None:
+    os.environ.update(base_env(database_url))
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+# --- worker: seed one database ---------------------------------------------------------------------
+
+
+def worker_seed(database_url: str) -> dict[str, Any]:
+    setup_django(database_url)
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import connection
+
+    from sessions_app.clients import Client
+    from sessions_app.models import Credentials
+    from sessions_app.services.api_keys import api_key_create
+    from sessions_app.services.sessions import session_create
+
+    call_command("migrate", verbosity=0)
+    model = get_user_model()
+    users = []
+    for name in USERS:
+        user = model(username=name)
+        user.set_password(PASSWORD)
+        user.save()
+        users.append(user)
+    _, key = api_key_create(user=users[0], name="bench")
+    secret = session_create(
+        credentials=Credentials.LOGIN_PASSWORD, client=Client(address="127.0.0.1", port=50000), user=users[0]
+    ).secret
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE" if connection.vendor == "postgresql" else "ANALYZE")
+    version = connection.pg_version if connection.vendor == "postgresql" else None
+    return {"session": secret, "api_key": key, "vendor": connection.vendor, "server": version}
+
+
+def case_headers(seed: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """HTTP headers of each case."""
+    return {
+        "anonymous": {},
+        "session cookie": {"Cookie": f"{COOKIE}={seed['session']}"},
+        "API key (Bearer)": {"Authorization": f"Bearer {seed['api_key']}"},
+    }
+
+
+# --- worker: in-process through the WSGI handler ----------------------------------------------------
+
+
+def worker_inprocess(database_url: str, seed: dict[str, Any], batches: int, per_batch: int) -> dict[str, Any]:
+    setup_django(database_url)
+    from django.core.wsgi import get_wsgi_application
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    app = get_wsgi_application()
+
+    def environ(headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        env = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": "/api/current",
+            "SCRIPT_NAME": "",
+            "QUERY_STRING": "",
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(body)),
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "HTTP_HOST": "127.0.0.1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "REMOTE_PORT": "50000",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.version": (1, 0),
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+        }
+        for name, value in headers.items():
+            env["HTTP_" + name.upper().replace("-", "_")] = value
+        return env
+
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        statuses.append(status)
+        return lambda data: None
+
+    def call(headers: dict[str, str], body: bytes = PING) -> bytes:
+        result = app(environ(headers, body), start_response)
+        try:
+            return b"".join(result)
+        finally:
+            result.close()  # type: ignore[attr-defined]
+
+    cases = case_headers(seed)
+    # The credentials must really authenticate, or the benchmark would time the anonymous path thrice.
+    for name, headers in cases.items():
+        reply = json.loads(call(headers, ME))
+        expected = "result" if name != "anonymous" else "error"
+        assert expected in reply, (name, reply)
+        assert json.loads(call(headers)) == {"jsonrpc": "2.0", "id": 1, "result": "pong"}
+    queries = {}
+    for name, headers in cases.items():
+        for _ in range(200):  # warm-up: imports, connection, caches
+            call(headers)
+        with CaptureQueriesContext(connection) as captured:
+            call(headers)
+        queries[name] = len(captured.captured_queries)
+    per_request: dict[str, list[float]] = {name: [] for name in cases}
+    names = list(cases)
+    for batch in range(batches):
+        order = names[batch % len(names) :] + names[: batch % len(names)]
+        for name in order:
+            headers = cases[name]
+            started = time.perf_counter()
+            for _ in range(per_batch):
+                call(headers)
+            per_request[name].append((time.perf_counter() - started) / per_batch * 1e6)
+    assert all(status.startswith("200") for status in statuses), set(statuses)
+    return {"per_request_us": per_request, "queries": queries}
+
+
+# --- worker: password hashing ------------------------------------------------------------------------
+
+
+def worker_hash(count: int, start_at: float) -> dict[str, Any]:
+    setup_django(f"sqlite:///{DATA / 'unused.sqlite3'}")
+    from django.contrib.auth.hashers import check_password, get_hasher, make_password
+
+    hasher = get_hasher()
+    encoded = make_password(PASSWORD)
+    assert check_password(PASSWORD, encoded)
+    time.sleep(max(0.0, start_at - time.time()))
+    started = time.time()
+    for _ in range(count):
+        check_password(PASSWORD, encoded)
+    params = {
+        k: getattr(hasher, k) for k in ("time_cost", "memory_cost", "parallelism") if hasattr(hasher, k)
+    }
+    return {"started": started, "ended": time.time(), "algorithm": hasher.algorithm, "params": params}
+
+
+# --- gunicorn and the load generator --------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Gunicorn:
+    def __init__(self, database_url: str, workers: int) -> None:
+        self.port = free_port()
+        self.log = DATA / f"gunicorn-{self.port}.log"
+        command = [str(Path(sys.executable).with_name("gunicorn")), "project.wsgi"]
+        command += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--worker-class", "sync"]
+        command += ["--graceful-timeout", "2", "--log-level", "warning"]
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=base_env(database_url), stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if post(self.port, PING, {})[0] == 200:
+                    break
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                sys.exit(f"gunicorn did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.unlink(missing_ok=True)
+
+    def __enter__(self) -> Gunicorn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def post(
+    port: int, body: bytes, headers: dict[str, str], conn: http.client.HTTPConnection | None = None
+) -> tuple[int, bytes]:
+    connection = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("POST", "/api/current", body, {"Content-Type": "application/json", **headers})
+    response = connection.getresponse()
+    data = response.read()
+    if conn is None:
+        connection.close()
+    return response.status, data
+
+
+def load(
+    port: int, bodies: list[bytes], headers: dict[str, str], concurrency: int, check: bytes
+) -> tuple[list[float], float]:
+    """Send every body once from ``concurrency`` threads; (latencies in ms, wall seconds).
+
+    Each thread keeps one http.client connection object; gunicorn's sync worker closes the
+    connection after every reply, so each request opens a new TCP connection (as real clients of a
+    sync worker do)."""
+    chunks = [bodies[i::concurrency] for i in range(concurrency)]
+    failures: list[bytes] = []
+    lock = threading.Lock()
+
+    def run(chunk: list[bytes]) -> list[float]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        out = []
+        for body in chunk:
+            started = time.perf_counter()
+            status, data = post(port, body, headers, connection)
+            out.append((time.perf_counter() - started) * 1000)
+            if status != 200 or check not in data:
+                with lock:
+                    failures.append(data[:300])
+        connection.close()
+        return out
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        latencies = [ms for part in pool.map(run, chunks) for ms in part]
+    wall = time.perf_counter() - started
+    if failures:
+        sys.exit(f"{len(failures)} bad replies, e.g. {failures[0]!r}")
+    return latencies, wall
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def bench_http(database_url: str, seed: dict[str, Any], rounds: int, per_round: int, concurrency: int) -> Any:
+    cases = case_headers(seed)
+    latencies: dict[str, list[float]] = {name: [] for name in cases}
+    rates: dict[str, list[float]] = {name: [] for name in cases}
+    with Gunicorn(database_url, workers=1) as server:
+        for name, headers in cases.items():
+            status, data = post(server.port, ME, headers)
+            assert (b'"result"' in data) == (name != "anonymous"), (name, status, data)
+            load(server.port, [PING] * 200, headers, concurrency, b'"pong"')  # warm-up
+        names = list(cases)
+        for round_ in range(rounds):
+            for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                ms, wall = load(server.port, [PING] * per_round, cases[name], concurrency, b'"pong"')
+                latencies[name] += ms
+                rates[name].append(per_round / wall)
+    return {
+        name: {
+            "p50_ms": statistics.median(latencies[name]),
+            "p99_ms": percentile(latencies[name], 0.99),
+            "rps": statistics.median(rates[name]),
+        }
+        for name in cases
+    }
+
+
+def bench_logins(database_url: str, count: int) -> dict[int, dict[str, float]]:
+    out = {}
+    for workers in (1, 2):
+        with Gunicorn(database_url, workers=workers) as server:
+            warm = [login_body(USERS[i % len(USERS)]) for i in range(2 * workers)]
+            load(server.port, warm, {}, 2 * workers, b'"SUCCESS"')
+            bodies = [login_body(USERS[i % len(USERS)]) for i in range(count)]
+            ms, wall = load(server.port, bodies, {}, 2 * workers, b'"SUCCESS"')
+        out[workers] = {"per_s": count / wall, "p50_ms": statistics.median(ms)}
+    return out
+
+
+def bench_hash(count: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for processes in (1, 2):
+        start_at = time.time() + 3  # after every process has imported Django
+        command = [sys.executable, __file__, "--worker-hash", str(count), str(start_at)]
+        running = [subprocess.Popen(command, stdout=subprocess.PIPE, cwd=ROOT) for _ in range(processes)]
+        results = [json.loads(p.communicate()[0].decode().strip().splitlines()[-1]) for p in running]
+        wall = max(r["ended"] for r in results) - min(r["started"] for r in results)
+        out[processes] = count * processes / wall
+        out["algorithm"], out["params"] = results[0]["algorithm"], results[0]["params"]
+    return out
+
+
+# --- orchestration --------------------------------------------------------------------------------------
+
+
+def database_url(engine: str) -> str:
+    """A freshly created, empty database."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    if engine == "sqlite":
+        path = DATA / "auth_bench.sqlite3"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return f"sqlite:///{path}"
+    pg = ["-h", "127.0.0.1", "-U", "postgres"]
+    subprocess.run(["dropdb", *pg, "--if-exists", PG_NAME], check=True, capture_output=True)
+    subprocess.run(["createdb", *pg, PG_NAME], check=True, capture_output=True)
+    return f"{PG_BASE}/{PG_NAME}"
+
+
+def run_worker(*args: str) -> Any:
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        sys.exit(f"worker {args[0]} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def render(
+    runs: list[dict[str, Any]], hashing: dict[str, Any], args: argparse.Namespace, load_avg: list[float]
+) -> str:
+    cores = os.cpu_count() or 1
+    params = ", ".join(f"{k}={v}" for k, v in hashing["params"].items())
+    lines = [
+        "<!-- auth_bench:start -->",
+        "## Authentication cost (`bench/auth_bench.py`)",
+        "",
+        f"Machine: {machine()}. Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; every figure "
+        "of a table measured side by side in one run, cases interleaved. The load generator runs on the "
+        "same machine as the server and shares its cores. 1-minute load average at start / end: "
+        f"{load_avg[0]:.2f} / {load_avg[1]:.2f} (other work on the machine inflates the absolute figures; "
+        "the ratios come from interleaved cases).",
+        "",
+        "### Per-request cost of authentication",
+        "",
+        "The same JSON-RPC call, `core.ping`, anonymous vs with a session cookie vs with "
+        "`Authorization: Bearer <api key>`: the only difference is the middleware's work (session: one "
+        "indexed lookup by the secret's hash with user/key/parent joined; Bearer: key lookup + keyed hash "
+        "compared in constant time; `last_seen_at` / `last_used_at` writes are coalesced to one a minute, "
+        "so none happen in steady state).",
+        "",
+        f"* **in-process** — Django's WSGI handler called directly (full middleware stack, no network): "
+        f"median per-request time of {args.batches} batches of {args.per_batch} requests per case.",
+        f"* **gunicorn** — 1 sync worker on 127.0.0.1; {args.concurrency} client threads (http.client), "
+        f"{args.rounds} rounds × {args.per_round} requests per case; p50/p99 over all requests, req/s the "
+        "median of the rounds. The sync worker closes every connection, so each request includes a TCP "
+        "connect; client and server share the 2 cores, which dilutes the ratios.",
+        "",
+        "| database | case | DB queries | in-process µs | × anon | gunicorn p50 ms | p99 ms | req/s | "
+        "× anon (p50) | req/s vs anon |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        base_in = statistics.median(run["inprocess"]["per_request_us"]["anonymous"])
+        base_http = run["http"]["anonymous"]
+        for name in CASES:
+            inproc = statistics.median(run["inprocess"]["per_request_us"][name])
+            http_ = run["http"][name]
+            lines.append(
+                f"| {run['label']} | {name} | {run['inprocess']['queries'][name]} | {inproc:.0f} | "
+                f"{inproc / base_in:.2f}× | {http_['p50_ms']:.2f} | {http_['p99_ms']:.2f} | "
+                f"{http_['rps']:.0f} | {http_['p50_ms'] / base_http['p50_ms']:.2f}× | "
+                f"{http_['rps'] / base_http['rps']:.2f} |"
+            )
+    lines += [
+        "",
+        "Target: authenticated / anonymous < 1.5×.",
+        "",
+        "### Password logins per second",
+        "",
+        f"Hasher: `{hashing['algorithm']}` ({params}), the first of PASSWORD_HASHERS. `check_password`: "
+        f"{args.hash_count} checks per process, processes started together. `auth.login_ex`: "
+        f"{args.logins} successful `PASSWORD_PLAIN` logins through gunicorn (sync workers, 2 client threads "
+        "per worker; each login also looks up the user, checks the lockout, creates the session and its "
+        "audit record). An Argon2 check already spreads its lanes (parallelism) over the cores, so a "
+        "second process adds little on a 2-core machine.",
+        "",
+        "| measure | 1 process | 2 processes |",
+        "|---|---:|---:|",
+        f"| `check_password`/s | {hashing[1]:.1f} | {hashing[2]:.1f} |",
+    ]
+    for run in runs:
+        one, two = run["logins"][1], run["logins"][2]
+        lines.append(
+            f"| `auth.login_ex`/s, {run['label']} (p50 ms) | {one['per_s']:.1f} ({one['p50_ms']:.0f}) | "
+            f"{two['per_s']:.1f} ({two['p50_ms']:.0f}) |"
+        )
+    lines += [
+        f"| Keycloak reference: {KEYCLOAK_PER_VCPU}/s per vCPU (security.md §4) | {KEYCLOAK_PER_VCPU} | "
+        f"{KEYCLOAK_PER_VCPU * min(2, cores)} |",
+        "",
+        "<!-- auth_bench:end -->",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--engines", default="sqlite,postgresql")
+    parser.add_argument("--batches", type=int, default=7)
+    parser.add_argument("--per-batch", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--per-round", type=int, default=600)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--logins", type=int, default=60)
+    parser.add_argument("--hash-count", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
+    parser.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
+    parser.add_argument("--worker-seed", metavar="DATABASE_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-inprocess", nargs=2, metavar=("URL", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker-hash", nargs=2, metavar=("COUNT", "START"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker_seed:
+        print(json.dumps(worker_seed(args.worker_seed)))
+        return
+    if args.worker_inprocess:
+        url, seed = args.worker_inprocess
+        print(json.dumps(worker_inprocess(url, json.loads(seed), args.batches, args.per_batch)))
+        return
+    if args.worker_hash:
+        print(json.dumps(worker_hash(int(args.worker_hash[0]), float(args.worker_hash[1]))))
+        return
+    if args.quick:
+        args.batches, args.per_batch, args.rounds, args.per_round = 5, 100, 3, 100
+        args.logins, args.hash_count = 8, 4
+    load_avg = [os.getloadavg()[0]]
+    sizing = ["--batches", str(args.batches), "--per-batch", str(args.per_batch)]
+    runs = []
+    for engine in args.engines.split(","):
+        print(f"{engine}: seeding ...", file=sys.stderr, flush=True)
+        url = database_url(engine)
+        seed = run_worker("--worker-seed", url)
+        label = "SQLite" if seed["vendor"] == "sqlite" else f"PostgreSQL {seed['server'] // 10000}"
+        print(f"{engine}: in-process ...", file=sys.stderr, flush=True)
+        inprocess = run_worker("--worker-inprocess", url, json.dumps(seed), *sizing)
+        print(f"{engine}: gunicorn ...", file=sys.stderr, flush=True)
+        http_ = bench_http(url, seed, args.rounds, args.per_round, args.concurrency)
+        print(f"{engine}: logins ...", file=sys.stderr, flush=True)
+        logins = bench_logins(url, args.logins)
+        runs.append({"label": label, "inprocess": inprocess, "http": http_, "logins": logins})
+    print("check_password ...", file=sys.stderr, flush=True)
+    hashing = bench_hash(args.hash_count)
+    load_avg.append(os.getloadavg()[0])
+    text = render(runs, hashing, args, load_avg)
+    if args.no_write:
+        print(text)
+    else:
+        write_section("auth_bench", text)
+        print(f"wrote {RESULTS}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
