@@ -107,6 +107,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_otp",
     "django_otp.plugins.otp_totp",
     "sessions_app",
@@ -210,10 +212,39 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 
 # --- Django REST framework -----------------------------------------------------------------------
 
+# The REST API (/api/v2.0/, sessions_app/api/rest): authentication is the registry middleware's,
+# adopted by RegistryAuthentication (CSRF enforced for cookie sessions); strict JSON in, JSON with
+# {"$date": ms} datetimes out; one error body for every error status. No ?format= override: unknown
+# query parameters are errors.
 REST_FRAMEWORK = {
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["sessions_app.api.rest.authentication.RegistryAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["sessions_app.api.rest.permissions.IsRegistryUser"],
+    "DEFAULT_RENDERER_CLASSES": ["sessions_app.api.rest.renderers.EJSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["sessions_app.api.rest.parsers.StrictJSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "sessions_app.api.rest.exceptions.api_exception_handler",
+    "URL_FORMAT_OVERRIDE": None,
+}
+
+# OpenAPI 3 at /api/v2.0/schema/, Swagger UI at /api/v2.0/docs/ from drf-spectacular-sidecar's static
+# files (served like any static file: no CDN).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Session registry API",
+    "DESCRIPTION": (
+        "Authentication sessions, API keys and audit records (TrueNAS auth.sessions compatible). "
+        'Datetimes are {"$date": milliseconds}. Errors: {"errors": [{"attribute", "message", '
+        '"errno"}]}.'
+    ),
+    "VERSION": "2.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v2\.0",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "sessions_app.api.rest.schema.add_components_and_errors",
+    ],
 }
 
 # --- Logging ---------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from sessions_app import views
 from sessions_app.api.jsonrpc import jsonrpc_view
@@ -14,6 +14,7 @@ admin.site.logout = views.sign_out  # type: ignore[method-assign]
 
 urlpatterns = [
     path("api/current", jsonrpc_view, name="jsonrpc"),
+    path("api/v2.0/", include("sessions_app.api.rest.urls")),
     path("sign-in/", views.sign_in, name="sign-in"),
     path("sign-in/otp/", views.sign_in_otp, name="sign-in-otp"),
     path("sign-out/", views.sign_out, name="sign-out"),

@@ -1,0 +1,62 @@
+"""DRF authentication that adopts what `SessionAuthenticationMiddleware` already decided.
+
+The middleware authenticates every request from the database (session cookie, unix socket, or a
+per-request ``Authorization: Bearer <api key>`` / ``Basic`` header, which is then used alone: B17)
+and sets ``request.user``, ``request.auth_session`` and ``request.api_key``. This class only hands
+that to DRF, and for **cookie-authenticated** requests enforces Django's CSRF check exactly like
+DRF's ``SessionAuthentication`` (unsafe methods need ``X-CSRFToken``, B16). Requests authenticated by
+an ``Authorization`` header or by the unix socket carry no ambient browser credential and need no
+token. ``request.auth`` is the `UserSession` (cookie, unix socket) or the `ApiKey` (Bearer).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, CSRFCheck
+from rest_framework.request import Request
+
+from sessions_app.clients import client_from_request
+
+
+def uses_cookie(request: HttpRequest) -> bool:
+    """Whether the caller was authenticated by the session cookie (an ambient browser credential)."""
+    return (
+        getattr(request, "auth_session", None) is not None
+        and not request.META.get("HTTP_AUTHORIZATION")
+        and client_from_request(request).peer is None
+    )
+
+
+class RegistryAuthentication(BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        django_request = request._request
+        user = getattr(django_request, "user", None)
+        if user is None or not user.is_authenticated:
+            return None
+        if uses_cookie(django_request):
+            self.enforce_csrf(django_request)
+        auth = getattr(django_request, "auth_session", None) or getattr(django_request, "api_key", None)
+        return user, auth
+
+    def enforce_csrf(self, request: HttpRequest) -> None:
+        """Django's CSRF view check on the plain request (as DRF's ``SessionAuthentication`` does).
+
+        The plain Django request is checked, not DRF's: reading ``POST`` for the form token then
+        never runs the API's JSON parser.
+        """
+
+        def dummy_get_response(request: HttpRequest) -> None:  # pragma: no cover
+            return None
+
+        check = CSRFCheck(dummy_get_response)
+        check.process_request(request)
+        reason = check.process_view(request, None, (), {})
+        if reason:
+            raise exceptions.PermissionDenied(f"CSRF Failed: {reason}")
+
+    def authenticate_header(self, request: Request) -> str:
+        # A 401 (not 403) for anonymous callers, with the scheme per-request clients use.
+        return 'Bearer realm="api"'

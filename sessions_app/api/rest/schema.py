@@ -1,0 +1,361 @@
+"""OpenAPI 3 description of the REST API (drf-spectacular): shared schemas, security, error answers.
+
+Outputs are the selectors' rows, described here as plain schemas (components added by
+`add_components_and_errors`), not by serializers. Every operation documents the error answers any
+request can get (400 401 403 404 405 406 413 415 429 503, the same ``Error`` body), so generated
+clients and schema-driven fuzzers (Schemathesis) see no undocumented answer.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiParameter
+
+from sessions_app.models import Credentials, EndReason
+
+REF = "#/components/schemas/"
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": REF + name}
+
+
+EJSON_DATE: dict[str, Any] = {
+    "type": "object",
+    "description": "A datetime: milliseconds since the Unix epoch (UTC).",
+    "properties": {"$date": {"type": "integer", "format": "int64"}},
+    "required": ["$date"],
+    "additionalProperties": False,
+}
+JSON_ARRAY_OR_NULL: dict[str, Any] = {
+    "type": "array",
+    "items": {},
+    "nullable": True,
+    "description": "query-filters (query-language.md §1); null or [] match everything.",
+}
+JSON_OBJECT_OR_NULL: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": True,
+    "nullable": True,
+    "description": "query-options (query-language.md §2).",
+}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in schema:
+        return {"allOf": [schema], "nullable": True}
+    return {**schema, "nullable": True}
+
+
+_STR = {"type": "string"}
+_BOOL = {"type": "boolean"}
+_INT = {"type": "integer", "format": "int64"}
+_DATE = ref("EJSONDate")
+
+_USER_DATA = {
+    "type": "object",
+    "properties": {
+        "username": _nullable(_STR),
+        "login_at": _nullable(_DATE),
+        "api_key": {
+            "type": "object",
+            "properties": {"id": _nullable(_INT), "name": _nullable(_STR)},
+        },
+    },
+}
+
+COMPONENTS: dict[str, dict[str, Any]] = {
+    "EJSONDate": EJSON_DATE,
+    "Error": {
+        "type": "object",
+        "properties": {
+            "errors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"attribute": _STR, "message": _STR, "errno": {"type": "integer"}},
+                    "required": ["attribute", "message", "errno"],
+                },
+            },
+            "request_id": _STR,
+        },
+        "required": ["errors"],
+    },
+    "SessionRow": {
+        "type": "object",
+        "description": "An auth.sessions row; ended_at, end_reason and ended_by only with history.",
+        "properties": {
+            "id": _STR,
+            "current": _BOOL,
+            "internal": _BOOL,
+            "origin": _STR,
+            "credentials": {"type": "string", "enum": [c.value for c in Credentials]},
+            "credentials_data": {
+                "type": "object",
+                "properties": {
+                    **_USER_DATA["properties"],
+                    "parent": {
+                        "type": "object",
+                        "properties": {"credentials": _nullable(_STR), "credentials_data": _USER_DATA},
+                    },
+                },
+            },
+            "created_at": _DATE,
+            "secure_transport": _BOOL,
+            "ended_at": _nullable(_DATE),
+            "end_reason": {"type": "string", "enum": [r.value for r in EndReason], "nullable": True},
+            "ended_by": _nullable(_STR),
+        },
+        "required": [
+            "id",
+            "current",
+            "internal",
+            "origin",
+            "credentials",
+            "credentials_data",
+            "created_at",
+            "secure_transport",
+        ],
+        "additionalProperties": False,
+    },
+    "ApiKeyRow": {
+        "type": "object",
+        "properties": {
+            "id": _INT,
+            "name": _STR,
+            "username": _STR,
+            "user_identifier": _STR,
+            "keyhash": {"type": "string", "description": 'Always "********".'},
+            "created_at": _DATE,
+            "expires_at": _nullable(_DATE),
+            "local": _BOOL,
+            "revoked": _BOOL,
+            "revoked_reason": _nullable(_STR),
+            "last_used_at": _nullable(_DATE),
+        },
+        "required": [
+            "id",
+            "name",
+            "username",
+            "user_identifier",
+            "keyhash",
+            "created_at",
+            "expires_at",
+            "local",
+            "revoked",
+            "revoked_reason",
+            "last_used_at",
+        ],
+        "additionalProperties": False,
+    },
+    "AuditRow": {
+        "type": "object",
+        "properties": {
+            "audit_id": _STR,
+            "timestamp": _DATE,
+            "event": _STR,
+            "username": _nullable(_STR),
+            "session": _nullable(_STR),
+            "address": _STR,
+            "success": _BOOL,
+            "event_data": {"type": "object", "additionalProperties": True, "nullable": True},
+        },
+        "required": ["audit_id", "timestamp", "event", "username", "session", "address", "success"],
+        "additionalProperties": False,
+    },
+    "UserInfo": {
+        "type": "object",
+        "description": "A TrueNAS-like passwd entry of the caller (auth.me).",
+        "properties": {
+            "pw_name": _STR,
+            "pw_gecos": _STR,
+            "pw_dir": _STR,
+            "pw_shell": _STR,
+            "pw_uid": _INT,
+            "pw_gid": _INT,
+            "grouplist": {"type": "array", "items": {}},
+            "sid": _nullable(_STR),
+            "source": _STR,
+            "local": _BOOL,
+            "attributes": {"type": "object", "additionalProperties": True},
+            "two_factor_config": {"type": "object", "additionalProperties": True},
+            "privilege": {"type": "object", "additionalProperties": True},
+            "account_attributes": {"type": "array", "items": _STR},
+        },
+        "required": ["pw_name", "pw_uid", "privilege"],
+    },
+    "LoginResponse": {
+        "type": "object",
+        "description": "auth.login_ex's answer; SUCCESS also sets the session and csrftoken cookies.",
+        "properties": {
+            "response_type": {
+                "type": "string",
+                "enum": ["SUCCESS", "OTP_REQUIRED", "AUTH_ERR", "EXPIRED", "REDIRECT"],
+            },
+            "authenticator": _STR,
+            "user_info": _nullable(ref("UserInfo")),
+            "username": _STR,
+        },
+        "required": ["response_type"],
+    },
+}
+
+
+def _paginated(row: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "count": {"type": "integer"},
+            "next": {"type": "string", "format": "uri", "nullable": True},
+            "previous": {"type": "string", "format": "uri", "nullable": True},
+            "results": {"type": "array", "items": ref(row)},
+        },
+        "required": ["count", "next", "previous", "results"],
+    }
+
+
+for _row in ("SessionRow", "ApiKeyRow", "AuditRow"):
+    COMPONENTS[f"Paginated{_row}List"] = _paginated(_row)
+COMPONENTS["ApiKeyCreated"] = copy.deepcopy(COMPONENTS["ApiKeyRow"])
+COMPONENTS["ApiKeyCreated"]["properties"]["key"] = {
+    "type": "string",
+    "description": "The API key, shown only in this answer.",
+}
+COMPONENTS["ApiKeyCreated"]["required"].append("key")
+
+
+def list_result(row: str) -> dict[str, Any]:
+    """GET lists: the rows, ``count/next/previous/results`` with ``limit``, an integer with ``count``."""
+    return {
+        "oneOf": [
+            {"type": "array", "items": ref(row)},
+            ref(f"Paginated{row}List"),
+            {"type": "integer", "description": "with count=true"},
+        ]
+    }
+
+
+QUERY_RESULT: dict[str, Any] = {
+    "description": "What the query method returns: rows (reshaped by select), one row (get), or a count.",
+    "oneOf": [
+        {"type": "array", "items": {"type": "object", "additionalProperties": True}},
+        {"type": "object", "additionalProperties": True},
+        {"type": "integer"},
+    ],
+}
+
+ERROR_STATUSES: dict[str, str] = {
+    "400": "Invalid input (body, query parameter or query language); malformed JSON.",
+    "401": "Not authenticated.",
+    "403": "Not authorized (role), or CSRF failed for a cookie-authenticated unsafe request.",
+    "404": "Not found (also other users' objects).",
+    "405": "Method not allowed (see the Allow header).",
+    "406": "The Accept header names no available representation.",
+    "413": "The request body is too large.",
+    "415": "The request body is not application/json.",
+    "429": "Too many unauthenticated calls (see Retry-After).",
+    "503": "The database cannot be reached (see Retry-After).",
+}
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
+
+
+def add_components_and_errors(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: shared components and the error answers of every operation."""
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in COMPONENTS.items():
+        schemas.setdefault(name, schema)
+    error_body = {"application/json": {"schema": ref("Error")}}
+    for path_item in result.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.setdefault("responses", {})
+            for status, description in ERROR_STATUSES.items():
+                if status not in responses:
+                    answer: dict[str, Any] = {"description": description, "content": error_body}
+                    if status in ("429", "503"):
+                        answer["headers"] = _RETRY_AFTER
+                    responses[status] = answer
+    return result
+
+
+class RegistryAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "sessions_app.api.rest.authentication.RegistryAuthentication"
+    name = ["cookieAuth", "bearerAuth", "basicAuth"]
+
+    def get_security_requirement(self, auto_schema: Any) -> list[dict[str, list[str]]]:
+        return [{name: []} for name in self.name]  # any one of them (alternatives, not all together)
+
+    def get_security_definition(self, auto_schema: Any) -> list[dict[str, Any]]:
+        from sessions_app.middleware import session_cookie_name
+
+        return [
+            {
+                "type": "apiKey",
+                "in": "cookie",
+                "name": session_cookie_name(),
+                "description": "Session cookie of auth/login; unsafe methods also need X-CSRFToken.",
+            },
+            {"type": "http", "scheme": "bearer", "description": "An API key: <id>-<secret>."},
+            {"type": "http", "scheme": "basic"},
+        ]
+
+
+def _value_schema(kind: str) -> dict[str, Any]:
+    return {
+        "string": {"type": "string"},
+        "integer": {"type": "integer", "format": "int64"},
+        "boolean": {"type": "boolean"},
+        "datetime": {"type": "string", "format": "date-time"},
+    }[kind]
+
+
+def query_parameters(filterset_class: Any) -> list[OpenApiParameter]:
+    """One documented query parameter per filter of a `filtersets.QueryFilterSet` class."""
+    from sessions_app.api.rest import filtersets
+
+    out = []
+    for name, parameter in filterset_class.base_filters.items():
+        if isinstance(parameter, filtersets.LeafParameter):
+            schema = _value_schema(parameter.kind.value)
+            description = f'Filter ["{parameter.path}", "{parameter.operator}", value].'
+            if isinstance(parameter, filtersets.BaseCSVFilter):
+                out.append(
+                    OpenApiParameter(
+                        name,
+                        {"type": "array", "items": schema, "maxItems": 1000},
+                        description=description + " Comma-separated values.",
+                        style="form",
+                        explode=False,
+                    )
+                )
+                continue
+        elif name == "order_by":
+            out.append(
+                OpenApiParameter(
+                    name,
+                    {"type": "array", "items": {"type": "string", "minLength": 1}},
+                    description="Comma-separated fields; a - prefix sorts descending.",
+                    style="form",
+                    explode=False,
+                )
+            )
+            continue
+        elif name in ("limit", "offset"):
+            schema = {"type": "integer", "minimum": 0, **({"maximum": 10000} if name == "limit" else {})}
+            description = (
+                "Rows per page (0: all); answers count/next/previous/results."
+                if name == "limit"
+                else "Rows to skip."
+            )
+        else:
+            schema = {"type": "boolean"}
+            description = {
+                "count": "Answer the number of matching rows.",
+                "history": "Also list ended sessions (with ended_at, end_reason, ended_by).",
+            }.get(name, "")
+        out.append(OpenApiParameter(name, schema, description=description))
+    return out
