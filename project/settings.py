@@ -118,6 +118,8 @@ INSTALLED_APPS = [
 # request; Django's session framework is not used. Messages live in a signed cookie.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (admin, Swagger UI, the dashboard's stylesheet) served by the app itself: no CDN.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.middleware.common.CommonMiddleware",
     "sessions_app.middleware.SessionAuthenticationMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
