@@ -19,29 +19,34 @@ from __future__ import annotations
 
 import base64
 import bisect
+import contextlib
 import datetime as dt
 import hashlib
 import itertools
 import random
 import secrets
+import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from sessions_app import conf
 from sessions_app.models import ApiKey, Credentials, EndReason, UserSession
+from sessions_app.services.sessions import user_auth_hash
 
 DEMO_PREFIX = "demo_"
 ROOT_USERNAME = f"{DEMO_PREFIX}root"
 NODE_NETWORK = "192.0.2."  # TEST-NET-1: marks demo TRUENAS_NODE peers (they have no user).
 
+_SQLITE_SEED_CACHE_KIB = -512 * 1024  # negative: KiB, i.e. up to 512 MiB of page cache while seeding
 LIFETIME = dt.timedelta(days=30)  # LEVEL_1 absolute lifetime; no idle limit.
 WINDOW_MS = 30 * 86_400_000  # created_at is spread over the last 30 days.
 DAY_MS = 86_400_000
@@ -121,6 +126,7 @@ class DemoSeedResult:
     sessions: int
     ended: int
     by_credentials: dict[str, int]
+    seconds: float  # spent creating (clearing excluded)
     cleared: dict[str, int] = field(default_factory=dict)
 
 
@@ -145,7 +151,6 @@ class _Parent:
     created_ms: int
     ended_ms: int | None
     expires_ms: int
-    ended_by: str | None
 
 
 def demo_clear(*, batch_size: int = 5000) -> dict[str, int]:
@@ -164,16 +169,24 @@ def demo_clear(*, batch_size: int = 5000) -> dict[str, int]:
         | Q(credentials=CRED.TRUENAS_NODE, origin__startswith=NODE_NETWORK)
     )
     removed = {"sessions": 0, "api_keys": 0, "users": 0}
-    while pks := list(demo_sessions.order_by().values_list("pk", flat=True)[:batch_size]):
+    last = 0
+    with _bulk_load():
+        # Walk the primary key so that each batch resumes where the last one stopped (no rescans).
+        while pks := list(
+            demo_sessions.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:batch_size]
+        ):
+            last = pks[-1]
+            with transaction.atomic():
+                # Through the ORM, so that the sessions' tokens go too; only the pk is loaded.
+                deleted = UserSession.objects.filter(pk__in=pks).only("pk").delete()[1]
+                removed["sessions"] += deleted.get(UserSession._meta.label, 0)
         with transaction.atomic():
-            # Deleting through the ORM cascades to the sessions' tokens.
-            removed["sessions"] += (
-                UserSession.objects.filter(pk__in=pks).delete()[1].get(UserSession._meta.label, 0)
+            keys = ApiKey.objects.filter(
+                Q(user__in=demo_users.values("pk")) | Q(name__startswith=DEMO_PREFIX)
             )
-    with transaction.atomic():
-        keys = ApiKey.objects.filter(Q(user__in=demo_users.values("pk")) | Q(name__startswith=DEMO_PREFIX))
-        removed["api_keys"] = keys.delete()[1].get(ApiKey._meta.label, 0)
-        removed["users"] = demo_users.delete()[1].get(get_user_model()._meta.label, 0)
+            removed["api_keys"] = keys.delete()[1].get(ApiKey._meta.label, 0)
+            # The account signals end each user's sessions (none are left): ~2 ms a user.
+            removed["users"] = demo_users.delete()[1].get(get_user_model()._meta.label, 0)
     return removed
 
 
@@ -191,12 +204,13 @@ def demo_seed(
 ) -> DemoSeedResult:
     """Fill the database with demo users, API keys and ``sessions`` sessions.
 
-    ``users`` defaults to one per 20 sessions (at least 10) and ``api_keys`` to one per 10 users
-    (at least 3). About ``ended_fraction`` of the sessions are history (``ended_at`` /
-    ``end_reason`` / ``ended_by`` set); the rest are active and within their LEVEL_1 lifetime at
-    ``now`` (default: the current time). The same ``seed`` and ``now`` give the same rows, public ids
-    included; without a seed, public ids come from `secrets`. ``progress`` is called with the number
-    of sessions written after each batch.
+    ``users`` defaults to one per 20 sessions (at least 10; none without sessions) and ``api_keys``
+    to one per 10 users (at least 3). About ``ended_fraction`` of the sessions are history
+    (``ended_at`` / ``end_reason`` / ``ended_by`` set); the rest are active and within their LEVEL_1
+    lifetime at ``now`` (default: the current time), at most ``SESSIONS_MAX_PER_USER`` per user
+    (logins beyond the cap end as ``EVICTED``, as the login service would end them). The same
+    ``seed`` and ``now`` give the same rows, public ids included; without a seed, public ids come
+    from `secrets`. ``progress`` is called with the number of sessions written after each batch.
 
     Raises `DemoDataExists` when demo users exist and ``clear`` is false (re-seeding would collide
     with them); with ``clear``, `demo_clear` runs first. Raises `ValueError` for counts or fractions
@@ -204,41 +218,88 @@ def demo_seed(
     """
     if sessions < 0 or batch_size < 1 or not 0.0 <= ended_fraction <= 1.0:
         raise ValueError("sessions must be >= 0, batch_size >= 1 and ended_fraction within [0, 1]")
-    n_users = max(10, sessions // 20) if users is None else users
-    n_keys = max(3, n_users // 10) if api_keys is None else api_keys
-    if n_users < 1 or n_keys < 0:
-        raise ValueError("users must be >= 1 and api_keys >= 0")
+    if users is None:
+        users = max(10, sessions // 20) if sessions or api_keys else 0
+    if api_keys is None:
+        api_keys = max(3, users // 10) if users else 0
+    if users < (1 if sessions or api_keys else 0) or api_keys < 0:
+        raise ValueError("sessions and API keys need users >= 1; api_keys must be >= 0")
 
     cleared = demo_clear(batch_size=batch_size) if clear else {}
-    existing = get_user_model().objects.filter(username__startswith=DEMO_PREFIX).count()
+    existing = get_user_model().objects.filter(username__startswith=DEMO_PREFIX).count() if users else 0
     if existing:
         raise DemoDataExists(f"{existing} demo users ({DEMO_PREFIX}*) already exist; clear them first")
 
+    started = time.perf_counter()
     now = now or timezone.now()
     now_ms = (now - EPOCH) // dt.timedelta(milliseconds=1)
     rng = random.Random(seed)
     seeder = _Seeder(rng=rng, now_ms=now_ms, ended_fraction=ended_fraction, deterministic=seed is not None)
-    with transaction.atomic():
-        seeder.create_users(n_users)
-        seeder.create_api_keys(n_keys)
-
     written = 0
-    first = True
-    while written < sessions:
-        n = min(batch_size, sessions - written)
-        with transaction.atomic():
-            written += seeder.create_sessions(n, every_type=first)
-        first = False
-        if progress is not None:
-            progress(n)
+    with _bulk_load():
+        if users:
+            with transaction.atomic():
+                seeder.create_users(users)
+                seeder.create_api_keys(api_keys)
+        first = True
+        while written < sessions:
+            n = min(batch_size, sessions - written)
+            with transaction.atomic():
+                written += seeder.create_sessions(n, every_type=first)
+            first = False
+            if progress is not None:
+                progress(n)
     return DemoSeedResult(
-        users=n_users,
-        api_keys=n_keys,
+        users=users,
+        api_keys=api_keys,
         sessions=written,
         ended=seeder.ended,
         by_credentials=dict(seeder.by_credentials),
+        seconds=time.perf_counter() - started,
         cleared=cleared,
     )
+
+
+@contextlib.contextmanager
+def _bulk_load() -> Iterator[None]:
+    """On SQLite, relax durability and widen the page cache of this connection while seeding or clearing.
+
+    Random public ids and secret digests land all over their unique indexes; once the database
+    outgrows SQLite's default 2 MB cache, every batch re-reads and checkpoints index pages (a third
+    of the run was system time at 1M rows). A crash mid-seed may lose demo data, nothing else: the
+    settings are this connection's only and are restored afterwards.
+    """
+    if connection.vendor != "sqlite" or connection.in_atomic_block:  # SQLite refuses it in a transaction
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA synchronous")
+        synchronous = int(cursor.fetchone()[0])
+        cursor.execute("PRAGMA cache_size")
+        cache_size = int(cursor.fetchone()[0])
+        cursor.execute("PRAGMA synchronous=OFF")
+        cursor.execute(f"PRAGMA cache_size={_SQLITE_SEED_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.execute(f"PRAGMA cache_size={cache_size}")
+
+
+class _Pool:
+    """Accounts (or keys) drawn with Zipf-like weights: a few hold most sessions, as in real deployments."""
+
+    def __init__(self, rng: random.Random, items: Sequence[Any]) -> None:
+        self.rng = rng
+        self.items = list(items)
+        self.cum = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(len(self.items))))
+
+    def pick(self, *, uniform: bool = False) -> Any:
+        if uniform:
+            return self.rng.choice(self.items)
+        index = bisect.bisect_left(self.cum, self.rng.random() * self.cum[-1])
+        return self.items[min(index, len(self.items) - 1)]
 
 
 class _Seeder:
@@ -251,13 +312,13 @@ class _Seeder:
         self.now_ms = now_ms
         self.ended_fraction = ended_fraction
         self.deterministic = deterministic
-        self.root: _Account | None = None
-        self.password_users: list[_Account] = []
-        self.twofactor_users: list[_Account] = []
-        self.all_users: list[_Account] = []
-        self.user_cum: list[float] = []
-        self.keys: list[tuple[int, str, _Account]] = []
-        self.key_cum: list[float] = []
+        # Logins beyond the cap evict older sessions, so no user holds more active sessions than this.
+        self.cap = int(conf.get("SESSIONS_MAX_PER_USER"))
+        self.active: Counter[int] = Counter()
+        self.auth_hash = ""
+        self.root = _Account(0, ROOT_USERNAME, 0)
+        self.users = self.password_users = self.twofactor_users = _Pool(rng, [])
+        self.keys = _Pool(rng, [])
         self.recent_tokens: list[_Parent] = []
         self.ended = 0
         self.by_credentials: Counter[str] = Counter()
@@ -286,10 +347,8 @@ class _Seeder:
         ]
         names = len(_FIRST_NAMES) * len(_LAST_NAMES)
         for i in range(count - 1):
-            first, last = (
-                _FIRST_NAMES[i % len(_FIRST_NAMES)],
-                _LAST_NAMES[(i // len(_FIRST_NAMES)) % len(_LAST_NAMES)],
-            )
+            first = _FIRST_NAMES[i % len(_FIRST_NAMES)]
+            last = _LAST_NAMES[(i // len(_FIRST_NAMES)) % len(_LAST_NAMES)]
             suffix = str(i // names) if i >= names else ""
             rows.append(
                 user_model(
@@ -302,34 +361,32 @@ class _Seeder:
                 )
             )
         created = user_model.objects.bulk_create(rows, batch_size=1000)
+        # Every user has the same password hash, hence the same fingerprint: compute it once.
+        self.auth_hash = user_auth_hash(created[0])
         self.root = _Account(created[0].pk, created[0].username, 0)
-        devices = []
+        everyone, password_users, twofactor_users, devices = [], [], [], []
         for index, user in enumerate(created[1:]):
             account = _Account(user.pk, user.username, 3000 + index)
-            self.all_users.append(account)
+            everyone.append(account)
             if rng.random() < _TWOFACTOR_USERS:
-                self.twofactor_users.append(account)
+                twofactor_users.append(account)
                 devices.append(
                     TOTPDevice(user=user, name="demo", confirmed=True, key=rng.randbytes(20).hex())
                 )
             else:
-                self.password_users.append(account)
+                password_users.append(account)
         TOTPDevice.objects.bulk_create(devices, batch_size=1000)
-        if not self.all_users:  # only the root account: it logs in too
-            self.all_users = self.password_users = [self.root]
-        if not self.twofactor_users:
-            self.twofactor_users = self.password_users
-        if not self.password_users:
-            self.password_users = self.twofactor_users
-        # A few users hold most sessions (Zipf-like), as in real deployments.
-        self.user_cum = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(len(self.all_users))))
+        everyone = everyone or [self.root]  # only the root account: it logs in too
+        self.users = _Pool(rng, everyone)
+        self.password_users = _Pool(rng, password_users or twofactor_users or everyone)
+        self.twofactor_users = _Pool(rng, twofactor_users or password_users or everyone)
 
     def create_api_keys(self, count: int) -> None:
         rng = self.rng
         rows = []
         owners = []
         for i in range(count):
-            owner = self._pick_user()
+            owner = self.users.pick(uniform=True)
             owners.append(owner)
             created_ms = self.now_ms - WINDOW_MS - rng.randrange(DAY_MS, 300 * DAY_MS)
             expires = None if rng.random() < 0.7 else self._dt(self.now_ms + rng.randrange(30, 365) * DAY_MS)
@@ -345,8 +402,7 @@ class _Seeder:
                 )
             )
         created = ApiKey.objects.bulk_create(rows, batch_size=1000)
-        self.keys = [(key.pk, key.name, owner) for key, owner in zip(created, owners, strict=True)]
-        self.key_cum = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(len(self.keys))))
+        self.keys = _Pool(rng, [(k.pk, k.name, o) for k, o in zip(created, owners, strict=True)])
 
     # -- sessions ---------------------------------------------------------------------------------
 
@@ -356,28 +412,26 @@ class _Seeder:
         creds = rng.choices(self.cred_names, cum_weights=self.cred_cum, k=count)
         if every_type:
             creds[: len(CREDENTIAL_WEIGHTS)] = list(CREDENTIAL_WEIGHTS)[:count]
-        if not self.keys:
+        if not self.keys.items:
             creds = [CRED.LOGIN_PASSWORD if c == CRED.API_KEY else c for c in creds]
         if CRED.TOKEN in creds and not self.recent_tokens and not _TOKEN_PARENTS.intersection(creds):
             # A tiny first batch without any session that could have issued a token.
             creds[creds.index(CRED.TOKEN)] = CRED.LOGIN_PASSWORD
-        first = [c for c in creds if c != CRED.TOKEN]
-        n_tokens = count - len(first)
 
         rows: list[UserSession] = []
-        meta: list[tuple[int, int, int | None, int, str | None]] = []
-        for cred in first:
-            row, timing = self._session(cred)
+        parents: list[_Parent] = []
+        for cred in creds:
+            if cred == CRED.TOKEN:
+                continue
+            row, created_ms, ended_ms, expires_ms = self._session(cred)
             rows.append(row)
-            meta.append(timing)
+            if cred in _TOKEN_PARENTS:
+                parents.append(self._parent(row, created_ms, ended_ms, expires_ms))
         UserSession.objects.bulk_create(rows, batch_size=len(rows) or 1)
+        for parent, row in zip(parents, (r for r in rows if r.credentials in _TOKEN_PARENTS), strict=True):
+            parent.pk = row.pk  # primary keys exist only now
 
-        parents = [
-            self._as_parent(row, *timing)
-            for row, timing in zip(rows, meta, strict=True)
-            if row.credentials in _TOKEN_PARENTS
-        ]
-        tokens = [self._token(parents) for _ in range(n_tokens)]
+        tokens = [self._token(parents) for _ in range(count - len(rows))]
         UserSession.objects.bulk_create(tokens, batch_size=len(tokens) or 1)
         self.recent_tokens = [self._token_as_parent(t) for t in tokens[:200]] or self.recent_tokens
         self.by_credentials.update(r.credentials for r in rows)
@@ -385,48 +439,58 @@ class _Seeder:
         self.ended += sum(1 for r in itertools.chain(rows, tokens) if r.ended_at is not None)
         return len(rows) + len(tokens)
 
-    def _session(self, cred: str) -> tuple[UserSession, tuple[int, int, int | None, int, str | None]]:
-        """One non-TOKEN session and its timing (ms): created, login, ended, expires, ended_by."""
+    def _account(
+        self, cred: str, *, uniform: bool
+    ) -> tuple[_Account | None, tuple[int, str, _Account] | None]:
+        """Who a new session of type ``cred`` belongs to (and the API key it used)."""
+        if cred == CRED.TRUENAS_NODE:
+            return None, None
+        if cred == CRED.API_KEY:
+            key = self.keys.pick(uniform=uniform)
+            return key[2], key
+        if cred == CRED.UNIX_SOCKET:
+            root = not uniform and self.rng.random() < 0.5  # local root processes are half the peers
+            return (self.root if root else self.users.pick(uniform=uniform)), None
+        if cred == CRED.LOGIN_TWOFACTOR:
+            return self.twofactor_users.pick(uniform=uniform), None
+        if cred == CRED.LOGIN_PASSWORD:
+            return self.password_users.pick(uniform=uniform), None
+        return self.users.pick(uniform=uniform), None
+
+    def _session(self, cred: str) -> tuple[UserSession, int, int | None, int]:
+        """One non-TOKEN session, with its created / ended / expires times in ms."""
         rng = self.rng
         ended = rng.random() < self.ended_fraction
-        reason = self._reason(cred) if ended else None
+        reason: str | None = None
+        for attempt in range(9):
+            account, key = self._account(cred, uniform=attempt == 8)
+            if ended or account is None or self.active[account.pk] < self.cap:
+                break
+        else:
+            reason = REASON.EVICTED  # every candidate is at the cap: this login was evicted since
+        if ended:
+            reason = self._reason(cred)
+        elif reason is None and account is not None:
+            self.active[account.pk] += 1
         created_ms, ended_ms = self._lifetime(reason)
         expires_ms = created_ms + LIFETIME_MS
-        account: _Account | None = None
-        key: tuple[int, str, _Account] | None = None
-        internal = False
+        internal = cred == CRED.TRUENAS_NODE or (cred == CRED.UNIX_SOCKET and account is self.root)
         secure = True
-        secret = False
         pid = uid = None
         if cred == CRED.TRUENAS_NODE:
             origin = f"{NODE_NETWORK}{rng.choice((10, 11))}:{rng.randrange(32768, 61000)}"
-            internal = True
         elif cred == CRED.UNIX_SOCKET:
-            if rng.random() < 0.5:
-                account, internal = self.root, True
-            else:
-                account = self._pick_user()
             assert account is not None
             pid, uid = rng.randrange(300, 4_194_304), account.uid
             origin = f"UNIX socket (pid={pid} uid={uid} gid={uid})"
-        elif cred == CRED.API_KEY:
-            key = self.keys[bisect.bisect_left(self.key_cum, rng.random() * self.key_cum[-1])]
-            account = key[2]
-            origin, _ = self._tcp_origin()  # keys are refused over insecure transports
         else:
-            if cred == CRED.LOGIN_TWOFACTOR:
-                account = rng.choice(self.twofactor_users)
-            elif cred == CRED.LOGIN_PASSWORD:
-                account = self._pick_user(self.password_users)
-            else:
-                account = self._pick_user()
             origin, secure = self._tcp_origin()
-            secret = True
+            secure = secure or cred == CRED.API_KEY  # keys are refused over insecure transports
         username = account.username if account else None
-        ended_by = self._ended_by(reason, username)
         row = UserSession(
             public_id=self._public_id(),
-            secret_hash=hashlib.sha256(rng.randbytes(32)).hexdigest() if secret else None,
+            # Browser logins carry a cookie secret (a placeholder digest here: no secret exists).
+            secret_hash=hashlib.sha256(rng.randbytes(32)).hexdigest() if cred in _USER_LOGINS else None,
             user_id=account.pk if account else None,
             credentials=cred,
             username=username,
@@ -443,27 +507,30 @@ class _Seeder:
             created_at=self._dt(created_ms),
             last_seen_at=self._dt(self._last_seen(created_ms, ended_ms)),
             expires_at=self._dt(expires_ms),
+            user_auth_hash=self.auth_hash if account else "",
+            password_change_required=cred == CRED.LOGIN_ONETIME_PASSWORD,
             ended_at=self._dt(ended_ms) if ended_ms is not None else None,
             end_reason=reason,
-            ended_by=ended_by,
+            ended_by=self._ended_by(reason, username),
         )
-        return row, (created_ms, created_ms, ended_ms, expires_ms, ended_by)
+        return row, created_ms, ended_ms, expires_ms
 
     def _token(self, parents: Sequence[_Parent]) -> UserSession:
-        """A TOKEN session opened with a token that ``parent`` generated (or a chained TOKEN)."""
+        """A TOKEN session opened with a token that a parent session generated (maybe a TOKEN one)."""
         rng = self.rng
         pool = parents
         if self.recent_tokens and (not parents or rng.random() < _CHAINED_TOKENS):
             pool = self.recent_tokens
         want_ended = rng.random() < self.ended_fraction
+        parent = rng.choice(pool)
         if not want_ended:
-            # An active session cannot descend from an ended one: look for an active parent.
+            # An active session descends from an active one whose user is below the cap.
             for _ in range(8):
-                parent = rng.choice(pool)
-                if parent.ended_ms is None:
+                if parent.ended_ms is None and self.active[parent.user_id] < self.cap:
                     break
-        else:
-            parent = rng.choice(pool)
+                parent = rng.choice(pool)
+            else:
+                want_ended = True
         parent_end = parent.ended_ms if parent.ended_ms is not None else self.now_ms
         latest = min(parent_end, parent.expires_ms, self.now_ms) - 1
         created_ms = rng.randint(parent.created_ms, max(parent.created_ms, latest))
@@ -476,12 +543,13 @@ class _Seeder:
             reason, ended_ms = REASON.PARENT_ENDED, parent.ended_ms
         elif want_ended:
             reason = self._reason(CRED.TOKEN)
-            ended_ms = min(created_ms + int(rng.expovariate(1 / HOUR_MS)), self.now_ms)
+            ended_ms = min(created_ms + 1 + int(rng.expovariate(1 / HOUR_MS)), self.now_ms)
             ended_by = self._ended_by(reason, parent.username)
-        if parent.origin_ip is None:  # a token handed from a unix-socket process to a local client
-            origin, secure = f"127.0.0.1:{rng.randrange(32768, 61000)}", True
-        else:  # match_origin: same address, new port
-            origin, secure = f"{parent.origin_ip}:{rng.randrange(32768, 61000)}", True
+        else:
+            self.active[parent.user_id] += 1
+        # match_origin: the same address as the parent, a new port; a unix-socket parent hands its
+        # token to a local client.
+        origin = f"{parent.origin_ip or '127.0.0.1'}:{rng.randrange(32768, 61000)}"
         root_cred, root_user, root_login, root_key_id, root_key_name = parent.root
         return UserSession(
             public_id=self._public_id(),
@@ -498,31 +566,22 @@ class _Seeder:
             root_api_key_name=root_key_name,
             origin=origin,
             internal=False,
-            secure_transport=secure,
+            secure_transport=True,
             created_at=self._dt(created_ms),
             last_seen_at=self._dt(self._last_seen(created_ms, ended_ms)),
             expires_at=self._dt(expires_ms),
+            user_auth_hash=self.auth_hash,
             ended_at=self._dt(ended_ms) if ended_ms is not None else None,
             end_reason=reason,
             ended_by=ended_by,
         )
 
-    def _as_parent(
-        self,
-        row: UserSession,
-        created_ms: int,
-        login_ms: int,
-        ended_ms: int | None,
-        expires_ms: int,
-        ended_by: str | None,
-    ) -> _Parent:
+    def _parent(self, row: UserSession, created_ms: int, ended_ms: int | None, expires_ms: int) -> _Parent:
         assert row.user_id is not None
         assert row.username is not None
         origin_ip = None if row.credentials == CRED.UNIX_SOCKET else row.origin.rpartition(":")[0]
         root = (row.credentials, row.username, row.login_at, row.api_key_id, row.api_key_name)
-        return _Parent(
-            row.pk, row.user_id, row.username, root, origin_ip, created_ms, ended_ms, expires_ms, ended_by
-        )
+        return _Parent(0, row.user_id, row.username, root, origin_ip, created_ms, ended_ms, expires_ms)
 
     def _token_as_parent(self, row: UserSession) -> _Parent:
         assert row.user_id is not None
@@ -534,27 +593,18 @@ class _Seeder:
             row.root_api_key_id,
             row.root_api_key_name,
         )
-        ms = self._ms
-        ended_ms = ms(row.ended_at) if row.ended_at is not None else None
         return _Parent(
             row.pk,
             row.user_id,
             row.username,
             root,
             row.origin.rpartition(":")[0],
-            ms(row.created_at),
-            ended_ms,
-            ms(row.expires_at),
-            row.ended_by,
+            self._ms(row.created_at),
+            self._ms(row.ended_at) if row.ended_at is not None else None,
+            self._ms(row.expires_at),
         )
 
     # -- small generators -------------------------------------------------------------------------
-
-    def _pick_user(self, pool: list[_Account] | None = None) -> _Account:
-        if pool is not None and pool is not self.all_users:
-            return self.rng.choice(pool)
-        index = bisect.bisect_left(self.user_cum, self.rng.random() * self.user_cum[-1])
-        return self.all_users[min(index, len(self.all_users) - 1)]
 
     def _reason(self, cred: str) -> str:
         names, cum = self.end_choices[cred]
@@ -579,7 +629,6 @@ class _Seeder:
         return created_ms + int((end - created_ms) * self.rng.random() ** 0.25)
 
     def _ended_by(self, reason: str | None, username: str | None) -> str | None:
-        assert self.root is not None
         if reason in (REASON.LOGOUT, REASON.PASSWORD_CHANGED):
             return username
         if reason in (REASON.TERMINATED, REASON.CREDENTIAL_REVOKED):

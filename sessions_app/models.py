@@ -20,6 +20,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from sessions_app.fields import BinaryCharField
@@ -52,8 +53,12 @@ ACTIVE = Q(ended_at__isnull=True)
 
 class UserSessionQuerySet(models.QuerySet["UserSession"]):
     def active(self, now: object = None) -> UserSessionQuerySet:
-        """Sessions not ended and within their absolute lifetime (idle limits are checked per request)."""
-        return self.filter(ended_at__isnull=True, expires_at__gt=now or timezone.now())
+        """Sessions not ended and within their absolute lifetime (idle limits are checked per request).
+
+        Without ``now`` the database clock decides (``CURRENT_TIMESTAMP``), so the SQL carries no
+        time parameter and compiled statements can be reused.
+        """
+        return self.filter(ended_at__isnull=True, expires_at__gt=now or Now())
 
     def ended(self) -> UserSessionQuerySet:
         return self.filter(ended_at__isnull=False)

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db.models import Q
 
-from sessions_app.models import AuditEvent, Credentials, EndReason
+from sessions_app.models import ApiKey, AuditEvent, AuditRecord, Credentials, EndReason, UserSession
 from sessions_app.query.ast import QueryOptions
 from sessions_app.query.compiler import Column, QuerySpec
 from sessions_app.query.schema import Field, FieldType, Schema
@@ -210,6 +210,7 @@ SESSION_SPEC = QuerySpec(
     row_fields=SESSION_ROW_FIELDS,
     build_row=build_session_row,
     extra_schema=_session_schema,
+    model=UserSession,
 )
 
 
@@ -277,6 +278,7 @@ API_KEY_SPEC = QuerySpec(
     default_order=("id",),
     row_fields=API_KEY_ROW_FIELDS,
     build_row=build_api_key_row,
+    model=ApiKey,
 )
 
 
@@ -337,4 +339,5 @@ AUDIT_SPEC = QuerySpec(
     default_order=("timestamp", "id"),
     row_fields=AUDIT_ROW_FIELDS,
     build_row=build_audit_row,
+    model=AuditRecord,
 )

@@ -16,7 +16,14 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from sessions_app.demo import demo_seed
-from sessions_app.management.output import escape_control, render_table, to_json
+from sessions_app.management.commands.sessions import ROW_ORDER
+from sessions_app.management.output import (
+    csv_chunks,
+    escape_control,
+    json_list_chunks,
+    render_table,
+    to_json,
+)
 from sessions_app.models import Credentials, EndReason
 from tests.factories import session
 
@@ -118,6 +125,9 @@ def test_csv_has_every_field_flattened(seeded: None) -> None:
     assert {"credentials_data.username", "created_at", "credentials_data.parent.credentials"} <= set(
         reader[0]
     )
+    assert list(reader[0]) == list(ROW_ORDER[:-3])  # a fixed header, whatever the rows hold
+    empty = run("--format", "csv", "--history", "--filters", '[["id", "=", "none"]]')
+    assert empty == ",".join(ROW_ORDER) + "\n"
     node = next(r for r in reader if r["credentials"] == Credentials.TRUENAS_NODE)
     assert node["credentials_data.username"] == ""
     assert node["internal"] == "true"
@@ -184,9 +194,17 @@ def test_output_helpers() -> None:
     text = to_json({"b": dt.datetime(1970, 1, 1, 0, 0, 1, 999999, tzinfo=dt.UTC), "a": "\x1b\U000e0001"})
     assert text == '{\n  "a": "\\u001b\\udb40\\udc01",\n  "b": {\n    "$date": 1999\n  }\n}'
     assert json.loads(text)["a"] == "\x1b\U000e0001"
-    table, shortened = render_table(["id", "name"], [["abcdefghijklmnop", "漢字漢字"]], width=16)
+    lines, shortened = render_table(["id", "name"], [["abcdefghijklmnop", "漢字漢字"]], width=16)
     assert shortened
-    assert table.splitlines()[2] == "abcdef…  漢字漢…"
+    assert list(lines) == ["id       name\n", "-------  -------\n", "abcdef…  漢字漢…\n"]
+    lines, shortened = render_table(["a"], [["x\x1by"]], width=0)
+    assert not shortened
+    assert list(lines)[2] == "x\\x1by\n"
+    assert "".join(csv_chunks(["id", "name"], [["-x", "=1+2"], ["-y", "@me"]], free_text={"name"})) == (
+        "id,name\n-x,'=1+2\n-y,'@me\n"
+    )
+    assert "".join(json_list_chunks([])) == "[]\n"
+    assert json.loads("".join(json_list_chunks([{"a": 1}] * 2500)))[2499] == {"a": 1}
 
 
 def _manage(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:

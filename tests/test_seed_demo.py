@@ -10,10 +10,13 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.db.models import Count
 from django.utils import timezone
 
 from sessions_app.demo import DEMO_PREFIX, demo_seed
-from sessions_app.models import ApiKey, Credentials, EndReason, UserSession
+from sessions_app.models import ApiKey, Credentials, EndReason, Token, UserSession
+from sessions_app.services.sessions import user_auth_hash
 from sessions_app.specs import ROOT_CREDENTIALS, SESSION_ROW_FIELDS, build_session_row
 from tests.factories import session
 
@@ -125,6 +128,9 @@ def test_every_credential_type_with_consistent_columns() -> None:
         if s.credentials in USER_LOGINS | {C.API_KEY}:
             assert users[s.user_id].username == s.username
             assert s.login_at == s.created_at
+        if s.user_id is not None:
+            assert s.user_auth_hash == user_auth_hash(users[s.user_id])
+        assert s.password_change_required == (s.credentials == C.LOGIN_ONETIME_PASSWORD)
         if s.credentials == C.API_KEY:
             assert keys[s.api_key_id].user_id == s.user_id
             assert s.secure_transport
@@ -164,6 +170,20 @@ def test_mix_and_ended_fraction() -> None:
         UserSession.objects.filter(end_reason=EndReason.PARENT_ENDED).exclude(credentials=C.TOKEN).count()
         == 0
     )
+
+
+def test_active_sessions_per_user_stay_within_the_cap(settings: Any) -> None:
+    settings.SESSIONS_MAX_PER_USER = 4
+    demo_seed(sessions=400, users=20, seed=8, now=NOW)
+    per_user = (
+        UserSession.objects.active(NOW)
+        .exclude(user=None)
+        .values("user")
+        .annotate(n=Count("pk"))
+        .order_by("-n")
+    )
+    assert per_user[0]["n"] <= 4
+    assert UserSession.objects.filter(end_reason=EndReason.EVICTED).exists()
 
 
 @pytest.mark.parametrize(("fraction", "ended"), [(0.0, 0), (1.0, 120)])
@@ -234,15 +254,17 @@ def test_second_seed_without_clear_fails_and_clear_keeps_other_data() -> None:
     session(user=owner, username="real_admin").save()
     session(credentials=C.TRUENAS_NODE, origin="10.0.0.7:443", internal=True).save()
     seed(sessions=40, seed=1)
+    demo = UserSession.objects.filter(username__startswith=DEMO_PREFIX).first()
+    Token.objects.create(token_hash="0" * 64, session=demo, expires_at=NOW)
     with pytest.raises(CommandError, match="rerun with --clear"):
         seed(sessions=40, seed=1)
     output = seed(args=["--clear"], sessions=0, seed=1)
     assert "Deleted 40 sessions" in output
+    assert "Created" not in output
     assert UserSession.objects.count() == 2
-    assert set(get_user_model().objects.values_list("username", flat=True)) == {"real_admin"} | set(
-        get_user_model().objects.filter(username__startswith=DEMO_PREFIX).values_list("username", flat=True)
-    )
+    assert list(get_user_model().objects.values_list("username", flat=True)) == ["real_admin"]
     assert ApiKey.objects.exclude(name__startswith=DEMO_PREFIX).count() == 0
+    assert not Token.objects.exists()
 
 
 @pytest.mark.parametrize(
@@ -252,3 +274,20 @@ def test_second_seed_without_clear_fails_and_clear_keeps_other_data() -> None:
 def test_bad_arguments_are_usage_errors(args: list[str]) -> None:
     with pytest.raises(CommandError, match="Error: argument"):
         call_command("seed_demo", *args, stdout=StringIO())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sqlite_bulk_load_settings_are_restored() -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite connection settings")
+
+    def pragmas() -> tuple[int, int]:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA synchronous")
+            synchronous = cursor.fetchone()[0]
+            cursor.execute("PRAGMA cache_size")
+            return synchronous, cursor.fetchone()[0]
+
+    before = pragmas()
+    assert demo_seed(sessions=30, seed=1, now=NOW).sessions == 30
+    assert pragmas() == before

@@ -15,15 +15,16 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import itertools
 import json
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 ELLIPSIS = "…"
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-# Spreadsheet formula triggers (OWASP "CSV injection"): such CSV cells get a leading apostrophe.
+# Spreadsheet formula triggers (OWASP "CSV injection"): such free-text CSV cells get a leading apostrophe.
 _FORMULA_START = ("=", "+", "-", "@")
 
 
@@ -54,6 +55,8 @@ def escape_control(text: str) -> str:
 
 def display_width(text: str) -> int:
     """Terminal columns taken by ``text`` (wide East Asian characters count two, combining marks none)."""
+    if text.isascii():
+        return len(text)
     width = 0
     for ch in text:
         if unicodedata.combining(ch):
@@ -64,6 +67,8 @@ def display_width(text: str) -> int:
 
 def truncate(text: str, width: int) -> str:
     """``text`` cut to ``width`` terminal columns, ending with "…" when something was cut."""
+    if text.isascii():
+        return text if len(text) <= width else text[: max(width - 1, 0)] + ELLIPSIS
     if display_width(text) <= width:
         return text
     out = []
@@ -165,19 +170,20 @@ def render_table(
     *,
     width: int = 0,
     min_widths: Mapping[str, int] | None = None,
-) -> tuple[str, bool]:
-    """An aligned text table and whether any cell was shortened to fit ``width`` columns.
+) -> tuple[Iterator[str], bool]:
+    """An aligned text table, line by line, and whether any cell is shortened to fit ``width`` columns.
 
-    Cells must already be display text (see `cell_text`). ``width`` 0 means unlimited. When the table
-    is too wide, the widest columns give way first, none below its ``min_widths`` entry (default: the
-    header's width, at least 6); shortened cells end with "…". A table that cannot fit even then is
-    printed at the minimum widths.
+    Cells should be display text (see `cell_text`); they are escaped again all the same. ``width`` 0
+    means unlimited. When the table is too wide, the widest columns give way first, none below its
+    ``min_widths`` entry (default: the header's width, at least 6); shortened cells end with "…". A
+    table that cannot fit even then is printed at the minimum widths.
     """
     headers = [escape_control(h) for h in headers]
-    rows = [[escape_control(c) for c in row] for row in rows]
-    widths = [
-        max([display_width(h)] + [display_width(row[i]) for row in rows]) for i, h in enumerate(headers)
-    ]
+    natural = [display_width(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            natural[i] = max(natural[i], display_width(escape_control(cell)))
+    widths = list(natural)
     gap = 2
     if width > 0:
         minimum = [
@@ -191,16 +197,17 @@ def render_table(
             widest = max(candidates, key=lambda i: widths[i])
             widths[widest] -= 1
             excess -= 1
-    shortened = False
-    lines = []
-    for cells in [headers, ["-" * w for w in widths], *rows]:
-        out = []
-        for cell, w in zip(cells, widths, strict=True):
-            text = truncate(cell, w)
-            shortened = shortened or text != cell
-            out.append(text + " " * (w - display_width(text)))
-        lines.append((" " * gap).join(out).rstrip())
-    return "\n".join(lines) + "\n", shortened
+    shortened = any(n > w for n, w in zip(natural, widths, strict=True))
+
+    def lines() -> Iterator[str]:
+        for cells in itertools.chain([headers, ["-" * w for w in widths]], rows):
+            out = []
+            for cell, w in zip(cells, widths, strict=True):
+                text = truncate(escape_control(cell), w)
+                out.append(text + " " * (w - display_width(text)))
+            yield (" " * gap).join(out).rstrip() + "\n"
+
+    return lines(), shortened
 
 
 def json_list_chunks(rows: Iterable[Any], *, chunk_rows: int = 1000) -> Iterator[str]:
@@ -221,14 +228,29 @@ def json_list_chunks(rows: Iterable[Any], *, chunk_rows: int = 1000) -> Iterator
 
 
 def csv_chunks(
-    headers: Sequence[str], rows: Iterable[Sequence[str]], *, chunk_rows: int = 1000
+    headers: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    free_text: Collection[str] = (),
+    chunk_rows: int = 1000,
 ) -> Iterator[str]:
-    """RFC 4180 CSV (with ``\\n`` line ends) in chunks of text; formula-like cells get a leading ``'``."""
+    """RFC 4180 CSV (with ``\\n`` line ends) in chunks of text.
+
+    In the ``free_text`` columns (names people choose), a cell that a spreadsheet would run as a
+    formula gets a leading ``'`` (OWASP "CSV injection"). Other columns are left exact: a public id
+    may legitimately begin with ``-``.
+    """
+    guarded = [header in free_text for header in headers]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(headers)
     for count, row in enumerate(rows, 1):
-        writer.writerow([f"'{cell}" if cell.startswith(_FORMULA_START) else cell for cell in row])
+        writer.writerow(
+            [
+                f"'{cell}" if guard and cell.startswith(_FORMULA_START) else cell
+                for cell, guard in zip(row, guarded, strict=True)
+            ]
+        )
         if count % chunk_rows == 0:
             yield buffer.getvalue()
             buffer.seek(0)

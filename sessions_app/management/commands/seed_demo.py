@@ -50,7 +50,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--sessions", type=_count, default=1000, help="sessions to create (default 1000)")
         parser.add_argument(
-            "--users", type=_positive, help="demo users (default: one per 20 sessions, >= 10)"
+            "--users",
+            type=_positive,
+            help="demo users (default: one per 20 sessions, >= 10; none for 0 sessions)",
         )
         parser.add_argument("--api-keys", type=_count, help="API keys (default: one per 10 users, >= 3)")
         parser.add_argument(
@@ -93,20 +95,23 @@ class Command(BaseCommand):
             )
         except DemoDataExists as exc:
             raise CommandError(f"{exc} (rerun with --clear)") from None
-        except ValueError as exc:
-            raise CommandError(str(exc), returncode=2) from None
         finally:
             bar.close()
-        elapsed = time.perf_counter() - started
         if not verbose:
             return
         if result.cleared:
-            removed = ", ".join(f"{n} {kind}" for kind, n in result.cleared.items())
-            self.stdout.write(f"Deleted {removed}.")
-        rate = result.sessions / elapsed if elapsed > 0 else 0.0
+            removed = ", ".join(
+                f"{n} {kind.replace('api_keys', 'API keys')}" for kind, n in result.cleared.items()
+            )
+            cleared_in = time.perf_counter() - started - result.seconds
+            self.stdout.write(f"Deleted {removed} in {cleared_in:.1f} s.")
+        if not (result.users or result.sessions):
+            return
+        rate = result.sessions / result.seconds if result.seconds > 0 else 0.0
         self.stdout.write(
             f"Created {result.users} users, {result.api_keys} API keys and {result.sessions} sessions "
-            f"({result.ended} ended) in {elapsed:.1f} s ({rate:,.0f} sessions/s)."
+            f"({result.ended} ended) in {result.seconds:.1f} s ({rate:,.0f} sessions/s)."
         )
-        breakdown = ", ".join(f"{cred} {n}" for cred, n in sorted(result.by_credentials.items()))
-        self.stdout.write(f"By credentials: {breakdown}.")
+        if result.by_credentials:
+            breakdown = ", ".join(f"{cred} {n}" for cred, n in sorted(result.by_credentials.items()))
+            self.stdout.write(f"By credentials: {breakdown}.")

@@ -8,6 +8,7 @@ query, 2 for usage errors (argparse).
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from typing import Any
@@ -29,7 +30,7 @@ from sessions_app.query.errors import MatchNotFound, QueryError
 from sessions_app.selectors import session_query
 
 FORMATS = ("table", "json", "csv")
-# The table's columns for full rows; CSV has every field, in this order first.
+# The table's columns for full rows (ids are printed whole unless the terminal is too narrow).
 TABLE_COLUMNS = (
     "id",
     "credentials",
@@ -40,6 +41,8 @@ TABLE_COLUMNS = (
     "created_at",
 )
 HISTORY_COLUMNS = ("ended_at", "end_reason", "ended_by")
+# Every field of a row, flattened: the fixed CSV header (the history ones with --history), and the
+# column order of selected rows.
 ROW_ORDER = (
     "id",
     "current",
@@ -58,6 +61,16 @@ ROW_ORDER = (
     "created_at",
     "secure_transport",
     *HISTORY_COLUMNS,
+)
+# Values people choose (usernames, key names): guarded against spreadsheet formulas in CSV.
+FREE_TEXT = frozenset(
+    {
+        "credentials_data.username",
+        "credentials_data.api_key.name",
+        "credentials_data.parent.credentials_data.username",
+        "credentials_data.parent.credentials_data.api_key.name",
+        "ended_by",
+    }
 )
 HEADERS = {"credentials_data.username": "username"}
 # How far a column may shrink to fit the terminal (timestamps never do; ids and names give way first).
@@ -137,7 +150,10 @@ class Command(BaseCommand):
         except DatabaseError as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CommandError(f"database error: {escape_control(first_line)}") from None
-        self._print_result(result, options["format"], selected=_selects(query_options))
+        history = (
+            isinstance(query_options, dict) and (query_options.get("extra") or {}).get("history") is True
+        )
+        self._print_result(result, options["format"], selected=_selects(query_options), history=history)
 
     @staticmethod
     def _with_history(query_options: Any) -> dict[str, Any]:
@@ -151,7 +167,7 @@ class Command(BaseCommand):
         return {**query_options, "extra": {**extra, "history": True}}
 
     def _print_result(
-        self, result: list[dict[str, Any]] | dict[str, Any] | int, fmt: str, *, selected: bool
+        self, result: list[dict[str, Any]] | dict[str, Any] | int, fmt: str, *, selected: bool, history: bool
     ) -> None:
         if isinstance(result, int):  # options.count
             self.stdout.write(str(result))
@@ -161,25 +177,31 @@ class Command(BaseCommand):
             for chunk in chunks:
                 self.stdout.write(chunk, ending="")
             return
+        rows = [result] if isinstance(result, dict) else result
         if fmt == "csv":
-            rows = [result] if isinstance(result, dict) else result
-            # Two passes over the rows instead of holding a flattened copy of all of them.
-            columns = columns_of((flatten(row) for row in rows), ROW_ORDER)
+            # Full rows have a fixed set of columns; selected ones take two passes over the rows
+            # rather than a flattened copy of all of them.
+            if selected:
+                columns = columns_of((flatten(row) for row in rows), ROW_ORDER)
+            else:
+                columns = [c for c in ROW_ORDER if history or c not in HISTORY_COLUMNS]
             body = ([cell_text(flat.get(c)) for c in columns] for flat in map(flatten, rows))
-            for chunk in csv_chunks(columns, body):
+            for chunk in csv_chunks(columns, body, free_text=FREE_TEXT):
                 self.stdout.write(chunk, ending="")
             return
-        rows = [flatten(row) for row in ([result] if isinstance(result, dict) else result)]
         if selected:
-            columns = columns_of(rows, ROW_ORDER)
+            columns = columns_of((flatten(row) for row in rows), ROW_ORDER)
         else:
-            history = any("ended_at" in row for row in rows)
             columns = [*TABLE_COLUMNS, *(HISTORY_COLUMNS if history else ())]
-        body = [[cell_text(row.get(c), timespec="seconds", none="-") for c in columns] for row in rows]
+        body = [
+            [cell_text(flat.get(c), timespec="seconds", none="-") for c in columns]
+            for flat in map(flatten, rows)
+        ]
         headers = [HEADERS.get(c, c) for c in columns]
         width = shutil.get_terminal_size(fallback=(0, 0)).columns  # 0: not a terminal, no limit
-        text, shortened = render_table(headers, body, width=width, min_widths=MIN_WIDTHS)
-        self.stdout.write(text, ending="")
+        lines, shortened = render_table(headers, body, width=width, min_widths=MIN_WIDTHS)
+        while chunk := "".join(itertools.islice(lines, 1000)):
+            self.stdout.write(chunk, ending="")
         if shortened:
             self.stderr.write(
                 f"(values ending in … were shortened to fit {width} columns; use --format json for full values)"
