@@ -15,8 +15,6 @@ admin.site.logout = views.sign_out  # type: ignore[method-assign]
 urlpatterns = [
     path("api/current", jsonrpc_view, name="jsonrpc"),
     path("api/v2.0/", include("sessions_app.api.rest.urls")),
-    path("sign-in/", views.sign_in, name="sign-in"),
-    path("sign-in/otp/", views.sign_in_otp, name="sign-in-otp"),
-    path("sign-out/", views.sign_out, name="sign-out"),
     path("admin/", admin.site.urls),
+    path("", include("sessions_app.urls")),
 ]

@@ -1,8 +1,23 @@
-"""Browser forms: shape validation only; the login services decide."""
+"""Browser forms: shape validation only; the services and selectors decide.
+
+The filter forms turn their fields into query-filters (the same language as ``auth.sessions`` and
+``audit.query``) and map a `QueryError` of the query back onto the field that caused it, so every
+mistake is reported next to the field.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+from typing import Any
+
 from django import forms
+from django.contrib.auth import password_validation
+
+from sessions_app.models import AuditEvent, Credentials
+from sessions_app.query import QueryError
+
+MAX_RAW_FILTERS = 10_000  # characters of the raw query-filters box
 
 
 class SignInForm(forms.Form):
@@ -23,6 +38,328 @@ class OtpForm(forms.Form):
         label="Authentication code",
         error_messages={"invalid": "Enter the 6-digit code from your authenticator app."},
         widget=forms.TextInput(
-            attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "autofocus": True}
+            attrs={
+                "autocomplete": "one-time-code",
+                "inputmode": "numeric",
+                "autofocus": True,
+                "class": "code",
+            }
         ),
     )
+
+
+# --- filters ------------------------------------------------------------------------------------------
+
+_YES_NO = [("", "Any"), ("yes", "Yes"), ("no", "No")]
+_WHERE = re.compile(r"^filters\[(\d+)\]")
+
+
+class QueryFilterForm(forms.Form):
+    """Common part of the filter forms: the raw query-filters box, sorting and the page cursor.
+
+    Subclasses list in `built_fields` which form field produced each built filter (in order).
+    """
+
+    query = forms.CharField(
+        required=False,
+        max_length=MAX_RAW_FILTERS,
+        label="Query-filters (JSON)",
+        help_text='Added to the fields above, e.g. [["origin", "^", "10.0."]].',
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "class": "mono"}),
+    )
+    sort = forms.CharField(required=False, max_length=32, widget=forms.HiddenInput)
+    dir = forms.ChoiceField(
+        required=False, choices=[("", ""), ("asc", "asc"), ("desc", "desc")], widget=forms.HiddenInput
+    )
+    cursor = forms.CharField(required=False, max_length=2048, widget=forms.HiddenInput)
+    back = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
+    default_sort = "created"
+    sorts: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.built_fields: list[str] = []
+
+    def clean_query(self) -> list[Any]:
+        text = self.cleaned_data["query"].strip()
+        if not text:
+            return []
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(
+                f"Not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})."
+            ) from None
+        if not isinstance(value, list):
+            raise forms.ValidationError('Query-filters are a JSON array, e.g. [["field", "=", "value"]].')
+        return value
+
+    def clean_sort(self) -> str:
+        sort = self.cleaned_data["sort"] or self.default_sort
+        if sort not in self.sorts:
+            raise forms.ValidationError("Not a sortable column.")
+        return sort
+
+    def build(self) -> list[Any]:
+        """The query-filters of the form fields (subclasses), without the raw box."""
+        return []
+
+    def filters(self) -> list[Any]:
+        built = self.build()
+        return [*built, *self.cleaned_data.get("query", [])]
+
+    def descending(self) -> bool:
+        return self.cleaned_data.get("dir") != "asc"
+
+    def add_query_error(self, exc: QueryError) -> None:
+        """Put ``exc`` next to the field whose filter it names (the raw box, or a built field)."""
+        if exc.attribute == "cursor":
+            self.add_error(None, exc.message)
+            return
+        if exc.attribute == "sort":
+            self.add_error(None, f"Sort: {exc.message}")
+            return
+        match = _WHERE.match(exc.attribute)
+        if match is not None:
+            index = int(match.group(1))
+            if index < len(self.built_fields):
+                self.add_error(self.built_fields[index], exc.message)
+                return
+            where = f"filters[{index - len(self.built_fields)}]" + exc.attribute[match.end() :]
+            self.add_error("query", f"{where}: {exc.message}")
+            return
+        self.add_error("query", f"{exc.attribute}: {exc.message}" if exc.attribute else exc.message)
+
+
+def _yes_no(value: str) -> bool | None:
+    return {"yes": True, "no": False}.get(value)
+
+
+class SessionFilterForm(QueryFilterForm):
+    """The dashboard's filters: they build ``auth.sessions`` query-filters."""
+
+    user = forms.CharField(required=False, max_length=150, label="User")
+    type = forms.ChoiceField(
+        required=False, label="Credential type", choices=[("", "Any"), *Credentials.choices]
+    )
+    internal = forms.ChoiceField(required=False, label="Internal", choices=_YES_NO)
+    origin = forms.CharField(
+        required=False, max_length=255, label="Origin starts with", widget=forms.TextInput()
+    )
+    since = forms.DateTimeField(
+        required=False,
+        label="Created since (UTC)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": "1"}),
+    )
+
+    field_order = ["user", "type", "internal", "origin", "since", "query"]
+    sorts = ("created", "last_seen", "user", "type", "origin")
+
+    def build(self) -> list[Any]:
+        data = self.cleaned_data
+        filters: list[Any] = []
+        self.built_fields = []
+
+        def add(field: str, item: list[Any]) -> None:
+            filters.append(item)
+            self.built_fields.append(field)
+
+        if data.get("user"):
+            add("user", ["credentials_data.username", "=", data["user"]])
+        if data.get("type"):
+            add("type", ["credentials", "=", data["type"]])
+        if _yes_no(data.get("internal", "")) is not None:
+            add("internal", ["internal", "=", _yes_no(data["internal"])])
+        if data.get("origin"):
+            add("origin", ["origin", "^", data["origin"]])
+        if data.get("since"):
+            add("since", ["created_at", ">=", data["since"]])
+        return filters
+
+
+class SessionHistoryFilterForm(SessionFilterForm):
+    """The History tab: the same filters plus the end reason; newest ended first."""
+
+    reason = forms.ChoiceField(required=False, label="End reason", choices=[("", "Any")])
+    default_sort = "ended"
+    sorts = ("ended", "created", "user", "type", "origin")
+    field_order = ["user", "type", "reason", "origin", "since", "query"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from sessions_app.models import EndReason
+
+        super().__init__(*args, **kwargs)
+        self.fields["reason"].choices = [("", "Any"), *EndReason.choices]
+        del self.fields["internal"]
+
+    def build(self) -> list[Any]:
+        filters = super().build()
+        if self.cleaned_data.get("reason"):
+            filters.append(["end_reason", "=", self.cleaned_data["reason"]])
+            self.built_fields.append("reason")
+        return filters
+
+
+class AuditFilterForm(QueryFilterForm):
+    """The audit page's filters: they build ``audit.query`` query-filters."""
+
+    user = forms.CharField(required=False, max_length=150, label="User")
+    event = forms.ChoiceField(required=False, label="Event", choices=[("", "Any"), *AuditEvent.choices])
+    success = forms.ChoiceField(required=False, label="Succeeded", choices=_YES_NO)
+    address = forms.CharField(required=False, max_length=255, label="Address starts with")
+    since = forms.DateTimeField(
+        required=False,
+        label="Since (UTC)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": "1"}),
+    )
+
+    field_order = ["user", "event", "success", "address", "since", "query"]
+    default_sort = "time"
+    sorts = ("time", "user", "event")
+
+    def build(self) -> list[Any]:
+        data = self.cleaned_data
+        filters: list[Any] = []
+        self.built_fields = []
+        pairs = [
+            ("user", ["username", "=", data.get("user")] if data.get("user") else None),
+            ("event", ["event", "=", data.get("event")] if data.get("event") else None),
+            ("success", ["success", "=", _yes_no(data.get("success", ""))]),
+            ("address", ["address", "^", data.get("address")] if data.get("address") else None),
+            ("since", ["timestamp", ">=", data.get("since")] if data.get("since") else None),
+        ]
+        for field, item in pairs:
+            if item is not None and item[2] is not None:
+                filters.append(item)
+                self.built_fields.append(field)
+        return filters
+
+
+# --- confirmations and account forms ------------------------------------------------------------------
+
+
+class ConfirmForm(forms.Form):
+    """The explicit confirmation every destructive POST carries (a bare POST only asks again)."""
+
+    confirm = forms.BooleanField(
+        required=True,
+        widget=forms.HiddenInput,
+        error_messages={"required": "Confirm the action with the button below."},
+    )
+
+
+class SessionTerminateForm(ConfirmForm):
+    pass
+
+
+class ApiKeyCreateForm(forms.Form):
+    name = forms.CharField(max_length=200, label="Name", help_text="Unique; e.g. backup-script.")
+    expires_at = forms.DateTimeField(
+        required=False,
+        label="Expires (UTC)",
+        help_text="Empty: never.",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": "1"}),
+    )
+    username = forms.CharField(
+        required=False,
+        max_length=150,
+        label="For user",
+        help_text="Empty: yourself. Needs API_KEY_WRITE for anyone else.",
+    )
+
+    def __init__(self, *args: Any, can_choose_user: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not can_choose_user:
+            del self.fields["username"]
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        if "\x00" in name:
+            raise forms.ValidationError("The name cannot contain NUL characters.")
+        return name
+
+
+class ApiKeyUpdateForm(forms.Form):
+    name = forms.CharField(max_length=200, label="Name")
+    expires_at = forms.DateTimeField(
+        required=False,
+        label="Expires (UTC)",
+        help_text="Empty: never. A time in the past expires the key now and ends its sessions.",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": "1"}),
+    )
+
+
+class ApiKeyRevokeForm(ConfirmForm):
+    reason = forms.CharField(max_length=200, label="Reason", initial="Revoked from the browser")
+
+
+class TotpConfirmForm(forms.Form):
+    otp_token = forms.RegexField(
+        regex=r"^[0-9]{6,8}$",
+        max_length=8,
+        label="Code from the app",
+        error_messages={"invalid": "Enter the 6-digit code your authenticator app shows."},
+        widget=forms.TextInput(
+            attrs={"autocomplete": "one-time-code", "inputmode": "numeric", "class": "code"}
+        ),
+    )
+
+
+class PasswordConfirmForm(forms.Form):
+    password = forms.CharField(
+        max_length=1024,
+        strip=False,
+        label="Your password",
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
+
+
+class PasswordChangeForm(forms.Form):
+    """A new password, twice, checked by Django's password validators. ``current`` asks for the
+    present password too (a voluntary change; after a one-time password it is not asked)."""
+
+    current_password = forms.CharField(
+        max_length=1024,
+        strip=False,
+        label="Current password",
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
+    new_password1 = forms.CharField(
+        max_length=1024,
+        strip=False,
+        label="New password",
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+    new_password2 = forms.CharField(
+        max_length=1024,
+        strip=False,
+        label="New password again",
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+
+    def __init__(self, *args: Any, user: Any, current: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user
+        if not current:
+            del self.fields["current_password"]
+
+    def clean_current_password(self) -> str:
+        from sessions_app.services.login import check_password
+
+        password = self.cleaned_data["current_password"]
+        if not check_password(self.user, password):
+            raise forms.ValidationError("This is not your current password.")
+        return password
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        first, second = data.get("new_password1"), data.get("new_password2")
+        if first and second and first != second:
+            self.add_error("new_password2", "The two passwords differ.")
+        elif first:
+            try:
+                password_validation.validate_password(first, self.user)
+            except forms.ValidationError as exc:
+                self.add_error("new_password1", exc)
+        return data

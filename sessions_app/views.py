@@ -1,48 +1,159 @@
-"""Browser pages. Thin: a form validates shape, one service decides, the page renders."""
+"""Browser pages. Thin: a form validates shape, one service decides (or selectors read), the page
+renders.
+
+Every page is ``Cache-Control: no-store`` (`never_cache`), CSRF-protected, and refuses methods it
+does not serve with 405 and ``Allow``. Pages other than the sign-in ones need a browser session (the
+``__Host-sid`` cookie; per-request credentials are for the APIs); a one-time-password session is sent
+to the password page until it sets a new password. Role checks come before anything else, so a
+caller without the role gets 403 whatever it posts. Destructive actions are POST forms reached
+through a confirmation page that works without JavaScript; a POST without the confirmation field
+only shows that page.
+"""
 
 from __future__ import annotations
 
+import base64
+import functools
+import math
+from collections.abc import Callable
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.contrib import messages
+from django.core.cache import cache
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.cache import never_cache
-from django.views.decorators.csrf import csrf_protect
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_http_methods
+from django.views.defaults import page_not_found, permission_denied
 
-from sessions_app import throttle
+from sessions_app import charts, selectors, throttle
 from sessions_app.clients import client_from_request
-from sessions_app.forms import OtpForm, SignInForm
+from sessions_app.exceptions import InvalidParams
+from sessions_app.forms import (
+    ApiKeyCreateForm,
+    ApiKeyRevokeForm,
+    ApiKeyUpdateForm,
+    AuditFilterForm,
+    ConfirmForm,
+    OtpForm,
+    PasswordChangeForm,
+    PasswordConfirmForm,
+    QueryFilterForm,
+    SessionFilterForm,
+    SessionHistoryFilterForm,
+    SessionTerminateForm,
+    SignInForm,
+    TotpConfirmForm,
+)
 from sessions_app.middleware import PENDING_COOKIE, clear_session_cookie, set_session_cookie
+from sessions_app.query import QueryError
+from sessions_app.roles import Role, has_role, user_roles
+from sessions_app.services import api_keys as api_key_services
+from sessions_app.services import totp as totp_services
 from sessions_app.services.login import LoginResult, login_ex, login_ex_continue
-from sessions_app.services.sessions import session_end, session_logout
+from sessions_app.services.sessions import (
+    session_end,
+    session_logout,
+    session_terminate,
+    session_terminate_others,
+)
+from sessions_app.services.users import user_set_password
 
 GENERIC_ERROR = "The username or password is not correct, or the account cannot sign in right now."
+PAGE_SIZE = 50
+
+View = Callable[..., HttpResponse]
+
+
+def _local_url(request: HttpRequest, target: str | None, default: str) -> str:
+    if not target or not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return default
+    return target
 
 
 def _next_url(request: HttpRequest) -> str:
-    target = request.POST.get("next") or request.GET.get("next") or "/admin/"
-    if not url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return "/admin/"
-    return target
+    return _local_url(request, request.POST.get("next") or request.GET.get("next"), "/")
+
+
+def _browser_view(view: View, methods: tuple[str, ...]) -> View:
+    """no-store; a method the page does not serve is a 405 with ``Allow`` before any CSRF check
+    (the CSRF middleware is skipped for the method check only, then applied by `csrf_protect`)."""
+    return never_cache(csrf_exempt(require_http_methods(list(methods))(csrf_protect(view))))
+
+
+def page(
+    *, role: Role | None = None, methods: tuple[str, ...] = ("GET",), before_password_change: bool = False
+) -> Callable[[View], View]:
+    """A signed-in browser page: no-store, CSRF, allowed methods, session, password change, role."""
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            session = request.auth_session  # type: ignore[attr-defined]
+            if session is None:
+                return HttpResponseRedirect(
+                    f"{reverse('sessions_app:sign-in')}?{urlencode({'next': request.path})}"
+                )
+            if session.password_change_required and not before_password_change:
+                return HttpResponseRedirect(reverse("sessions_app:password-change"))
+            # 403 and 404 are answered here, so that they are no-store like every page.
+            if role is not None and not has_role(request.user, role):
+                return permission_denied(request, PermissionDenied(f"This page needs the {role} role."))
+            try:
+                return view(request, *args, **kwargs)
+            except Http404 as exc:
+                return page_not_found(request, exc)
+
+        return _browser_view(wrapper, methods)
+
+    return decorate
+
+
+def _render(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
+    roles = user_roles(request.user)
+    context.setdefault("roles", {role.name: role in roles for role in Role})
+    context.setdefault("now", timezone.now())
+    return render(request, f"sessions_app/{template}", context, status=status)
+
+
+# --- sign in / out --------------------------------------------------------------------------------------
 
 
 def _finish(request: HttpRequest, result: LoginResult, next_url: str) -> HttpResponse:
     assert result.new_session is not None
     if request.auth_session is not None:  # type: ignore[attr-defined]
         session_end(session=request.auth_session, reason="LOGOUT", note="credential changed")  # type: ignore[attr-defined]
+    if result.new_session.session.password_change_required:
+        next_url = reverse("sessions_app:password-change")
     response = HttpResponseRedirect(next_url)
     set_session_cookie(response, result.new_session.secret)
     response.delete_cookie(PENDING_COOKIE)
     return response
 
 
-@never_cache
-@csrf_protect
-@require_http_methods(["GET", "POST"])
+def _wait_message(seconds: float) -> str:
+    if seconds > 90:
+        return f"about {math.ceil(seconds / 60)} minutes"
+    return f"{max(1, math.ceil(seconds))} seconds"
+
+
+def _failure_message(username: str) -> str:
+    """The generic error, or the wait when the account name is locked (names are locked whether the
+    account exists or not, so this reveals nothing about accounts)."""
+    until = throttle.locked_until(username=username[:150]) if username else None
+    if until is None:
+        return GENERIC_ERROR
+    wait = _wait_message((until - timezone.now()).total_seconds())
+    return f"Too many failed attempts for this account. Try again in {wait}."
+
+
 def sign_in(request: HttpRequest) -> HttpResponse:
     """Password, then the second factor when the account has one (``login_ex`` semantics)."""
     client = client_from_request(request)
@@ -52,14 +163,12 @@ def sign_in(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         retry_after = throttle.hit_rate_limit(method="web.sign_in", address=client.rate_key)
         if retry_after is not None:
-            context["error"] = f"Too many attempts from your address. Try again in {retry_after} seconds."
-            return render(
-                request,
-                "sessions_app/sign_in.html",
-                context,
-                status=429,
-                headers={"Retry-After": str(retry_after)},
+            context["error"] = (
+                f"Too many attempts from your address. Try again in {_wait_message(retry_after)}."
             )
+            response = _render(request, "sign_in.html", context, status=429)
+            response["Retry-After"] = str(retry_after)
+            return response
         if form.is_valid():
             result = login_ex(
                 params={"mechanism": "PASSWORD_PLAIN", **form.cleaned_data},
@@ -69,9 +178,7 @@ def sign_in(request: HttpRequest) -> HttpResponse:
             if result.ok:
                 return _finish(request, result, next_url)
             if result.pending_secret is not None:
-                response = render(
-                    request, "sessions_app/sign_in_otp.html", {"form": OtpForm(), "next": next_url}
-                )
+                response = _render(request, "sign_in_otp.html", {"form": OtpForm(), "next": next_url})
                 response.set_cookie(
                     PENDING_COOKIE,
                     result.pending_secret,
@@ -81,14 +188,11 @@ def sign_in(request: HttpRequest) -> HttpResponse:
                     secure=request.is_secure() or None,
                 )
                 return response
-            context["error"] = GENERIC_ERROR
-            return render(request, "sessions_app/sign_in.html", context, status=401)
-    return render(request, "sessions_app/sign_in.html", context)
+            context["error"] = _failure_message(form.cleaned_data["username"])
+            return _render(request, "sign_in.html", context, status=401)
+    return _render(request, "sign_in.html", context)
 
 
-@never_cache
-@csrf_protect
-@require_POST
 def sign_in_otp(request: HttpRequest) -> HttpResponse:
     client = client_from_request(request)
     next_url = _next_url(request)
@@ -102,32 +206,425 @@ def sign_in_otp(request: HttpRequest) -> HttpResponse:
         if result.ok:
             return _finish(request, result, next_url)
         if result.pending_cleared or not request.COOKIES.get(PENDING_COOKIE):
-            response = render(
+            response = _render(
                 request,
-                "sessions_app/sign_in.html",
+                "sign_in.html",
                 {"form": SignInForm(), "next": next_url, "error": GENERIC_ERROR},
                 status=401,
             )
             response.delete_cookie(PENDING_COOKIE)
             return response
         form.add_error("otp_token", "That code is not valid. Try the current code.")
-    return render(request, "sessions_app/sign_in_otp.html", {"form": form, "next": next_url}, status=401)
+    return _render(request, "sign_in_otp.html", {"form": form, "next": next_url}, status=401)
 
 
-@never_cache
-@csrf_protect
-@require_POST
 def sign_out(request: HttpRequest) -> HttpResponse:
     session = request.auth_session  # type: ignore[attr-defined]
     if session is not None:
         session_logout(session=session, client=client_from_request(request))
-    response = HttpResponseRedirect("/sign-in/")
+    response = HttpResponseRedirect(reverse("sessions_app:sign-in"))
     clear_session_cookie(response)
     response["Clear-Site-Data"] = '"cache", "cookies", "storage"'
     return response
 
 
+sign_in = _browser_view(sign_in, ("GET", "POST"))
+sign_in_otp = _browser_view(sign_in_otp, ("POST",))
+sign_out = _browser_view(sign_out, ("POST",))
+
+
 def admin_sign_in(request: HttpRequest, extra_context: Any = None) -> HttpResponse:
     """Django admin's login: the registry's own sign-in page (same policy, lockout and audit)."""
+    session = getattr(request, "auth_session", None)
+    if session is not None and session.password_change_required:
+        return HttpResponseRedirect(reverse("sessions_app:password-change"))
     target = request.GET.get("next", "/admin/")
-    return HttpResponseRedirect(f"/sign-in/?next={target}" if target.startswith("/") else "/sign-in/")
+    if not target.startswith("/") or target.startswith("//"):
+        return HttpResponseRedirect(reverse("sessions_app:sign-in"))
+    return HttpResponseRedirect(f"{reverse('sessions_app:sign-in')}?{urlencode({'next': target})}")
+
+
+@page()
+def home(request: HttpRequest) -> HttpResponse:
+    if has_role(request.user, Role.AUTH_SESSIONS_READ):
+        return HttpResponseRedirect(reverse("sessions_app:session-list"))
+    return HttpResponseRedirect(reverse("sessions_app:my-session-list"))
+
+
+@page(methods=("GET", "POST"), before_password_change=True)
+def password_change(request: HttpRequest) -> HttpResponse:
+    """Set a new password; forced (without the current one) after a one-time-password sign-in.
+
+    The session survives with a new secret (the cookie is re-set); every other session ends.
+    """
+    session = request.auth_session  # type: ignore[attr-defined]
+    forced = session.password_change_required
+    form = PasswordChangeForm(request.POST or None, user=request.user, current=not forced)
+    if request.method == "POST" and form.is_valid():
+        secret = user_set_password(
+            user=request.user,
+            password=form.cleaned_data["new_password1"],
+            keep=session,
+            actor=request.user.get_username(),
+        )
+        response = HttpResponseRedirect(reverse("sessions_app:home"))
+        assert secret is not None
+        set_session_cookie(response, secret)
+        messages.success(request, "Your password was changed. Your other sessions have ended.")
+        return response
+    status = 400 if request.method == "POST" else 200
+    return _render(request, "user_password_form.html", {"form": form, "forced": forced}, status=status)
+
+
+# --- sessions -----------------------------------------------------------------------------------------
+
+
+def _page_arguments(form: QueryFilterForm) -> dict[str, Any]:
+    data = form.cleaned_data
+    return {
+        "sort": data["sort"],
+        "descending": form.descending(),
+        "cursor": data.get("cursor") or None,
+        "backwards": bool(data.get("back")),
+        "limit": PAGE_SIZE,
+    }
+
+
+def _filtered_page(form: QueryFilterForm, select: Callable[..., selectors.Page]) -> tuple[Any, int]:
+    if not form.is_valid():
+        return None, 400
+    try:
+        return select(filters=form.filters(), **_page_arguments(form)), 200
+    except QueryError as exc:
+        form.add_query_error(exc)
+        return None, 400
+
+
+CHARTS_TTL = 30  # seconds
+
+
+def _dashboard_charts() -> dict[str, Any]:
+    """The two charts, drawn from aggregates at most `CHARTS_TTL` seconds old.
+
+    Counting 700,000 active sessions by type takes 200-400 ms on PostgreSQL whatever the index; the
+    table below the charts is always live, the charts say when they were computed.
+    """
+
+    def compute() -> dict[str, Any]:
+        types = selectors.session_counts_by_credentials()
+        return {
+            "chart_types": charts.bar_chart(
+                types, title="Active sessions by credential type", chart_id="chart-types"
+            ),
+            "chart_logins": charts.hourly_chart(
+                selectors.audit_logins_per_hour(),
+                title="Logins per hour, last 24 hours",
+                chart_id="chart-logins",
+            ),
+            "active_total": sum(count for _, count in types),
+            "charts_at": timezone.now(),
+        }
+
+    return cache.get_or_set("sessions_app:dashboard-charts", compute, CHARTS_TTL)  # type: ignore[no-any-return]
+
+
+@page(role=Role.AUTH_SESSIONS_READ)
+def session_list(request: HttpRequest) -> HttpResponse:
+    """The sessions dashboard: active sessions, filters, keyset pages and the two charts."""
+    current = request.auth_session  # type: ignore[attr-defined]
+    form = SessionFilterForm(request.GET)
+    result, status = _filtered_page(form, functools.partial(selectors.session_page, current_pk=current.pk))
+    context = {
+        "form": form,
+        "page": result,
+        "tab": "active",
+        "can_terminate": has_role(request.user, Role.AUTH_SESSIONS_WRITE),
+        **_dashboard_charts(),
+    }
+    return _render(request, "session_list.html", context, status=status)
+
+
+@page(role=Role.AUTH_SESSIONS_READ)
+def session_history(request: HttpRequest) -> HttpResponse:
+    """Ended sessions: when, why (end reason) and by whom."""
+    form = SessionHistoryFilterForm(request.GET)
+    result, status = _filtered_page(form, functools.partial(selectors.session_page, history=True))
+    return _render(
+        request, "session_history.html", {"form": form, "page": result, "tab": "history"}, status=status
+    )
+
+
+@page(role=Role.AUTH_SESSIONS_WRITE, methods=("GET", "POST"))
+def session_terminate_view(request: HttpRequest, public_id: str) -> HttpResponse:
+    """Confirm, then end any active session (``auth.terminate_session``)."""
+    return _terminate(request, public_id, owner=None, back=reverse("sessions_app:session-list"))
+
+
+@page(methods=("GET", "POST"))
+def my_session_terminate(request: HttpRequest, public_id: str) -> HttpResponse:
+    """Confirm, then end one of the caller's own sessions; another user's id is a 404."""
+    return _terminate(request, public_id, owner=request.user, back=reverse("sessions_app:my-session-list"))
+
+
+def _terminate(request: HttpRequest, public_id: str, *, owner: Any, back: str) -> HttpResponse:
+    target = selectors.session_get_active(public_id=public_id, user=owner)
+    if target is None:
+        raise Http404("No active session has this id.")
+    form = SessionTerminateForm(request.POST if request.method == "POST" else None)
+    next_url = _local_url(request, request.POST.get("next") or request.GET.get("next"), back)
+    if request.method == "POST" and form.is_valid():
+        ended = session_terminate(
+            public_id=public_id, actor=request.auth_session, client=client_from_request(request)
+        )
+        if ended:
+            messages.success(
+                request, f"Session {public_id[:12]}… of {target.username or '—'} was terminated."
+            )
+        else:
+            messages.info(request, "That session had already ended.")
+        return HttpResponseRedirect(next_url)
+    context = {
+        "target": target,
+        "form": form,
+        "next": next_url,
+        "is_current": target.pk == request.auth_session.pk,  # type: ignore[attr-defined]
+        "action": request.path,
+    }
+    return _render(request, "session_confirm_terminate.html", context)
+
+
+@page(role=Role.AUTH_SESSIONS_WRITE, methods=("GET", "POST"))
+def session_terminate_others_view(request: HttpRequest) -> HttpResponse:
+    """Confirm, then end every other active session but internal ones (``auth.terminate_other_sessions``)."""
+    return _terminate_others(request, own_only=False, back=reverse("sessions_app:session-list"))
+
+
+@page(methods=("GET", "POST"))
+def my_session_terminate_others(request: HttpRequest) -> HttpResponse:
+    """Confirm, then end the caller's other sessions."""
+    return _terminate_others(request, own_only=True, back=reverse("sessions_app:my-session-list"))
+
+
+def _terminate_others(request: HttpRequest, *, own_only: bool, back: str) -> HttpResponse:
+    form = ConfirmForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        count = session_terminate_others(
+            current=request.auth_session,  # type: ignore[attr-defined]
+            client=client_from_request(request),
+            own_only=own_only,
+        )
+        messages.success(request, f"{count} other session{'s' if count != 1 else ''} terminated.")
+        return HttpResponseRedirect(back)
+    context = {"form": form, "own_only": own_only, "back": back, "action": request.path}
+    return _render(request, "session_confirm_terminate_others.html", context)
+
+
+@page()
+def my_session_list(request: HttpRequest) -> HttpResponse:
+    """The caller's own active sessions, the current one marked."""
+    current = request.auth_session  # type: ignore[attr-defined]
+    form = SessionFilterForm(request.GET)
+    result, status = _filtered_page(
+        form, functools.partial(selectors.session_page, user=request.user, current_pk=current.pk)
+    )
+    return _render(request, "session_list_mine.html", {"form": form, "page": result}, status=status)
+
+
+# --- API keys -----------------------------------------------------------------------------------------
+
+
+def _key_scope(request: HttpRequest, role: Role) -> Any:
+    """None (every user's keys) with ``role``, else the caller: others' keys are then 404s."""
+    return None if has_role(request.user, role) else request.user
+
+
+@page(methods=("GET", "POST"))
+def api_key_list(request: HttpRequest) -> HttpResponse:
+    """The caller's API keys (everyone's with ``API_KEY_READ`` and ``?all=1``); create one."""
+    can_choose_user = has_role(request.user, Role.API_KEY_WRITE)
+    form = ApiKeyCreateForm(request.POST or None, can_choose_user=can_choose_user)
+    if request.method == "POST" and form.is_valid():
+        owner = request.user
+        username = form.cleaned_data.get("username")
+        if username and username != request.user.get_username():
+            owner = selectors.user_get_by_username(username=username)
+            if owner is None:
+                form.add_error("username", "There is no user with this name.")
+        if not form.errors:
+            try:
+                key, plaintext = api_key_services.api_key_create(
+                    user=owner,
+                    name=form.cleaned_data["name"],
+                    expires_at=form.cleaned_data.get("expires_at"),
+                    actor=request.user.get_username(),
+                    address=client_from_request(request).origin,
+                )
+            except InvalidParams as exc:
+                form.add_error("name", "; ".join(message for _, message in exc.errors))
+            else:
+                return _render(request, "apikey_created.html", {"key": key, "plaintext": plaintext})
+    show_all = request.GET.get("all") == "1" and has_role(request.user, Role.API_KEY_READ)
+    rows = selectors.api_key_rows(user=None if show_all else request.user)
+    status = 400 if form.errors else 200
+    context = {"form": form, "rows": rows, "show_all": show_all, "now": timezone.now()}
+    return _render(request, "apikey_list.html", context, status=status)
+
+
+@page(methods=("GET", "POST"))
+def api_key_update(request: HttpRequest, key_id: int) -> HttpResponse:
+    """Rename a key or change its expiry."""
+    key = selectors.api_key_get(key_id=key_id, user=_key_scope(request, Role.API_KEY_WRITE))
+    if key is None:
+        raise Http404("No such API key.")
+    initial = {"name": key.name, "expires_at": key.expires_at}
+    form = ApiKeyUpdateForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            api_key_services.api_key_update(
+                key=key,
+                name=form.cleaned_data["name"],
+                expires_at=form.cleaned_data["expires_at"],
+                actor=request.user.get_username(),
+                address=client_from_request(request).origin,
+            )
+        except InvalidParams as exc:
+            form.add_error("name", "; ".join(message for _, message in exc.errors))
+        else:
+            messages.success(request, f"API key “{key.name}” was updated.")
+            return HttpResponseRedirect(reverse("sessions_app:api-key-list"))
+    status = 400 if form.errors else 200
+    return _render(request, "apikey_form.html", {"form": form, "key": key}, status=status)
+
+
+@page(methods=("GET", "POST"))
+def api_key_reset(request: HttpRequest, key_id: int) -> HttpResponse:
+    """Confirm, then give a key a new secret (shown once); the old one stops working at once."""
+    key = selectors.api_key_get(key_id=key_id, user=_key_scope(request, Role.API_KEY_WRITE))
+    if key is None:
+        raise Http404("No such API key.")
+    form = ConfirmForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        key, plaintext = api_key_services.api_key_update(
+            key=key,
+            reset=True,
+            actor=request.user.get_username(),
+            address=client_from_request(request).origin,
+        )
+        return _render(request, "apikey_created.html", {"key": key, "plaintext": plaintext, "reset": True})
+    return _render(request, "apikey_confirm.html", {"form": form, "key": key, "action": "reset"})
+
+
+@page(methods=("GET", "POST"))
+def api_key_revoke(request: HttpRequest, key_id: int) -> HttpResponse:
+    """Confirm, then revoke a key (it stays listed, and its sessions end)."""
+    key = selectors.api_key_get(key_id=key_id, user=_key_scope(request, Role.API_KEY_WRITE))
+    if key is None:
+        raise Http404("No such API key.")
+    form = ApiKeyRevokeForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        api_key_services.api_key_revoke(
+            key=key,
+            reason=form.cleaned_data["reason"],
+            actor=request.user.get_username(),
+            address=client_from_request(request).origin,
+        )
+        messages.success(request, f"API key “{key.name}” was revoked.")
+        return HttpResponseRedirect(reverse("sessions_app:api-key-list"))
+    status = 400 if form.errors and "reason" in form.errors else 200
+    context = {"form": form, "key": key, "action": "revoke"}
+    return _render(request, "apikey_confirm.html", context, status=status)
+
+
+@page(methods=("GET", "POST"))
+def api_key_delete(request: HttpRequest, key_id: int) -> HttpResponse:
+    """Confirm, then delete a key (its sessions end)."""
+    key = selectors.api_key_get(key_id=key_id, user=_key_scope(request, Role.API_KEY_WRITE))
+    if key is None:
+        raise Http404("No such API key.")
+    form = ConfirmForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        name = key.name
+        api_key_services.api_key_delete(
+            key=key, actor=request.user.get_username(), address=client_from_request(request).origin
+        )
+        messages.success(request, f"API key “{name}” was deleted.")
+        return HttpResponseRedirect(reverse("sessions_app:api-key-list"))
+    return _render(request, "apikey_confirm.html", {"form": form, "key": key, "action": "delete"})
+
+
+# --- audit --------------------------------------------------------------------------------------------
+
+
+@page(role=Role.AUDIT_READ)
+def audit_list(request: HttpRequest) -> HttpResponse:
+    """Audit records, newest first, with the same filter form idea as the dashboard."""
+    form = AuditFilterForm(request.GET)
+    result, status = _filtered_page(form, selectors.audit_page)
+    return _render(request, "auditrecord_list.html", {"form": form, "page": result}, status=status)
+
+
+# --- two-factor ---------------------------------------------------------------------------------------
+
+
+def _grouped(secret: str) -> str:
+    return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
+
+
+@page(methods=("GET", "POST"))
+def totp_detail(request: HttpRequest) -> HttpResponse:
+    """Whether two-factor sign-in is on; POST starts an enrolment (a new unconfirmed device)."""
+    confirmed = selectors.totp_device_get(user=request.user)
+    if request.method == "POST":
+        if confirmed is None:
+            totp_services.totp_device_start(user=request.user, client=client_from_request(request))
+        return HttpResponseRedirect(reverse("sessions_app:totp-enrol"))
+    context = {"device": confirmed, "form": PasswordConfirmForm()}
+    return _render(request, "totpdevice_detail.html", context)
+
+
+@page(methods=("GET", "POST"))
+def totp_enrol(request: HttpRequest) -> HttpResponse:
+    """The QR code and secret of the unconfirmed device, and the code that confirms it."""
+    if selectors.totp_device_get(user=request.user) is not None:
+        return HttpResponseRedirect(reverse("sessions_app:totp-detail"))
+    device = selectors.totp_device_get(user=request.user, confirmed=False)
+    if device is None:
+        return HttpResponseRedirect(reverse("sessions_app:totp-detail"))
+    form = TotpConfirmForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        if totp_services.totp_device_confirm(
+            device=device, code=form.cleaned_data["otp_token"], client=client_from_request(request)
+        ):
+            messages.success(request, "Two-factor sign-in is on. Next time, you will be asked for a code.")
+            return HttpResponseRedirect(reverse("sessions_app:totp-detail"))
+        form.add_error("otp_token", "That code is not valid. Check the time on your device and try again.")
+    secret = base64.b32encode(device.bin_key).decode().rstrip("=")
+    context = {
+        "form": form,
+        "qr": charts.qr_code(device.config_url, title="QR code for your authenticator app"),
+        "secret": _grouped(secret),
+        "secret_raw": secret,
+        "digits": device.digits,
+        "step": device.step,
+    }
+    return _render(request, "totpdevice_enrol.html", context, status=400 if form.errors else 200)
+
+
+@page(methods=("POST",))
+def totp_disable(request: HttpRequest) -> HttpResponse:
+    """Turn two-factor sign-in off after the password is entered again; every session ends."""
+    device = selectors.totp_device_get(user=request.user)
+    form = PasswordConfirmForm(request.POST)
+    if device is not None and form.is_valid():
+        if totp_services.totp_device_disable(
+            user=request.user, password=form.cleaned_data["password"], client=client_from_request(request)
+        ):
+            # Removing the device ended the user's sessions (this one too): sign in again.
+            response = HttpResponseRedirect(reverse("sessions_app:sign-in"))
+            clear_session_cookie(response)
+            messages.success(request, "Two-factor sign-in is off. Sign in again with your password.")
+            return response
+        form.add_error("password", "This is not your password.")
+    if device is None:
+        return HttpResponseRedirect(reverse("sessions_app:totp-detail"))
+    return _render(request, "totpdevice_detail.html", {"device": device, "form": form}, status=400)

@@ -1,0 +1,129 @@
+"""Template helpers of the browser pages: query-string links, sortable headers, times, credentials."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django import template
+from django.http import QueryDict
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+register = template.Library()
+
+
+@register.simple_tag(takes_context=True)
+def query_url(context: template.Context, **changes: Any) -> str:
+    """The current query string with ``changes`` applied (None or "" removes a parameter).
+
+    Changing anything but the page drops the cursor, so a link never carries a stale one.
+    """
+    params: QueryDict = context["request"].GET.copy()
+    if not {"cursor", "back"} & changes.keys():
+        params.pop("cursor", None)
+        params.pop("back", None)
+    for name, value in changes.items():
+        if value is None or value == "":
+            params.pop(name, None)
+        else:
+            params[name] = str(value)
+    encoded = params.urlencode()
+    return f"?{encoded}" if encoded else "?"
+
+
+@register.inclusion_tag("sessions_app/partials/sort_header.html", takes_context=True)
+def sort_header(context: template.Context, name: str, label: str) -> dict[str, Any]:
+    """A ``<th>`` whose link sorts by ``name`` (a second click reverses), with ``aria-sort``."""
+    form = context["form"]
+    data = form.cleaned_data if form.is_bound and hasattr(form, "cleaned_data") else {}
+    current = data.get("sort") or form.default_sort
+    descending = data.get("dir") != "asc"
+    active = current == name
+    next_dir = ("asc" if descending else "desc") if active else "desc"
+    return {
+        "request": context["request"],
+        "name": name,
+        "label": label,
+        "active": active,
+        "descending": descending,
+        "aria": ("descending" if descending else "ascending") if active else None,
+        "next_dir": next_dir,
+    }
+
+
+def _relative(delta: dt.timedelta) -> str:
+    seconds = int(abs(delta.total_seconds()))
+    if seconds < 60:
+        text = f"{seconds} s"
+    elif seconds < 3600:
+        text = f"{seconds // 60} min"
+    elif seconds < 86400 * 2:
+        text = f"{seconds // 3600} h"
+    else:
+        text = f"{seconds // 86400} d"
+    return f"in {text}" if delta.total_seconds() < 0 else f"{text} ago"
+
+
+@register.filter
+def when(value: Any) -> SafeString | str:
+    """``<time>`` with the UTC date and time, and how long ago (or until) in the tooltip."""
+    if not isinstance(value, dt.datetime):
+        return "—"
+    utc = value.astimezone(dt.UTC)
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        utc.isoformat(timespec="seconds"),
+        _relative(timezone.now() - value),
+        utc.strftime("%Y-%m-%d %H:%M:%S"),
+    )
+
+
+@register.filter
+def ago(value: Any) -> SafeString | str:
+    """``<time>`` showing how long ago (or until), with the UTC date and time in the tooltip."""
+    if not isinstance(value, dt.datetime):
+        return "—"
+    utc = value.astimezone(dt.UTC)
+    return format_html(
+        '<time datetime="{}" title="{} UTC">{}</time>',
+        utc.isoformat(timespec="seconds"),
+        utc.strftime("%Y-%m-%d %H:%M:%S"),
+        _relative(timezone.now() - value),
+    )
+
+
+@register.filter
+def short_id(value: Any) -> str:
+    text = str(value or "")
+    return f"{text[:10]}…" if len(text) > 12 else text
+
+
+@register.filter
+def parent_label(row: dict[str, Any]) -> str:
+    """For a TOKEN session: the root credential of its chain and its user (or key), e.g.
+    ``LOGIN_PASSWORD alice``; empty for other sessions."""
+    if row.get("credentials") != "TOKEN":
+        return ""
+    parent = row.get("credentials_data", {}).get("parent", {})
+    data = parent.get("credentials_data", {})
+    who = data.get("username") or ""
+    key = data.get("api_key")
+    if key:
+        who = f"{who} · key {key.get('name')}"
+    return f"{parent.get('credentials') or '?'} {who}".strip()
+
+
+@register.filter
+def api_key_label(row: dict[str, Any]) -> str:
+    key = row.get("credentials_data", {}).get("api_key")
+    return f"{key.get('name')} (#{key.get('id')})" if key else ""
+
+
+@register.filter
+def json_compact(value: Any) -> str:
+    import json
+
+    text = json.dumps(value, default=str, ensure_ascii=False, separators=(", ", ": "))
+    return text if len(text) <= 240 else text[:237] + "…"
