@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import logging
 import os
 import pwd
@@ -61,13 +62,20 @@ def clear_session_cookie(response: HttpResponse) -> None:
     response.delete_cookie(session_cookie_name(), path="/", samesite="Lax")
 
 
-def service_unavailable(request_id: str | None = None) -> JsonResponse:
+def error_response(status: int, errno: int, attribute: str, message: str, retry_after: int) -> JsonResponse:
+    """An answer given before any view runs, in the API's error shape (``{"errors": [...]}``)."""
     response = JsonResponse(
-        {"error": "service unavailable", "detail": "the session store cannot be reached; retry shortly"},
-        status=503,
+        {"errors": [{"attribute": attribute, "message": message, "errno": errno}]}, status=status
     )
-    response["Retry-After"] = "5"
+    response["Retry-After"] = str(retry_after)
+    response["Cache-Control"] = "no-store"
     return response
+
+
+def service_unavailable() -> JsonResponse:
+    return error_response(
+        503, errno.EAGAIN, "database", "the session store cannot be reached; retry shortly", 5
+    )
 
 
 class SessionAuthenticationMiddleware:
@@ -84,9 +92,9 @@ class SessionAuthenticationMiddleware:
             logger.exception("session store unavailable")
             return service_unavailable()
         except Busy as exc:
-            response = JsonResponse({"error": "too many failed attempts; retry later"}, status=429)
-            response["Retry-After"] = str(exc.retry_after)
-            return response
+            return error_response(
+                429, errno.EBUSY, "authorization", "too many failed attempts; retry later", exc.retry_after
+            )
         return self.get_response(request)
 
     def authenticate(self, request: HttpRequest) -> None:

@@ -5,7 +5,10 @@ The view validates the envelope, authenticates (the middleware already did), app
 method of `sessions_app.api.methods`, which calls one service or selector. Errors have TrueNAS's
 shapes: ``-32700`` parse error, ``-32600`` invalid request, ``-32601`` ``Method does not exist``,
 ``-32602`` ``Invalid params`` (``data.extra`` triples) and ``-32001`` ``Method call error`` with all of
-``error``, ``errname``, ``reason``, ``trace`` and ``extra``.
+``error``, ``errname``, ``reason``, ``trace`` and ``extra``. A value the database refuses
+(``DataError``) is ``-32602``; any other database error is HTTP 503; an unexpected exception is
+logged with a request id and answered HTTP 500 with a generic ``-32001`` (``EFAULT``) naming only
+that id (``data.request_id``, ``X-Request-ID``), never a traceback (E14).
 
 ``Content-Type: application/json`` is mandatory (415 otherwise): with no permissive CORS, a
 cross-site page cannot send it without a preflight, so it is this endpoint's CSRF defence and
@@ -15,12 +18,14 @@ cookie-authenticated calls need no CSRF token (interfaces.md §1).
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import logging
+import re
 import uuid
 from typing import Any
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, DataError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -62,6 +67,42 @@ def _parse_float(text: str) -> float:
     return value
 
 
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; a key given twice is refused (parameter pollution: Python would keep the last
+    value silently, where a proxy or a firewall in front may have read the first)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BadJSON(f"duplicate key {key[:64]!r}")
+            seen.add(key)
+    return obj
+
+
+#: A ``\uD800``-``\uDFFF`` escape: the only way a JSON text decoded from UTF-8 can hold a surrogate.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """Whether a string anywhere in ``value`` holds an unpaired surrogate (not Unicode text: no
+    database can store or compare it, and encoding it later raises instead of answering 400)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+    return False
+
+
 def _depth_ok(body: bytes) -> bool:
     depth = deepest = 0
     in_string = escaped = False
@@ -86,7 +127,8 @@ def _depth_ok(body: bytes) -> bool:
 
 
 def loads(body: bytes) -> Any:
-    """Strict JSON: UTF-8 without BOM, no NaN/Infinity, bounded integers and nesting."""
+    """Strict JSON: UTF-8 without BOM, no NaN/Infinity, bounded integers and nesting, no key twice in
+    an object, no unpaired surrogate escapes."""
     if not _depth_ok(body):
         raise BadJSON(f"nesting deeper than {MAX_JSON_DEPTH} levels")
     try:
@@ -96,11 +138,18 @@ def loads(body: bytes) -> Any:
     if text.startswith("\ufeff"):
         raise BadJSON("byte order mark not allowed")
     try:
-        return json.loads(
-            text, parse_constant=_reject_constant, parse_int=_parse_int, parse_float=_parse_float
+        value = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            object_pairs_hook=_object,
         )
     except (ValueError, RecursionError) as exc:
         raise BadJSON(str(exc) or "invalid JSON") from None
+    if _SURROGATE_ESCAPE.search(text) and _lone_surrogate(value):
+        raise BadJSON("strings must not contain unpaired surrogates (\\ud800-\\udfff)")
+    return value
 
 
 def ejson_default(value: Any) -> Any:
@@ -218,7 +267,10 @@ def jsonrpc_view(request: HttpRequest) -> HttpResponse:
         return _error(request_id, -32600, "Invalid Request: params must be an array", status=400)
     method = METHODS.get(method_name)
     if method is None:
-        return _error(request_id, -32601, "Method does not exist")
+        # A notification gets no reply, not even an error (JSON-RPC 2.0 §4.1).
+        return (
+            HttpResponse(status=204) if notification else _error(request_id, -32601, "Method does not exist")
+        )
 
     client = client_from_request(request)
     context = CallContext(
@@ -257,9 +309,36 @@ def jsonrpc_view(request: HttpRequest) -> HttpResponse:
         response["Retry-After"] = str(exc.retry_after)
     except CallError as exc:
         response = _error(request_id, -32001, "Method call error", call_error_data(exc))
+    except DataError:
+        # A value the database cannot store or compare (PostgreSQL: NUL in text, a number out of a
+        # column's range): the client's input, not an outage (E7).
+        logger.warning("the database refused a value in %s", method_name, exc_info=True)
+        response = _error(
+            request_id,
+            -32602,
+            "Invalid params",
+            invalid_params_data([("params", "a value cannot be stored or compared by the database")]),
+        )
     except DatabaseError:
         logger.exception("database error in %s", method_name)
         response = http_error(503, "service unavailable: the database cannot be reached", Retry_After="5")
+        return response
+    except Exception:
+        # Never Django's HTML page or a traceback (E14): a generic -32001 naming a request id, and the
+        # full traceback in the server log under that id.
+        error_id = uuid.uuid4().hex
+        logger.exception("unhandled exception in %s (request id %s)", method_name, error_id)
+        reason = f"Internal error (request id {error_id})"
+        data = {
+            "error": errno.EFAULT,
+            "errname": "EFAULT",
+            "reason": f"[EFAULT] {reason}",
+            "trace": None,
+            "extra": None,
+            "request_id": error_id,
+        }
+        response = _error(request_id, -32001, "Method call error", data, status=500)
+        response["X-Request-ID"] = error_id
         return response
     else:
         response = (

@@ -483,6 +483,10 @@ def api_key_update(context: CallContext, params: list[Any]) -> Any:
     ]
     if unknown:
         raise InvalidParams(unknown)
+    name = data.get("name")
+    if name is not None and (not isinstance(name, str) or not 1 <= len(name) <= 200 or "\x00" in name):
+        # Named here: the service's own check names api_key_create.name.
+        raise InvalidParams.one("api_key_update.name", "a name of 1 to 200 characters is required")
     reset = data.get("reset", False)
     if not isinstance(reset, bool):
         raise InvalidParams.one("api_key_update.reset", "must be a boolean")

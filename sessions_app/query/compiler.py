@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, router
-from django.db.models import BooleanField, Case, F, Q, QuerySet, Value, When
+from django.db.models import BooleanField, Case, F, IntegerField, Q, QuerySet, Value, When
 from django.db.models.expressions import Expression, OrderBy
-from django.db.models.functions import Length, Right, StrIndex
+from django.db.models.functions import Cast, Length, Right, StrIndex
 
 from sessions_app.query import engine
 from sessions_app.query.ast import AnyOf, Leaf, Node, QueryOptions
@@ -255,10 +255,16 @@ class Compiler:
                 continue  # the same value for every row: the order is unchanged
             fld = self.schema.fields[resolved.source]
             if col.condition is not None:
-                expr: Expression = Case(
-                    When(col.condition(self.context), then=Value(True)),
-                    default=Value(False),
-                    output_field=BooleanField(),
+                # Cast: when the condition can hold for no row (``current`` of a caller without a
+                # session), Django renders the Case as the bare literal ``false``, which PostgreSQL
+                # refuses in ORDER BY ("non-integer constant"); a cast expression is accepted.
+                expr: Expression = Cast(
+                    Case(
+                        When(col.condition(self.context), then=Value(True)),
+                        default=Value(False),
+                        output_field=BooleanField(),
+                    ),
+                    IntegerField(),
                 )
                 maybe_null = False
             else:

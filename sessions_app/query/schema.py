@@ -244,11 +244,10 @@ def check_options(options: QueryOptions, schema: Schema) -> QueryOptions:
         schema.lookup(item.path, where)
         if item.path.date:
             raise QueryError(where, "select paths cannot end in .$date")
-    for key, expected in options.extra.items():
+    for key, value in options.extra.items():
         if key not in schema.extra:
             raise QueryError(f"options.extra.{key}", "unknown option")
-        value = options.extra[key]
-        if expected is bool and not isinstance(value, bool):
+        if schema.extra[key] is bool and not isinstance(value, bool):
             raise QueryError(f"options.extra.{key}", "must be a boolean")
     if options.extend is not None:
         raise QueryError("options.extend", f"{options.extend!r}: unknown extend method")

@@ -322,6 +322,10 @@ def login_ex_continue(*, params: Any, client: Client, pending_secret: str | None
     if not isinstance(params, dict) or params.get("mechanism") != "OTP_TOKEN":
         raise InvalidParams.one("login_data.mechanism", "must be OTP_TOKEN")
     params = _validate(params, _PARAMS["OTP_TOKEN"])
+    code = params["otp_token"]
+    if not (code.isascii() and code.isdigit() and 6 <= len(code) <= 8):
+        # A shape error, not a guess: answered like any invalid parameter (E4), before any lookup.
+        raise InvalidParams.one("login_data.otp_token", "a code of 6 to 8 digits is required")
     now = timezone.now()
     pending = None
     if pending_secret:
@@ -339,8 +343,8 @@ def login_ex_continue(*, params: Any, client: Client, pending_secret: str | None
     if throttle.locked_until(username=username) is not None:
         return _fail(client=client, mechanism="OTP_TOKEN", username=username, reason="locked", count=False)
     code = params["otp_token"]
-    if not (code.isascii() and code.isdigit() and 6 <= len(code) <= 8) or not user.is_active:
-        return _otp_failed(pending, client, "malformed code" if user.is_active else "inactive user")
+    if not user.is_active:
+        return _otp_failed(pending, client, "inactive user")
     with transaction.atomic():
         # Lock the device row: concurrent checks of one code are serialised, so it is accepted once
         # and every failure is counted (stock django-otp verification is not race-safe).

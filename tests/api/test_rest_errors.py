@@ -49,13 +49,15 @@ def test_deep_nesting_in_a_valid_document_is_400(admin_client: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "value",
-    ["a\x00b", "\ud800"],
+    ("value", "attribute"),
+    # A NUL is valid JSON and refused by the query checks; an unpaired surrogate is refused while
+    # parsing the body (no database can store it), so the error names the body.
+    [("a\x00b", "filters[0]"), ("\ud800", "body")],
 )
-def test_nul_and_lone_surrogates_are_400(admin_client: Any, value: str) -> None:
+def test_nul_and_lone_surrogates_are_400(admin_client: Any, value: str, attribute: str) -> None:
     response = admin_client.post(QUERY, {"query-filters": [["origin", "=", value]]})
     assert response.status_code == 400
-    assert attributes(response) == ["filters[0]"]
+    assert attributes(response) == [attribute]
 
 
 @pytest.mark.parametrize(

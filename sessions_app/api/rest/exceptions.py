@@ -5,9 +5,10 @@ offending input (a body field such as ``name``, a query parameter such as ``limi
 path such as ``filters[0][2]``, ``body`` for the body as a whole, or ``""``), ``errno`` is the
 TrueNAS errno of the failure. DRF exceptions, the domain errors of `sessions_app.exceptions`,
 `QueryError` / `MatchNotFound`, Django's request errors (``RequestDataTooBig`` → 413, other
-``SuspiciousOperation`` → 400, ``ValidationError`` → 400) and ``DatabaseError`` (503 with
-``Retry-After``) are all mapped here, so no client input produces a 500. With DEBUG off, anything
-else is logged with a request id and answered by a generic 500 naming only that id (E14).
+``SuspiciousOperation`` → 400, ``ValidationError`` → 400), ``DataError`` (a value the database
+refuses → 400) and any other ``DatabaseError`` (503 with ``Retry-After``) are all mapped here, so
+no client input produces a 500. With DEBUG off, anything else is logged with a request id and
+answered by a generic 500 naming only that id (E14).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -154,6 +155,10 @@ def _handle(exc: Exception) -> Response | None:
         return error_response(400, [("", "Bad request.")])
     if isinstance(exc, DjangoValidationError):
         return error_response(400, [("", message) for message in exc.messages])
+    if isinstance(exc, DataError):
+        # A value the database cannot store or compare (NUL in PostgreSQL text...): client input.
+        logger.warning("the database refused a value in a REST call", exc_info=exc)
+        return error_response(400, [("", "A value cannot be stored or compared by the database.")])
     if isinstance(exc, DatabaseError):
         logger.exception("database error in a REST call")
         return error_response(

@@ -1,8 +1,8 @@
 """The one request-body parser of the REST API: strict JSON under the JSON-RPC body caps.
 
 Bodies are parsed by `sessions_app.api.jsonrpc.loads` (UTF-8 without BOM, no ``NaN``/``Infinity``,
-integers of at most 20 digits, nesting of at most 64 levels), so both interfaces accept exactly the
-same JSON. A body is refused with 413 beyond 8 KiB before authentication and 64 KiB after (and never
+integers of at most 20 digits, nesting of at most 64 levels, no key twice in an object, no unpaired
+surrogate escapes), so both interfaces accept exactly the same JSON. A body is refused with 413 beyond 8 KiB before authentication and 64 KiB after (and never
 beyond ``DATA_UPLOAD_MAX_MEMORY_SIZE``), judged from ``Content-Length`` first and then from what is
 actually read, which is never more than the cap plus one byte.
 """

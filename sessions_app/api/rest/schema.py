@@ -255,10 +255,13 @@ ERROR_STATUSES: dict[str, str] = {
     "405": "Method not allowed (see the Allow header).",
     "406": "The Accept header names no available representation.",
     "413": "The request body is too large.",
+    "414": "The request line (URL and query) is too long; answered by the HTTP server, not as JSON.",
     "415": "The request body is not application/json.",
     "429": "Too many unauthenticated calls (see Retry-After).",
     "503": "The database cannot be reached (see Retry-After).",
 }
+#: Answers made by the HTTP server in front of Django (gunicorn's request-line limit): no JSON body.
+_NOT_JSON = frozenset({"414"})
 _RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
 
 
@@ -275,7 +278,9 @@ def add_components_and_errors(
             responses = operation.setdefault("responses", {})
             for status, description in ERROR_STATUSES.items():
                 if status not in responses:
-                    answer: dict[str, Any] = {"description": description, "content": error_body}
+                    answer: dict[str, Any] = {"description": description}
+                    if status not in _NOT_JSON:
+                        answer["content"] = error_body
                     if status in ("429", "503"):
                         answer["headers"] = _RETRY_AFTER
                     responses[status] = answer

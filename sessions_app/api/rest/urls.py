@@ -78,5 +78,5 @@ urlpatterns = [
     *router.urls,
     path("schema/", views.SchemaView.as_view(), name="schema"),
     path("docs/", views.DocsView.as_view(url_name="rest_api:schema"), name="docs"),
-    re_path(r"^.*$", not_found),
+    re_path(r"^[\s\S]*$", not_found),  # not ".*": a path holding a newline (%0A) is ours too
 ]

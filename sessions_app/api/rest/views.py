@@ -121,6 +121,9 @@ class ApiViewMixin:
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # type: ignore[misc]
+        method = request.method.lower()
+        if method not in self.http_method_names or not hasattr(self, method):
+            return  # the view answers 405 (with Allow), whatever the body or the query string
         json_body = request.content_type.split(";")[0].strip().lower() == "application/json"
         if request.method not in SAFE_METHODS and (self.require_json or has_body(request)) and not json_body:
             raise exceptions.UnsupportedMediaType(request.content_type or "(none)")

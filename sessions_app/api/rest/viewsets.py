@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework.decorators import action
 from rest_framework.permissions import SAFE_METHODS
@@ -28,6 +29,15 @@ from sessions_app.exceptions import InvalidParams, NotAuthorized, NotFound
 from sessions_app.models import ApiKey
 from sessions_app.roles import Role, has_role
 from sessions_app.services import api_keys as api_key_services
+
+
+class RowsSchema(AutoSchema):
+    """The ``list`` action answers what `schema.list_result` documents (rows, a page or a count):
+    drf-spectacular must not wrap that in one more array as it does for list actions."""
+
+    def _is_list_view(self, serializer: Any = None) -> bool:
+        return False
+
 
 KEY_ID = OpenApiParameter(
     "id", {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}, OpenApiParameter.PATH
@@ -77,6 +87,7 @@ KEY_ID = OpenApiParameter(
 class ApiKeyViewSet(ApiViewMixin, ViewSet):
     """API keys: the caller's own, or everyone's with ``API_KEY_READ`` (changes: ``API_KEY_WRITE``)."""
 
+    schema = RowsSchema()
     lookup_value_regex = "[0-9]{1,18}"
     filterset_class = ApiKeyFilterSet
 
