@@ -265,7 +265,11 @@ def main() -> None:
             done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
             if done.returncode != 0:
                 sys.exit(f"worker failed for {engine} {size}:\n{done.stderr[-4000:]}")
-            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            run = json.loads(done.stdout.strip().splitlines()[-1])
+            # Each database/size keeps its latest figures, so one can be re-measured alone.
+            (DATA / f"query_bench-{engine}-{size}.json").write_text(json.dumps(run))
+    runs = [json.loads(path.read_text()) for path in sorted(DATA.glob("query_bench-*.json"))]
+    runs.sort(key=lambda r: (r["vendor"], r["size"]))
     write_section("query_bench", render(runs, args.repeat))
     print(f"wrote {RESULTS}", file=sys.stderr)
 

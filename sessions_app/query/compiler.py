@@ -591,7 +591,8 @@ def run_query(
         if key is not None and cond is not FALSE:
             alias = key[1]
             if opts.count:
-                inner = qs[:1] if opts.get else qs
+                unordered = qs.order_by()  # the order does not change a count: no sort in the subquery
+                inner = unordered[:1] if opts.get else unordered
                 counted = _Statement(inner.values_list("pk"), alias)
                 counted.sql = f"SELECT COUNT(*) FROM ({counted.sql}) counted"
                 counted.converters = ()
