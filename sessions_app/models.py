@@ -181,8 +181,7 @@ class UserSession(models.Model):
             models.Index(fields=["username", "created_at"], condition=ACTIVE, name="sess_active_username"),
             models.Index(fields=["username_folded"], condition=ACTIVE, name="sess_active_ufold"),
             models.Index(fields=["credentials", "created_at"], condition=ACTIVE, name="sess_active_cred"),
-            # Counting active sessions by type needs expires_at too ("not expired"): index-only.
-            models.Index(fields=["credentials", "expires_at"], condition=ACTIVE, name="sess_active_cred_exp"),
+            # PostgreSQL also has (credentials, expires_at) WHERE active: see migration 0006.
             models.Index(fields=["origin"], condition=ACTIVE, name="sess_active_origin"),
             models.Index(fields=["user"], condition=ACTIVE, name="sess_active_user"),
             models.Index(fields=["api_key"], condition=ACTIVE, name="sess_active_apikey"),
