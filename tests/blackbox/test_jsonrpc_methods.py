@@ -465,8 +465,11 @@ def test_login_ex_continue_with_totp(client: Client, user: Any) -> None:
     assert first == {"response_type": "OTP_REQUIRED", "username": "carol"}
     assert COOKIE not in http.cookies
     assert_not_authenticated(http.error("auth.me"))
-    wrong = http.call("auth.login_ex_continue", {"mechanism": "OTP_TOKEN", "otp_token": "000000x"})
-    assert wrong["response_type"] == "AUTH_ERR"
+    # A malformed code is a field error (security.md E4), checked before any device is touched.
+    assert_invalid_params(
+        http.error("auth.login_ex_continue", {"mechanism": "OTP_TOKEN", "otp_token": "000000x"}),
+        "login_data.otp_token",
+    )
 
     http = client()
     http.call("auth.login_ex", {"mechanism": "PASSWORD_PLAIN", "username": "carol", "password": PASSWORD})
