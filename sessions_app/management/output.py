@@ -17,9 +17,12 @@ import datetime as dt
 import io
 import itertools
 import json
+import sys
 import unicodedata
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
+
+from tqdm import tqdm
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 ELLIPSIS = "…"
@@ -256,3 +259,23 @@ def csv_chunks(
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue()
+
+
+# -- progress --------------------------------------------------------------------------------------
+
+
+def progress_bar(*, total: int | None, unit: str, enabled: bool = True) -> tqdm[Any]:
+    """A progress bar on stderr, shown only when stderr is a terminal (never in cron mail or pipes).
+
+    ``enabled`` False (``--no-progress``) hides it everywhere. Update it with ``bar.update(n)`` and
+    close it (it is a context manager).
+    """
+    return tqdm(
+        total=total,
+        unit=f" {unit}",
+        unit_scale=True,
+        file=sys.stderr,
+        disable=None if enabled else True,  # None: tqdm disables itself when stderr is not a TTY
+        delay=0.5,
+        dynamic_ncols=True,
+    )

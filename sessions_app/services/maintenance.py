@@ -1,0 +1,305 @@
+"""Bulk writes of the operations commands: terminate many sessions, sweep overdue ones, purge history.
+
+Everything here works in batches, each batch its own short transaction, and never holds a write
+lock for long: on SQLite a transaction holds the one database-wide write lock from ``BEGIN
+IMMEDIATE`` to ``COMMIT``, so a batch that ran for seconds would make concurrent logins wait (and,
+past the 20 s busy timeout, fail with "database is locked"). Batches therefore adapt their size to
+take about `BATCH_SECONDS` each, and on SQLite the loop pauses `SQLITE_PAUSE` between them so that
+writers waiting in SQLite's busy handler (which polls, it does not queue) get their turn.
+
+Rows are chosen outside the write transaction (a read, never blocking on WAL) and deleted by primary
+key (``pk__in`` of a limited slice), walking an index so that each batch reads only what it deletes.
+Ending a session always goes through `session_end`, one call per session, so its cascades (tokens,
+derived TOKEN sessions) and its audit record apply exactly as for an API call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Model, QuerySet
+from django.utils import timezone
+
+from sessions_app import conf, throttle
+from sessions_app.audit import audit_record
+from sessions_app.models import (
+    ACTIVE,
+    AuditEvent,
+    AuditRecord,
+    EndReason,
+    NodeNonce,
+    OneTimePassword,
+    PendingLogin,
+    Token,
+    UserSession,
+)
+from sessions_app.reports import sessions_past_absolute_limit, sessions_past_idle_limit
+from sessions_app.services.sessions import session_end
+
+Progress = Callable[[int], object]
+
+#: Target duration of one write transaction (seconds); batch sizes adapt to it.
+BATCH_SECONDS = 0.1
+#: Pause between two write transactions on SQLite (seconds): longer than the 100 ms a waiting
+#: writer's busy handler may sleep between two attempts would be wasteful, much shorter risks
+#: starving it; 50 ms leaves half of each poll interval free.
+SQLITE_PAUSE = 0.05
+#: Throttle counters idle this long are stale (a deleted lockout row forgets its lock level).
+COUNTER_RETENTION = dt.timedelta(days=1)
+DEFAULT_BATCH_SIZE = 5000
+
+
+class _Batches:
+    """Batch sizes that keep each transaction near `BATCH_SECONDS` (at most ``limit`` rows)."""
+
+    def __init__(self, limit: int, start: int = 100) -> None:
+        self.limit = max(1, limit)
+        self.size = min(self.limit, start)
+        self.pause = SQLITE_PAUSE if connection.vendor == "sqlite" else 0.0
+
+    def done(self, rows: int, seconds: float) -> None:
+        """Record a batch of ``rows`` that took ``seconds``; size the next one and yield the lock."""
+        if rows >= self.size and seconds > 0:
+            # Grow at most 2x per batch (costs vary along a table), shrink at once.
+            wanted = int(self.size * BATCH_SECONDS / seconds)
+            self.size = min(self.limit, max(10, min(wanted, self.size * 2)))
+        if self.pause:
+            time.sleep(self.pause)
+
+
+def _past_absolute_limit(row: UserSession, now: dt.datetime) -> bool:
+    return row.expires_at <= now
+
+
+def _past_idle_limit(row: UserSession, now: dt.datetime) -> bool:
+    idle = row.idle_timeout
+    return row.expires_at > now and idle is not None and row.last_seen_at + dt.timedelta(seconds=idle) <= now
+
+
+def _end_sessions(
+    pks: Sequence[int],
+    *,
+    reason: str,
+    actor: str | None,
+    note: str | None,
+    batches: _Batches,
+    progress: Progress | None,
+    still: Callable[[UserSession, dt.datetime], bool] | None = None,
+) -> int:
+    """`session_end` for each of ``pks`` still active, one transaction per batch; returns how many.
+
+    ``still`` re-checks each row in its batch's transaction (the sweep: a session used since it was
+    listed is no longer idle), a cheap test of the loaded row rather than a query.
+    """
+    ended = 0
+    position = 0
+    while position < len(pks):
+        chunk = pks[position : position + batches.size]
+        position += len(chunk)
+        started = time.perf_counter()
+        with transaction.atomic():
+            now = timezone.now()
+            for session in UserSession.objects.filter(pk__in=chunk, ended_at__isnull=True).order_by("pk"):
+                if still is None or still(session, now):
+                    ended += session_end(session=session, reason=reason, actor=actor, now=now, note=note)
+        batches.done(len(chunk), time.perf_counter() - started)
+        if progress is not None:
+            progress(len(chunk))
+    return ended
+
+
+def sessions_terminate(
+    *,
+    pks: Sequence[int],
+    actor: str,
+    reason: str | None = None,
+    selection: Mapping[str, Any] | None = None,
+    batch_size: int = 1000,
+    progress: Progress | None = None,
+) -> int:
+    """End the sessions ``pks`` with ``TERMINATED``, in short batches; returns how many this call ended.
+
+    Each session ends through `session_end` (tokens and derived TOKEN sessions go with it; one audit
+    record each, with ``actor`` as ``ended_by`` and ``reason`` as the record's ``note``). Sessions
+    that ended meanwhile are skipped. Then one ``METHOD_CALL`` record (``sessions.terminate``)
+    records who, why, what was selected (``selection``, e.g. the filters) and how many ended --
+    also when a batch failed part-way, with ``completed: false``.
+    """
+    ended = 0
+    completed = False
+    try:
+        ended = _end_sessions(
+            pks,
+            reason=EndReason.TERMINATED,
+            actor=actor,
+            note=reason,
+            batches=_Batches(batch_size, start=50),
+            progress=progress,
+        )
+        completed = True
+    finally:
+        with transaction.atomic():
+            audit_record(
+                event=AuditEvent.METHOD_CALL,
+                success=completed,
+                username=actor,
+                event_data={
+                    "method": "sessions.terminate",
+                    "reason": reason,
+                    "selection": dict(selection or {}),
+                    "selected": len(pks),
+                    "ended": ended,
+                    "completed": completed,
+                },
+            )
+    return ended
+
+
+@dataclass(slots=True)
+class PurgeResult:
+    """What `history_purge` did (or, with ``dry_run``, would do): rows per kind, in the order run."""
+
+    cutoff: dt.datetime
+    dry_run: bool
+    ended_expired: int = 0
+    ended_idle: int = 0
+    tokens: int = 0
+    pending_logins: int = 0
+    onetime_passwords: int = 0
+    node_nonces: int = 0
+    sessions: int = 0
+    throttle_counters: int = 0
+    audit_records: int = 0
+    seconds: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        """Every count by name (no cutoff, flag or duration)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("cutoff", "dry_run", "seconds")}
+
+
+def _purge_targets(now: dt.datetime, cutoff: dt.datetime) -> dict[str, tuple[QuerySet[Any], tuple[str, ...]]]:
+    """Each kind of row to delete: its queryset and the order its batches walk.
+
+    Ended sessions and audit records are taken from the front of an index (``sess_ended``, whose
+    partial condition ``NOT (ended_at IS NULL)`` must appear literally for SQLite to use it;
+    ``audit_ts``), so each batch reads only the rows it deletes; the small tables are walked by pk.
+    """
+    skew = dt.timedelta(seconds=int(conf.get("SESSIONS_NODE_MAX_SKEW")))
+    return {
+        "tokens": (Token.objects.filter(expires_at__lte=now), ("pk",)),
+        "pending_logins": (PendingLogin.objects.filter(expires_at__lte=now), ("pk",)),
+        "onetime_passwords": (
+            OneTimePassword.objects.filter(used_at__isnull=False)
+            | OneTimePassword.objects.filter(expires_at__lte=now),
+            ("pk",),
+        ),
+        # The login path forgets nonces after twice the replay window; keep exactly that.
+        "node_nonces": (NodeNonce.objects.filter(seen_at__lt=now - 2 * skew), ("pk",)),
+        # After the tokens, so that a dry run counts what a real run deletes.
+        "sessions": (UserSession.objects.filter(~ACTIVE, ended_at__lt=cutoff), ("ended_at", "pk")),
+        "audit_records": (AuditRecord.objects.filter(timestamp__lt=cutoff), ("timestamp", "pk")),
+    }
+
+
+def _delete_batches(
+    queryset: QuerySet[Any], order: tuple[str, ...], *, batches: _Batches, progress: Progress | None
+) -> int:
+    model: type[Model] = queryset.model
+    deleted = 0
+    last = 0
+    while True:
+        selection = queryset if order != ("pk",) else queryset.filter(pk__gt=last)
+        pks = list(selection.order_by(*order).values_list("pk", flat=True)[: batches.size])
+        if not pks:
+            return deleted
+        last = max(pks)
+        started = time.perf_counter()
+        with transaction.atomic():
+            # ``only("pk")``: the collector loads no columns to cascade (a session's tokens).
+            _, per_model = queryset.filter(pk__in=pks).only("pk").delete()
+        deleted += per_model.get(model._meta.label, 0)
+        batches.done(len(pks), time.perf_counter() - started)
+        if progress is not None:
+            progress(len(pks))
+
+
+def purge_plan(*, older_than: dt.timedelta, now: dt.datetime | None = None) -> PurgeResult:
+    """What `history_purge` would do now: the counts, without any write."""
+    now = now or timezone.now()
+    cutoff = now - older_than
+    result = PurgeResult(cutoff=cutoff, dry_run=True)
+    result.ended_expired = sessions_past_absolute_limit(now=now).count()
+    result.ended_idle = sessions_past_idle_limit(now=now).count()
+    for name, (queryset, _) in _purge_targets(now, cutoff).items():
+        setattr(result, name, queryset.count())
+    # The counters' staleness rules live in `throttle`: run them and roll back.
+    with transaction.atomic():
+        result.throttle_counters = throttle.purge_counters(older_than=COUNTER_RETENTION, now=now)
+        transaction.set_rollback(True)
+    return result
+
+
+def history_purge(
+    *,
+    older_than: dt.timedelta,
+    actor: str,
+    now: dt.datetime | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Progress | None = None,
+) -> PurgeResult:
+    """Sweep overdue sessions, then delete history older than ``older_than`` and expired leftovers.
+
+    1. End (not delete) the sessions still marked active past their absolute limit (``EXPIRED``) or
+       their idle limit (``IDLE``), through `session_end`: the expiry sweeper.
+    2. Delete, in batches: sessions ended before the cutoff, expired tokens, expired pending second
+       factors, used or expired one-time passwords, node nonces past the replay window, and audit
+       records older than the cutoff (``SESSIONS_HISTORY_DAYS`` is the retention of both); then
+       the stale throttle counters (`throttle.purge_counters`).
+    3. Write one ``METHOD_CALL`` audit record (``sessions.purge``) with ``actor`` and the counts.
+
+    Each batch is one transaction of about `BATCH_SECONDS` (``batch_size`` rows at most).
+    ``progress`` is called with the rows of each batch (ended or deleted).
+    """
+    started = time.perf_counter()
+    now = now or timezone.now()
+    cutoff = now - older_than
+    result = PurgeResult(cutoff=cutoff, dry_run=False)
+    batches = _Batches(batch_size)
+    sweeps: list[tuple[str, QuerySet[UserSession], Callable[[UserSession, dt.datetime], bool]]] = [
+        (EndReason.EXPIRED, sessions_past_absolute_limit(now=now), _past_absolute_limit),
+        (EndReason.IDLE, sessions_past_idle_limit(now=now), _past_idle_limit),
+    ]
+    for reason, overdue, still in sweeps:
+        pks = list(overdue.order_by("pk").values_list("pk", flat=True))
+        n = _end_sessions(
+            pks,
+            reason=reason,
+            actor=None,
+            note="ended by sessions purge",
+            batches=_Batches(batch_size, start=50),
+            progress=progress,
+            still=still,
+        )
+        setattr(result, "ended_expired" if reason == EndReason.EXPIRED else "ended_idle", n)
+    for name, (queryset, order) in _purge_targets(now, cutoff).items():
+        setattr(result, name, _delete_batches(queryset, order, batches=batches, progress=progress))
+    result.throttle_counters = throttle.purge_counters(older_than=COUNTER_RETENTION, now=now)
+    result.seconds = time.perf_counter() - started
+    with transaction.atomic():
+        audit_record(
+            event=AuditEvent.METHOD_CALL,
+            success=True,
+            username=actor,
+            event_data={
+                "method": "sessions.purge",
+                "older_than_seconds": int(older_than.total_seconds()),
+                "cutoff": cutoff.isoformat(),
+                **result.counts(),
+            },
+        )
+    return result
