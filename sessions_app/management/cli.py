@@ -12,14 +12,15 @@ or forward (``--expires 30d``), or an ISO-8601 date or date-time; one without a 
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import getpass
 import json
 import os
 import re
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
 from sessions_app.management.output import escape_control
@@ -124,3 +125,31 @@ def database_error(exc: DatabaseError) -> CommandError:
 def unknown(kind: str, value: object) -> CommandError:
     """``unknown user: 'x'``-style error (the value escaped and shortened)."""
     return CommandError(f"unknown {kind}: {quoted(str(value))}")
+
+
+class OneLineParser(CommandParser):
+    """Usage errors as one line on stderr (``<prog>: error: …``) and exit status 2 (E15)."""
+
+    def error(self, message: str) -> NoReturn:
+        if self.called_from_command_line:
+            self.exit(2, f"{self.prog}: error: {escape_line(message)}\n")
+        super().error(message)
+
+
+def escape_line(text: str) -> str:
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+class RegistryCommand(BaseCommand):
+    """Base of the registry's commands: one-line usage errors, also from sub-command parsers."""
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parsers = [parser]
+        while parsers:
+            current = parsers.pop()
+            current.__class__ = OneLineParser
+            for action in current._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    parsers.extend(action.choices.values())
+        return parser

@@ -10,18 +10,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 from django.utils import timezone
 
 from sessions_app.exceptions import InvalidParams
-from sessions_app.management.cli import database_error, operator_name, parse_instant, parse_text, unknown
+from sessions_app.management.cli import (
+    RegistryCommand,
+    database_error,
+    operator_name,
+    parse_instant,
+    parse_text,
+    unknown,
+)
 from sessions_app.management.output import escape_control
 from sessions_app.selectors import api_key_get, user_get_by_username
 from sessions_app.services.api_keys import api_key_create, api_key_revoke
 
 
-class Command(BaseCommand):
+class Command(RegistryCommand):
     help = (
         "Create an API key (printed once on stdout, nothing else) or revoke one (ending its sessions). "
         "Exit status 0 on success, 1 with a one-line reason on stderr, 2 for usage errors."

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 from django.utils import timezone
 
-from sessions_app.management.cli import database_error, parse_instant, quoted
+from sessions_app.management.cli import RegistryCommand, database_error, parse_instant, quoted
 from sessions_app.management.output import cell_text, csv_chunks, escape_control, progress_bar, to_json
 from sessions_app.reports import audit_records_between, audit_rows_between
 
@@ -28,7 +28,7 @@ FREE_TEXT = frozenset({"username", "address"})
 CHUNK_ROWS = 1000
 
 
-class Command(BaseCommand):
+class Command(RegistryCommand):
     help = (
         "Stream audit records with since <= timestamp < until, oldest first, as JSON Lines (one "
         'audit.query row per line, datetimes as {"$date": ms}, sorted keys) or CSV (ISO-8601 UTC '

@@ -11,11 +11,11 @@ import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 from django.utils import timezone
 
-from sessions_app.management.cli import database_error, parse_instant
+from sessions_app.management.cli import RegistryCommand, database_error, parse_instant
 from sessions_app.management.output import cell_text, render_table, to_json
 from sessions_app.reports import CHECKS, ReportSettings, audit_sessions_report
 
@@ -33,7 +33,7 @@ FINDING_COLUMNS: Mapping[str, Sequence[str]] = {
 MIN_WIDTHS = {"id": 12, "name": 10, "username": 10, "address": 15}
 
 
-class Command(BaseCommand):
+class Command(RegistryCommand):
     help = (
         "Report on authentication sessions: active sessions by credential type, user and origin "
         "network (/24, /64, unix socket); then the checks -- sessions past their idle or absolute "

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 
-from sessions_app.management.cli import database_error, operator_name, quoted, unknown
+from sessions_app.management.cli import RegistryCommand, database_error, operator_name, quoted, unknown
 from sessions_app.selectors import user_get_by_username
 from sessions_app.services.users import onetime_password_issue
 
 
-class Command(BaseCommand):
+class Command(RegistryCommand):
     help = (
         "Issue a one-time password for a user (24 characters, valid 24 hours, single use; the user "
         "must set a new password after logging in with it). It is printed on stdout, alone, exactly "

@@ -7,10 +7,11 @@ import sys
 import time
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from tqdm import tqdm
 
 from sessions_app.demo import DEMO_PREFIX, DemoDataExists, demo_seed
+from sessions_app.management.cli import RegistryCommand
 
 
 def _count(text: str) -> int:
@@ -40,7 +41,7 @@ def _fraction(text: str) -> float:
     return value
 
 
-class Command(BaseCommand):
+class Command(RegistryCommand):
     help = (
         "Fill the database with realistic demo data for demos and benchmarks: users, API keys and "
         "sessions of every credential type, a fraction of them ended (history). Demo users and keys "

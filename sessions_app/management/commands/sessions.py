@@ -18,11 +18,12 @@ import itertools
 import shutil
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 
 from sessions_app import conf
 from sessions_app.management.cli import (
+    RegistryCommand,
     database_error,
     operator_name,
     parse_duration,
@@ -113,7 +114,7 @@ MIN_WIDTHS = {
 }
 
 
-class Command(BaseCommand):
+class Command(RegistryCommand):
     help = (
         "Query, end and purge authentication sessions from a shell: list (the auth.sessions query), "
         "terminate (end sessions, audited), purge (expiry sweep and retention). Exit status 0 on "

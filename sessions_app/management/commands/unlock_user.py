@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 from django.db import DatabaseError
 
 from sessions_app import throttle
-from sessions_app.management.cli import database_error, operator_name, parse_text, quoted
+from sessions_app.management.cli import RegistryCommand, database_error, operator_name, parse_text, quoted
 
 
-class Command(BaseCommand):
+class Command(RegistryCommand):
     help = (
         "Unlock an account locked by repeated failed logins and reset its failure counter and lock "
         "level. The name is taken as presented at login (locks are kept for unknown names too). The "
