@@ -25,4 +25,4 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
-mkdir -p var
+mkdir -p var/static  # STATIC_ROOT (bin/serve fills it with collectstatic)
