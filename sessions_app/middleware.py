@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -32,6 +31,7 @@ from sessions_app.clients import Client, client_from_request
 from sessions_app.exceptions import Busy
 from sessions_app.models import ApiKey, AuditEvent, Credentials, EndReason, UserSession
 from sessions_app.prepared import RowLoader
+from sessions_app.selectors import user_get_by_username
 from sessions_app.services.api_keys import api_key_pepper, api_key_revoke, api_key_touch
 from sessions_app.services.login import check_password, has_totp
 from sessions_app.services.sessions import session_authenticate, session_check, session_create, session_end
@@ -204,12 +204,7 @@ def basic_user(text: str, client: Client) -> Any:
         throttle.sleep_after_failure()
         return None
     username, sep, password = decoded.partition(":")
-    model = get_user_model()
-    user = (
-        model._default_manager.filter(**{model.USERNAME_FIELD: username}).first()
-        if sep and username and len(username) <= 150
-        else None
-    )
+    user = user_get_by_username(username=username) if sep else None
     locked = throttle.locked_until(username=username) if username else None
     ok = check_password(user, password)
     if locked is not None or not ok or user is None or not user.is_active or has_totp(user):
@@ -263,9 +258,8 @@ def unix_socket_session(client: Client) -> UserSession | None:
             name = pwd.getpwuid(uid).pw_name
         except KeyError:
             return None
-    model = get_user_model()
-    user = model._default_manager.filter(**{model.USERNAME_FIELD: name}, is_active=True).first()
-    if user is None:
+    user = user_get_by_username(username=name)
+    if user is None or not user.is_active:
         return None
     return session_create(
         credentials=Credentials.UNIX_SOCKET, client=client, user=user, internal=uid == 0

@@ -378,7 +378,9 @@ def totp_device_get(*, user: Any, confirmed: bool | None = True) -> TOTPDevice |
     return qs.order_by("-pk").first()
 
 
-def user_get_by_username(*, username: str) -> Any:
-    """The user with this username, or None."""
+def user_get_by_username(*, username: object) -> Any:
+    """The user with this username, or None (also for anything that cannot be a username)."""
+    if not isinstance(username, str) or not 1 <= len(username) <= 150:
+        return None
     model = get_user_model()
     return model._default_manager.filter(**{model.USERNAME_FIELD: username}).first()

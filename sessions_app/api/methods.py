@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
@@ -378,8 +377,7 @@ def auth_generate_onetime_password(context: CallContext, params: list[Any]) -> s
     data = _param(params, 0)
     if not isinstance(data, dict) or not isinstance(data.get("username"), str) or set(data) - {"username"}:
         raise InvalidParams.one("generate_onetime_password.username", "an object with a username is required")
-    model = get_user_model()
-    user = model._default_manager.filter(**{model.USERNAME_FIELD: data["username"]}).first()
+    user = selectors.user_get_by_username(username=data["username"])
     if user is None:
         raise InvalidParams.one("generate_onetime_password.username", "no such user")
     return onetime_password_issue(user=user, actor=context.username, address=context.client.origin)
@@ -448,12 +446,7 @@ def api_key_create(context: CallContext, params: list[Any]) -> Any:
     if username is not None and username != context.username:
         if not has_role(context.user, Role.API_KEY_WRITE):
             raise NotAuthorized()
-        model = get_user_model()
-        user = (
-            model._default_manager.filter(**{model.USERNAME_FIELD: username}).first()
-            if isinstance(username, str)
-            else None
-        )
+        user = selectors.user_get_by_username(username=username)
         if user is None:
             raise InvalidParams.one("api_key_create.username", "no such user")
     expires_at = _ejson_datetime(data.get("expires_at"), "api_key_create.expires_at")

@@ -40,7 +40,7 @@ from django.db.models.expressions import Expression, OrderBy
 from django.db.models.functions import Cast, Length, Right, StrIndex
 
 from sessions_app.query import engine
-from sessions_app.query.ast import AnyOf, Leaf, Node, QueryOptions
+from sessions_app.query.ast import AnyOf, Leaf, Node, Path, QueryOptions
 from sessions_app.query.errors import MatchNotFound, QueryError
 from sessions_app.query.schema import Field, FieldType, Schema, check, resolve_order
 
@@ -178,7 +178,7 @@ class Compiler:
         domain: list[Any] = list(col.domain) if col.domain is not None else [False, True]
         if fld.nullable:
             domain.append(None)
-        probe = Leaf(engine_path("v"), leaf.op, leaf.casefold, leaf.value, leaf.where)
+        probe = Leaf(_PROBE_PATH, leaf.op, leaf.casefold, leaf.value, leaf.where)
         predicate = engine.make_predicate(probe)
         matching = [v for v in domain if predicate({"v": v})]
         if col.constant is not None:
@@ -284,13 +284,9 @@ class Compiler:
 
 
 _NO_MATCH = object()
+#: Where `Compiler._by_domain` puts each candidate value for the engine to evaluate the leaf on.
+_PROBE_PATH = Path(("v",), "v")
 _ALWAYS = Column()
-
-
-def engine_path(name: str) -> Any:
-    from sessions_app.query.ast import Path
-
-    return Path((name,), name)
 
 
 def _dedupe(values: list[Any]) -> list[Any]:
@@ -500,12 +496,8 @@ def _cache_key(
         text = json.dumps([filters, options], sort_keys=True, allow_nan=True, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError):
         return None
-    alias = router.db_for_read(spec_model(spec))
+    alias = router.db_for_read(spec.model)
     return (id(spec), alias, connections[alias].vendor, cache_key, text)
-
-
-def spec_model(spec: QuerySpec) -> Any:
-    return spec.model
 
 
 def _from_statement(

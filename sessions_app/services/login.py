@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.db import transaction
 from django.db.models import F
@@ -37,6 +36,7 @@ from sessions_app.models import (
     PendingLogin,
     Token,
 )
+from sessions_app.selectors import user_get_by_username
 from sessions_app.services.api_keys import api_key_pepper, api_key_revoke, api_key_touch
 from sessions_app.services.sessions import NewSession, session_check, session_create
 
@@ -227,13 +227,6 @@ def _node_login(params: dict[str, Any], client: Client) -> LoginResult:
 # --- passwords ---------------------------------------------------------------------------------------
 
 
-def _find_user(username: str) -> Any:
-    model = get_user_model()
-    if not username or len(username) > 150:
-        return None
-    return model._default_manager.filter(**{model.USERNAME_FIELD: username}).first()
-
-
 def check_password(user: Any, password: str) -> bool:
     """Verify a password with the same cost whether or not the account exists or is usable.
 
@@ -257,7 +250,7 @@ def _onetime_password(user: Any, password: str, now: dt.datetime) -> OneTimePass
 
 def _password_login(username: str, password: str, client: Client, options: dict[str, Any]) -> LoginResult:
     now = timezone.now()
-    user = _find_user(username)
+    user = user_get_by_username(username=username)
     locked = throttle.locked_until(username=username[:150]) if username else None
     password_ok = check_password(user, password)
     if locked is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework.decorators import action
@@ -145,8 +144,7 @@ class ApiKeyViewSet(ApiViewMixin, ViewSet):
         if username is not None and username != caller.get_username():
             if not has_role(caller, Role.API_KEY_WRITE):
                 raise NotAuthorized()
-            model = get_user_model()
-            owner = model._default_manager.filter(**{model.USERNAME_FIELD: username}).first()
+            owner = selectors.user_get_by_username(username=username)
             if owner is None:
                 raise InvalidParams.one("username", "no such user")
         key, plaintext = api_key_services.api_key_create(
