@@ -1,11 +1,35 @@
-"""ASGI entry point (the WebSocket transport is added on top of this later)."""
+"""ASGI entry point: the WebSocket JSON-RPC transport at ``/api/current`` and Django for the rest.
+
+Served by ``bin/serve`` as
+``gunicorn -k sessions_app.asgi_worker.PeerCredUvicornWorker project.asgi:application``
+(HTTP and WebSocket on one port, and on the unix socket with the peer's credentials).
+"""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+from sessions_app.api.websocket import websocket_application  # noqa: E402  (needs the app registry)
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "websocket":
+        await websocket_application(scope, receive, send)
+    elif scope["type"] == "lifespan":
+        # Nothing to set up or tear down; answer so that servers running lifespan "on" start.
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    else:
+        await django_application(scope, receive, send)

@@ -32,6 +32,19 @@ def _env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    if not 0 < value < 86400:
+        raise ImproperlyConfigured(f"{name} must be between 0 and 86400 seconds, got {raw!r}")
+    return value
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -268,3 +281,6 @@ SESSIONS_TRUSTED_PROXIES = _env_list("SESSIONS_TRUSTED_PROXIES", "")
 SESSIONS_NODE_SECRET = os.environ.get("SESSIONS_NODE_SECRET", "")
 SESSIONS_FAIL_DELAY = os.environ.get("SESSIONS_FAIL_DELAY", "")
 SESSIONS_LOGIN_RATE = _env_int("SESSIONS_LOGIN_RATE", 20)
+SESSIONS_EVENT_POLL_INTERVAL = _env_float("SESSIONS_EVENT_POLL_INTERVAL", 0.25)
+SESSIONS_SOCKET_CHECK_INTERVAL = _env_float("SESSIONS_SOCKET_CHECK_INTERVAL", 1.0)
+SESSIONS_EVENT_RETENTION = _env_int("SESSIONS_EVENT_RETENTION", 3600)

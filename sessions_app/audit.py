@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import signal
 from typing import Any
 
 from sessions_app.models import AuditRecord
@@ -23,25 +26,64 @@ SECRET_KEYS = frozenset(
 )
 
 
-def _scrub(value: Any) -> Any:
-    """Mask every string stored under a secret-looking key (misspellings included), recursively."""
+#: Masked values read like this in ``event_data``.
+MASK = "********"
+#: Names that misspelled keys are measured against (case and ``_`` / ``-`` ignored): ``pasword``,
+#: ``api_kye`` or ``secert`` are secrets too (TrueNAS ``test_typo_in_secret_credential_name``).
+_SECRET_NAMES = ("password", "passwd", "otptoken", "apikey", "token", "secret", "newpassword")
+
+
+def _scrub(value: Any, secret: bool = False) -> Any:
+    """Mask every string stored under a secret-looking key (misspellings included), recursively.
+
+    Strings in a list under such a key are masked too; numbers and booleans are kept (ids and counts
+    such as ``token_id``); an object under such a key is scrubbed key by key (``api_key: {id, name}``).
+    """
     if isinstance(value, dict):
-        return {
-            k: ("********" if _looks_secret(k) and isinstance(v, str) else _scrub(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_scrub(v) for v in value]
+        return {k: _scrub(v, _looks_secret(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v, secret) for v in value]
+    if secret and isinstance(value, str):
+        return MASK
     return value
 
 
 def _looks_secret(key: object) -> bool:
     if not isinstance(key, str):
         return False
+    return _secret_name(key)
+
+
+@functools.lru_cache(maxsize=1024)
+def _secret_name(key: str) -> bool:
+    """``key`` names a secret: a known name, a name containing one, or a misspelling of one (at most
+    one edit for 4–6 characters, two from 7; separators and case ignored). Cached: keys come from a
+    small vocabulary, so the edit distance is computed once per key and process."""
     lowered = key.lower()
-    return lowered in SECRET_KEYS or any(
-        part in lowered for part in ("pass", "pwd", "secret", "token", "otp")
+    if lowered in SECRET_KEYS or any(part in lowered for part in ("pass", "pwd", "secret", "token", "otp")):
+        return True
+    name = lowered.replace("_", "").replace("-", "")
+    if len(name) < 4:
+        return False
+    limit = 1 if len(name) <= 6 else 2
+    return any(
+        abs(len(name) - len(known)) <= limit and _edit_distance(name, known) <= limit
+        for known in _SECRET_NAMES
     )
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Optimal-string-alignment distance: insertions, deletions, substitutions, adjacent swaps."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[-1]
 
 
 def audit_record(
@@ -57,8 +99,18 @@ def audit_record(
 
     Must be called inside the same ``transaction.atomic()`` block as the change it records, so that
     the change and its record commit together or not at all.
+
+    Fault injection (the atomicity test, security.md D10): with the environment variable
+    ``SESSIONS_FAULT_INJECT`` set to ``before_audit`` the process kills itself with ``SIGKILL``
+    (``kill -9``: no cleanup, no rollback by Python) after the change it records and before the
+    record is written; with ``after_audit``, after the record is written and before the transaction
+    commits. Either way the database must end up with neither. The variable is read here only (one
+    dictionary lookup per record); it is for test servers and must never be set in production.
     """
-    return AuditRecord.objects.create(
+    fault = os.environ.get("SESSIONS_FAULT_INJECT")
+    if fault == "before_audit":
+        os.kill(os.getpid(), signal.SIGKILL)
+    record = AuditRecord.objects.create(
         event=event,
         success=success,
         username=username,
@@ -66,3 +118,6 @@ def audit_record(
         address=address,
         event_data=_scrub(event_data or {}),
     )
+    if fault == "after_audit":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return record

@@ -91,9 +91,24 @@ def peer_credentials(sock: Any) -> tuple[int, int, int] | None:
     return pid, uid, gid
 
 
-def client_from_environ(meta: Any, *, is_secure: bool) -> Client:
-    """The client of a WSGI request. Only the socket and trusted proxies are believed."""
-    peer = peer_credentials(meta.get("gunicorn.socket"))
+def scope_peer_credentials(scope: Any) -> tuple[int, int, int] | None:
+    """``(pid, uid, gid)`` that `sessions_app.asgi_worker` put in an ASGI scope of a unix-socket
+    connection (``scope["extensions"]["peercred"]``), or None."""
+    found = ((scope or {}).get("extensions") or {}).get("peercred")
+    if not isinstance(found, dict):
+        return None
+    try:
+        return int(found["pid"]), int(found["uid"]), int(found["gid"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def client_from_environ(meta: Any, *, is_secure: bool, scope: Any = None) -> Client:
+    """The client of a request: WSGI ``META`` (gunicorn's socket), or an ASGI request's ``META`` and
+    ``scope``. Only the socket and trusted proxies are believed."""
+    peer = (
+        scope_peer_credentials(scope) if scope is not None else peer_credentials(meta.get("gunicorn.socket"))
+    )
     if peer is not None:
         return Client(peer=peer, secure=True)
     remote = meta.get("REMOTE_ADDR") or ""
@@ -116,6 +131,26 @@ def client_from_environ(meta: Any, *, is_secure: bool) -> Client:
 def client_from_request(request: Any) -> Client:
     cached = getattr(request, "_sessions_client", None)
     if cached is None:
-        cached = client_from_environ(request.META, is_secure=request.is_secure())
+        cached = client_from_environ(
+            request.META, is_secure=request.is_secure(), scope=getattr(request, "scope", None)
+        )
         request._sessions_client = cached
     return cached
+
+
+def client_from_scope(scope: Any) -> Client:
+    """The client of an ASGI WebSocket connection (same rules as for an HTTP request)."""
+    headers = {}
+    for name, value in scope.get("headers") or []:
+        key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]},{text}" if key in headers else text
+    client = scope.get("client") or (None, None)
+    meta = {**headers, "REMOTE_ADDR": client[0] or "", "REMOTE_PORT": client[1] or ""}
+    secure = scope.get("scheme") in ("wss", "https")
+    if not secure and meta["REMOTE_ADDR"] and _trusted(str(_valid_ip(meta["REMOTE_ADDR"]) or "")):
+        from django.conf import settings
+
+        proxy = settings.SECURE_PROXY_SSL_HEADER
+        secure = bool(proxy) and meta.get(proxy[0]) == proxy[1]
+    return client_from_environ(meta, is_secure=secure, scope=scope)

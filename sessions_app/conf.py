@@ -27,6 +27,9 @@ DEFAULTS: dict[str, Any] = {
     "SESSIONS_NODE_MAX_SKEW": 60,  # seconds: replay window of TRUENAS_NODE signatures
     "SESSIONS_MAX_PASSWORD_LENGTH": 1024,  # longer passwords are refused before any hashing
     "SESSIONS_OTP_MAX_FAILURES": 5,  # wrong codes before a pending second factor is dropped
+    "SESSIONS_EVENT_POLL_INTERVAL": 0.25,  # seconds between reads of the event outbox (per process)
+    "SESSIONS_SOCKET_CHECK_INTERVAL": 1.0,  # seconds between validations of open sockets' sessions
+    "SESSIONS_EVENT_RETENTION": 3600,  # seconds an outbox event is kept (purged by `sessions purge`)
 }
 
 

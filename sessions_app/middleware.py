@@ -5,7 +5,8 @@ per-request ``Authorization`` header (``Bearer <api key>`` / ``Basic``).
 `UserSession` (None for per-request credentials and anonymous requests) and ``request.api_key`` the
 key of a Bearer request. An ``Authorization`` header is used alone: a request carrying one never
 falls back to the cookie (B17). Tokens in query strings are ignored (B5). If the session store
-cannot be read, the request is answered 503 -- never served as anonymous or authenticated (D8).
+cannot be read, or the lookup fails in any other way, the request is answered 503 -- never served as
+anonymous or authenticated (D8).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.db import DatabaseError, transaction
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 
@@ -88,13 +89,16 @@ class SessionAuthenticationMiddleware:
         request.user = AnonymousUser()
         try:
             self.authenticate(request)
-        except DatabaseError:
-            logger.exception("session store unavailable")
-            return service_unavailable()
         except Busy as exc:
             return error_response(
                 429, errno.EBUSY, "authorization", "too many failed attempts; retry later", exc.retry_after
             )
+        except Exception:
+            # Fail closed (D8): a credential that cannot be checked -- the database is busy or down, the
+            # connection is gone (Django's InterfaceError is no DatabaseError), or the lookup itself
+            # failed -- gets 503, never an answer as anonymous or as authenticated, nor a 500 page.
+            logger.exception("session store unavailable")
+            return service_unavailable()
         return self.get_response(request)
 
     def authenticate(self, request: HttpRequest) -> None:
@@ -212,7 +216,7 @@ def basic_user(text: str, client: Client) -> Any:
             client, "PASSWORD_BASIC", username[:150] or None, "locked" if locked else "invalid credentials"
         )
         if username and locked is None:
-            throttle.record_failure(username=username, address=client.rate_key, mechanism="PASSWORD_BASIC")
+            throttle.record_failure(username=username, address=client.origin, mechanism="PASSWORD_BASIC")
         throttle.sleep_after_failure()
         return None
     throttle.record_success(username=username)
@@ -251,6 +255,19 @@ def unix_socket_session(client: Client) -> UserSession | None:
         checked = session_check(row=existing, client=client)
         if checked is not None:
             return checked
+    user = unix_socket_user(uid)
+    if user is None:
+        return None
+    return session_create(
+        credentials=Credentials.UNIX_SOCKET, client=client, user=user, internal=uid == 0
+    ).session
+
+
+def unix_socket_user(uid: int) -> Any:
+    """The active user a unix-socket peer's uid maps to (uid -> account name -> user), or None.
+
+    uid 0 is the configured root account (``SESSIONS_ROOT_USERNAME``).
+    """
     if uid == 0:
         name = conf.get("SESSIONS_ROOT_USERNAME")
     else:
@@ -259,11 +276,7 @@ def unix_socket_session(client: Client) -> UserSession | None:
         except KeyError:
             return None
     user = user_get_by_username(username=name)
-    if user is None or not user.is_active:
-        return None
-    return session_create(
-        credentials=Credentials.UNIX_SOCKET, client=client, user=user, internal=uid == 0
-    ).session
+    return user if user is not None and user.is_active else None
 
 
 _KEY_BY_ID = RowLoader(ApiKey, "id", related="user")

@@ -316,3 +316,34 @@ class NodeNonce(models.Model):
 
     def __str__(self) -> str:
         return self.nonce
+
+
+class SessionEvent(models.Model):
+    """Outbox of ``auth.sessions`` events (ADDED / REMOVED), written in the transaction of the change.
+
+    Every server process polls it (`sessions_app.events`) and pushes new rows to its subscribed
+    WebSocket and server-sent-events clients, and closes its sockets whose session was removed: the
+    fan-out works across workers and hosts on SQLite and PostgreSQL alike, and an event exists if and
+    only if its change committed. Rows older than ``SESSIONS_EVENT_RETENTION`` are purged.
+    """
+
+    class Kind(models.TextChoices):
+        ADDED = "added"
+        REMOVED = "removed"
+
+    id = models.BigAutoField(primary_key=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    kind = BinaryCharField(max_length=8, choices=Kind.choices)
+    session = models.BigIntegerField()  # UserSession.pk (stays valid when the public id rotates)
+    public_id = BinaryCharField(max_length=64)
+    internal = models.BooleanField(default=False)
+    #: False for the REMOVED of an old id after rotation: the session (and its socket) live on.
+    ended = models.BooleanField(default=True)
+    #: ADDED: the ``fields`` of the notification (EJSON: dates as ``{"$date": ms}``).
+    fields = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"], name="sessevent_created")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.public_id[:8]}…"

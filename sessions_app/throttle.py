@@ -148,7 +148,8 @@ def record_failure(
     race-safe (`get_or_create` retries the lookup on the unique-key conflict). A failure while the
     account is locked changes nothing. A failure that locks the account writes an ``AUTHENTICATION``
     audit record (``lockout: true``) in the same transaction. ``mechanism`` is the credential type
-    that failed and ``address`` the client address; both are only recorded.
+    that failed and ``address`` the client's origin (``Client.origin``, as in every audit record);
+    both are only recorded.
     """
     now = now or timezone.now()
     threshold = _seconds_setting("SESSIONS_LOCKOUT_THRESHOLD", minimum=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from sessions_app import views
+from sessions_app import streams, views
 
 app_name = "sessions_app"
 
@@ -16,6 +16,7 @@ urlpatterns = [
     path("password/", views.password_change, name="password-change"),
     path("sessions/", views.session_list, name="session-list"),
     path("sessions/history/", views.session_history, name="session-history"),
+    path("sessions/events/", streams.session_events, name="session-events"),
     path("sessions/terminate-others/", views.session_terminate_others_view, name="session-terminate-others"),
     path("sessions/<str:public_id>/terminate/", views.session_terminate_view, name="session-terminate"),
     path("me/sessions/", views.my_session_list, name="my-session-list"),

@@ -23,6 +23,7 @@ import json
 import logging
 import re
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError, DataError, transaction
@@ -226,6 +227,149 @@ def http_error(status: int, detail: str, **headers: str) -> JsonResponse:
     return response
 
 
+@dataclass
+class Envelope:
+    """A valid JSON-RPC request: its id (``notification`` when it had none), method and params."""
+
+    request_id: Any
+    notification: bool
+    method_name: str
+    params: list[Any]
+
+
+@dataclass
+class Outcome:
+    """What one message produced: the JSON-RPC reply (None: send nothing) and, for HTTP, its status,
+    headers and (503) a plain error body instead of the JSON-RPC one."""
+
+    reply: dict[str, Any] | None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    http_body: dict[str, Any] | None = None
+
+
+def error_reply(request_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
+def parse_envelope(message: Any) -> Envelope | Outcome:
+    """Validate the JSON-RPC 2.0 envelope of one decoded message (batches are refused)."""
+    if isinstance(message, list):
+        return Outcome(error_reply(None, -32700, "Parse error: batches are not supported"), 400)
+    if not isinstance(message, dict):
+        return Outcome(error_reply(None, -32600, "Invalid Request: not an object"), 400)
+    request_id = message.get("id")
+    if not isinstance(request_id, (str, int, type(None))) or isinstance(request_id, bool):
+        return Outcome(
+            error_reply(None, -32600, "Invalid Request: id must be a string, a number or null"), 400
+        )
+    if message.get("jsonrpc") != "2.0":
+        return Outcome(error_reply(request_id, -32600, 'Invalid Request: jsonrpc must be "2.0"'), 400)
+    method_name = message.get("method")
+    if not isinstance(method_name, str):
+        return Outcome(error_reply(request_id, -32600, "Invalid Request: method must be a string"), 400)
+    params = message.get("params", [])
+    if not isinstance(params, list):
+        return Outcome(error_reply(request_id, -32600, "Invalid Request: params must be an array"), 400)
+    return Envelope(request_id, "id" not in message, method_name, params)
+
+
+def execute(envelope: Envelope, context: CallContext, methods: dict[str, Any] | None = None) -> Outcome:
+    """Run one call for any transport: authentication gate, rate limit, the method, error mapping.
+
+    ``methods`` (default `METHODS`) lets a transport add methods of its own (the WebSocket's
+    ``core.subscribe``). A notification's outcome has no reply.
+    """
+    request_id, method_name = envelope.request_id, envelope.method_name
+    method = (methods or METHODS).get(method_name)
+    if method is None:
+        # A notification gets no reply, not even an error (JSON-RPC 2.0 §4.1).
+        return Outcome(
+            None if envelope.notification else error_reply(request_id, -32601, "Method does not exist")
+        )
+    outcome = _call(method, envelope, context)
+    if envelope.notification and outcome.status == 200:
+        outcome.reply = None
+    return outcome
+
+
+def _call(method: Any, envelope: Envelope, context: CallContext) -> Outcome:
+    request_id, method_name, params = envelope.request_id, envelope.method_name, envelope.params
+    client = context.client
+    try:
+        if context.user is None or not context.user.is_authenticated:
+            if method.auth_required:
+                raise NotAuthenticated()
+            if method.rate_limited:
+                retry_after = throttle.hit_rate_limit(method=method_name, address=client.rate_key)
+                if retry_after is not None:
+                    audit_rate_limited(method_name, params, client)
+                    raise Busy(retry_after)
+        result = method(context, params)
+    except InvalidParams as exc:
+        return Outcome(error_reply(request_id, -32602, "Invalid params", invalid_params_data(exc.errors)))
+    except MatchNotFound:
+        data = {"error": 22, "errname": "EINVAL", "reason": "MatchNotFound()", "trace": None, "extra": None}
+        return Outcome(error_reply(request_id, -32001, "Method call error", data))
+    except QueryError as exc:
+        return Outcome(
+            error_reply(
+                request_id, -32602, "Invalid params", invalid_params_data([(exc.attribute, exc.message)])
+            )
+        )
+    except Busy as exc:
+        return Outcome(
+            error_reply(request_id, -32001, "Method call error", call_error_data(exc)),
+            429,
+            {"Retry-After": str(exc.retry_after)},
+        )
+    except CallError as exc:
+        return Outcome(error_reply(request_id, -32001, "Method call error", call_error_data(exc)))
+    except DataError:
+        # A value the database cannot store or compare (PostgreSQL: NUL in text, a number out of a
+        # column's range): the client's input, not an outage (E7).
+        logger.warning("the database refused a value in %s", method_name, exc_info=True)
+        data = invalid_params_data([("params", "a value cannot be stored or compared by the database")])
+        return Outcome(error_reply(request_id, -32602, "Invalid params", data))
+    except DatabaseError:
+        logger.exception("database error in %s", method_name)
+        detail = "service unavailable: the database cannot be reached"
+        data = {
+            "error": errno.EAGAIN,
+            "errname": "EAGAIN",
+            "reason": f"[EAGAIN] {detail}",
+            "trace": None,
+            "extra": None,
+        }
+        return Outcome(
+            error_reply(request_id, -32001, "Method call error", data),
+            503,
+            {"Retry-After": "5"},
+            http_body={"error": detail},
+        )
+    except Exception:
+        # Never Django's HTML page or a traceback (E14): a generic -32001 naming a request id, and the
+        # full traceback in the server log under that id.
+        error_id = uuid.uuid4().hex
+        logger.exception("unhandled exception in %s (request id %s)", method_name, error_id)
+        reason = f"Internal error (request id {error_id})"
+        data = {
+            "error": errno.EFAULT,
+            "errname": "EFAULT",
+            "reason": f"[EFAULT] {reason}",
+            "trace": None,
+            "extra": None,
+            "request_id": error_id,
+        }
+        return Outcome(
+            error_reply(request_id, -32001, "Method call error", data), 500, {"X-Request-ID": error_id}
+        )
+    return Outcome({"jsonrpc": "2.0", "id": request_id, "result": result})
+
+
 @csrf_exempt
 def jsonrpc_view(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
@@ -249,107 +393,28 @@ def jsonrpc_view(request: HttpRequest) -> HttpResponse:
         message = loads(body)
     except BadJSON as exc:
         return _error(None, -32700, f"Parse error: {exc}", status=400)
-    if isinstance(message, list):
-        return _error(None, -32700, "Parse error: batches are not supported", status=400)
-    if not isinstance(message, dict):
-        return _error(None, -32600, "Invalid Request: not an object", status=400)
-    request_id = message.get("id")
-    notification = "id" not in message
-    if not isinstance(request_id, (str, int, type(None))) or isinstance(request_id, bool):
-        return _error(None, -32600, "Invalid Request: id must be a string, a number or null", status=400)
-    if message.get("jsonrpc") != "2.0":
-        return _error(request_id, -32600, 'Invalid Request: jsonrpc must be "2.0"', status=400)
-    method_name = message.get("method")
-    if not isinstance(method_name, str):
-        return _error(request_id, -32600, "Invalid Request: method must be a string", status=400)
-    params = message.get("params", [])
-    if not isinstance(params, list):
-        return _error(request_id, -32600, "Invalid Request: params must be an array", status=400)
-    method = METHODS.get(method_name)
-    if method is None:
-        # A notification gets no reply, not even an error (JSON-RPC 2.0 §4.1).
-        return (
-            HttpResponse(status=204) if notification else _error(request_id, -32601, "Method does not exist")
-        )
-
-    client = client_from_request(request)
+    envelope = parse_envelope(message)
+    if isinstance(envelope, Outcome):
+        return _reply(envelope.reply, status=envelope.status)
     context = CallContext(
         request=request,
-        client=client,
+        client=client_from_request(request),
         user=request.user,
         session=request.auth_session,  # type: ignore[attr-defined]
         pending_secret=request.COOKIES.get(PENDING_COOKIE),
     )
-    try:
-        if not authenticated:
-            if method.auth_required:
-                raise NotAuthenticated()
-            if method.rate_limited:
-                retry_after = throttle.hit_rate_limit(method=method_name, address=client.rate_key)
-                if retry_after is not None:
-                    audit_rate_limited(method_name, params, client)
-                    raise Busy(retry_after)
-        result = method(context, params)
-    except InvalidParams as exc:
-        response = _error(request_id, -32602, "Invalid params", invalid_params_data(exc.errors))
-    except MatchNotFound:
-        response = _error(
-            request_id,
-            -32001,
-            "Method call error",
-            {"error": 22, "errname": "EINVAL", "reason": "MatchNotFound()", "trace": None, "extra": None},
-        )
-    except QueryError as exc:
-        response = _error(
-            request_id, -32602, "Invalid params", invalid_params_data([(exc.attribute, exc.message)])
-        )
-    except Busy as exc:
-        response = _error(request_id, -32001, "Method call error", call_error_data(exc))
-        response.status_code = 429
-        response["Retry-After"] = str(exc.retry_after)
-    except CallError as exc:
-        response = _error(request_id, -32001, "Method call error", call_error_data(exc))
-    except DataError:
-        # A value the database cannot store or compare (PostgreSQL: NUL in text, a number out of a
-        # column's range): the client's input, not an outage (E7).
-        logger.warning("the database refused a value in %s", method_name, exc_info=True)
-        response = _error(
-            request_id,
-            -32602,
-            "Invalid params",
-            invalid_params_data([("params", "a value cannot be stored or compared by the database")]),
-        )
-    except DatabaseError:
-        logger.exception("database error in %s", method_name)
-        response = http_error(503, "service unavailable: the database cannot be reached", Retry_After="5")
-        return response
-    except Exception:
-        # Never Django's HTML page or a traceback (E14): a generic -32001 naming a request id, and the
-        # full traceback in the server log under that id.
-        error_id = uuid.uuid4().hex
-        logger.exception("unhandled exception in %s (request id %s)", method_name, error_id)
-        reason = f"Internal error (request id {error_id})"
-        data = {
-            "error": errno.EFAULT,
-            "errname": "EFAULT",
-            "reason": f"[EFAULT] {reason}",
-            "trace": None,
-            "extra": None,
-            "request_id": error_id,
-        }
-        response = _error(request_id, -32001, "Method call error", data, status=500)
-        response["X-Request-ID"] = error_id
-        return response
-    else:
-        response = (
-            HttpResponse(status=204)
-            if notification
-            else _reply({"jsonrpc": "2.0", "id": request_id, "result": result})
-        )
-    if notification and response.status_code == 200:
+    outcome = execute(envelope, context)
+    if outcome.http_body is not None:
+        response: HttpResponse = http_error(outcome.status, outcome.http_body["error"])
+    elif outcome.reply is None:
         response = HttpResponse(status=204)
-    for action in context.cookie_actions:
-        action(response)
+    else:
+        response = _reply(outcome.reply, status=outcome.status)
+    for name, value in outcome.headers.items():
+        response[name] = value
+    if outcome.status < 500:
+        for action in context.cookie_actions:
+            action(response)
     return response
 
 

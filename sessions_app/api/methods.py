@@ -1,6 +1,6 @@
 """The JSON-RPC methods: positional ``params`` in, one service or selector call, result out.
 
-Shared by ``POST /api/current`` (and, later, the WebSocket transport). A method declares whether it
+Shared by ``POST /api/current`` and the WebSocket at ``/api/current`` (`sessions_app.api.websocket`). A method declares whether it
 needs an authenticated caller, which role it needs, and whether unauthenticated calls are rate
 limited; it validates its positional parameters and raises `InvalidParams` naming the bad one.
 """
@@ -41,6 +41,8 @@ class CallContext:
     session: UserSession | None
     pending_secret: str | None = None
     cookie_actions: list[Callable[[HttpResponse], None]] = field(default_factory=list)
+    #: The WebSocket connection the call came on (None over HTTP): ``core.subscribe`` needs it.
+    connection: Any = None
 
     @property
     def username(self) -> str | None:

@@ -35,6 +35,7 @@ from sessions_app.models import (
     NodeNonce,
     OneTimePassword,
     PendingLogin,
+    SessionEvent,
     Token,
     UserSession,
 )
@@ -175,6 +176,7 @@ class PurgeResult:
     sessions: int = 0
     throttle_counters: int = 0
     audit_records: int = 0
+    session_events: int = 0
     seconds: float = 0.0
 
     def counts(self) -> dict[str, int]:
@@ -190,6 +192,7 @@ def _purge_targets(now: dt.datetime, cutoff: dt.datetime) -> dict[str, tuple[Que
     ``audit_ts``), so each batch reads only the rows it deletes; the small tables are walked by pk.
     """
     skew = dt.timedelta(seconds=int(conf.get("SESSIONS_NODE_MAX_SKEW")))
+    event_retention = dt.timedelta(seconds=float(conf.get("SESSIONS_EVENT_RETENTION")))
     return {
         "tokens": (Token.objects.filter(expires_at__lte=now), ("pk",)),
         "pending_logins": (PendingLogin.objects.filter(expires_at__lte=now), ("pk",)),
@@ -203,6 +206,8 @@ def _purge_targets(now: dt.datetime, cutoff: dt.datetime) -> dict[str, tuple[Que
         # After the tokens, so that a dry run counts what a real run deletes.
         "sessions": (UserSession.objects.filter(~ACTIVE, ended_at__lt=cutoff), ("ended_at", "pk")),
         "audit_records": (AuditRecord.objects.filter(timestamp__lt=cutoff), ("timestamp", "pk")),
+        # The live-event outbox: every process has read an event within seconds of its commit.
+        "session_events": (SessionEvent.objects.filter(created_at__lt=now - event_retention), ("pk",)),
     }
 
 
@@ -259,7 +264,8 @@ def history_purge(
     2. Delete, in batches: sessions ended before the cutoff, expired tokens, expired pending second
        factors, used or expired one-time passwords, node nonces past the replay window, and audit
        records older than the cutoff (``SESSIONS_HISTORY_DAYS`` is the retention of both); then
-       the stale throttle counters (`throttle.purge_counters`).
+       the stale throttle counters (`throttle.purge_counters`) and the live-event outbox rows older
+       than ``SESSIONS_EVENT_RETENTION``.
     3. Write one ``METHOD_CALL`` audit record (``sessions.purge``) with ``actor`` and the counts.
 
     Each batch is one transaction of about `BATCH_SECONDS` (``batch_size`` rows at most).

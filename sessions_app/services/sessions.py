@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from sessions_app import conf, keys, policy
+from sessions_app import conf, events, keys, policy
 from sessions_app.audit import audit_record
 from sessions_app.clients import Client
 from sessions_app.models import AuditEvent, Credentials, EndReason, Token, UserSession
@@ -121,6 +121,7 @@ def session_create(
             get_user_model().objects.select_for_update().filter(pk=user.pk).first()
             _evict_over_cap(user=user, now=now)
         row.save()
+        events.session_added(row)
         audit_record(
             event=AuditEvent.AUTHENTICATION,
             success=True,
@@ -163,6 +164,7 @@ def session_end(
         if not ended:
             return False
         session.ended_at, session.end_reason, session.ended_by = now, reason, actor
+        events.session_removed(session)
         audit_record(
             event=AuditEvent.LOGOUT if reason == EndReason.LOGOUT else AuditEvent.METHOD_CALL,
             success=True,
@@ -285,10 +287,13 @@ def _related_exists(row: UserSession, name: str) -> bool:
         raise
 
 
-def session_check(*, row: UserSession, client: Client, now: dt.datetime | None = None) -> UserSession | None:
+def session_check(
+    *, row: UserSession, client: Client, now: dt.datetime | None = None, touch: bool = True
+) -> UserSession | None:
     """Validate a loaded session row; end it (with the reason) and return None when it is invalid.
 
-    Writes ``last_seen_at`` at most once per `policy.last_seen_interval` (coalesced).
+    Writes ``last_seen_at`` at most once per `policy.last_seen_interval` (coalesced); ``touch=False``
+    (the periodic check of open sockets, which is not activity) never writes it.
     """
     now = now or timezone.now()
     if row.ended_at is not None:
@@ -302,7 +307,7 @@ def session_check(*, row: UserSession, client: Client, now: dt.datetime | None =
         session_end(session=row, reason=reason, address=client.origin, now=now)
         return None
     idle = dt.timedelta(seconds=row.idle_timeout) if row.idle_timeout is not None else None
-    if now - row.last_seen_at >= policy.last_seen_interval(idle):
+    if touch and now - row.last_seen_at >= policy.last_seen_interval(idle):
         UserSession.objects.filter(pk=row.pk, ended_at__isnull=True).update(last_seen_at=now)
         row.last_seen_at = now
     return row
@@ -330,10 +335,15 @@ _BY_SECRET = RowLoader(UserSession, "secret_hash", related="user")
 def session_rotate(*, session: UserSession) -> str:
     """Give ``session`` a new secret and a new public id (after a password change, A21)."""
     secret = keys.new_token()
-    # Tokens minted under the old identity die with it (A21).
-    Token.objects.filter(session_id=session.pk).delete()
-    session.secret_hash = keys.hash_secret(secret)
-    session.public_id = keys.new_token()
-    session.user_auth_hash = user_auth_hash(session.user)
-    session.save(update_fields=["secret_hash", "public_id", "user_auth_hash"])
+    old_id = session.public_id
+    with transaction.atomic():
+        # Tokens minted under the old identity die with it (A21).
+        Token.objects.filter(session_id=session.pk).delete()
+        session.secret_hash = keys.hash_secret(secret)
+        session.public_id = keys.new_token()
+        session.user_auth_hash = user_auth_hash(session.user)
+        session.save(update_fields=["secret_hash", "public_id", "user_auth_hash"])
+        # Subscribers see the old id go and the new one come; the session itself (and its socket) lives on.
+        events.session_removed(session, public_id=old_id, ended=False)
+        events.session_added(session)
     return secret

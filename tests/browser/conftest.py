@@ -1,4 +1,4 @@
-"""Playwright in Debian's headless Chromium against a live gunicorn (`tests.integration.servers`).
+"""Playwright in Debian's headless Chromium against the served configuration (`tests.integration.servers`).
 
 The server runs the production settings (DEBUG off): the session cookie is ``__Host-sid`` with
 ``Secure``, which Chromium keeps on ``http://127.0.0.1`` (loopback is a secure context), so no
@@ -55,7 +55,10 @@ def web(django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
     call_command("collectstatic", interactive=False, verbosity=0)
     tmp = tmp_path_factory.mktemp("browser-server")
-    with running_servers([[f"127.0.0.1:{free_port()}"]], tmp, SESSIONS_LOGIN_RATE="0") as (server,):
+    # The served configuration (bin/serve): the ASGI app on uvicorn workers, as the pages are served.
+    with running_servers([[f"127.0.0.1:{free_port()}"]], tmp, asgi=True, SESSIONS_LOGIN_RATE="0") as (
+        server,
+    ):
         yield server
 
 

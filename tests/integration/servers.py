@@ -198,10 +198,28 @@ def _ready(server: Server, deadline: float) -> None:
     pytest.fail(f"gunicorn on {server.bind} did not become ready ({last!r}):\n{tail}")
 
 
+ASGI_WORKER = "sessions_app.asgi_worker.PeerCredUvicornWorker"
+
+
+def gunicorn_command(bind: list[str], *, asgi: bool = False, workers: int = 1) -> list[str]:
+    """The gunicorn command line: the WSGI app on sync workers, or (``asgi``) the served
+    configuration of ``bin/serve``: the ASGI app (HTTP + WebSocket) on the uvicorn worker."""
+    if asgi:
+        command = [_gunicorn(), "project.asgi:application", "--worker-class", ASGI_WORKER]
+    else:
+        command = [_gunicorn(), "project.wsgi", "--worker-class", "sync"]
+    command += ["--workers", str(workers)]
+    command += [part for b in bind for part in ("--bind", b)]
+    return command + ["--graceful-timeout", "2", "--log-level", "warning"]
+
+
 @contextlib.contextmanager
-def running_servers(binds: list[list[str]], tmp: Path, **env: str) -> Iterator[list[Server]]:
-    """Start one gunicorn (1 sync worker) per entry of ``binds`` (its ``--bind`` values) on the test
-    database; wait until each answers ``core.ping``; always stop them."""
+def running_servers(
+    binds: list[list[str]], tmp: Path, *, asgi: bool = False, workers: int = 1, **env: str
+) -> Iterator[list[Server]]:
+    """Start one gunicorn per entry of ``binds`` (its ``--bind`` values) on the test database, with
+    ``workers`` sync WSGI workers or (``asgi=True``) uvicorn workers serving HTTP and WebSocket; wait
+    until each answers ``core.ping``; always stop them."""
     environment = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "project.settings",
@@ -219,9 +237,8 @@ def running_servers(binds: list[list[str]], tmp: Path, **env: str) -> Iterator[l
     try:
         for number, bind in enumerate(binds):
             log = tmp / f"gunicorn-{number}.log"
-            command = [_gunicorn(), "project.wsgi", "--workers", "1", "--worker-class", "sync"]
-            command += [part for b in bind for part in ("--bind", b)]
-            command += ["--graceful-timeout", "2", "--log-level", "warning"]
+            command = gunicorn_command(bind, asgi=asgi, workers=workers)
+            command += ["--control-socket", str(tmp / f"gunicorn-{number}.ctl")]
             with log.open("wb") as out:
                 process = subprocess.Popen(
                     command, cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT

@@ -41,3 +41,40 @@ document.addEventListener("click", async (event) => {
 });
 
 document.querySelectorAll("button[data-copy]").forEach((button) => { button.hidden = false; });
+
+// Live sessions table: the dashboard subscribes to /sessions/events/ (server-sent events) and, when a
+// session begins or ends anywhere, fetches the same page again and swaps in its table (filters,
+// order and page kept); rows that appeared are highlighted. The viewer's own session ending ("end")
+// reloads the page, which then asks to sign in.
+const liveStatus = document.getElementById("live-status");
+if (liveStatus && window.EventSource && window.fetch) {
+  const source = new EventSource(liveStatus.dataset.liveEvents);
+  let pending = null;
+  const say = (text) => { liveStatus.hidden = false; liveStatus.textContent = text; };
+  const refresh = async () => {
+    const response = await fetch(window.location.href, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+    const fresh = doc.getElementById("live-table");
+    const current = document.getElementById("live-table");
+    if (!fresh || !current) return;
+    const known = new Set([...current.querySelectorAll("tr[data-session-id]")].map((row) => row.dataset.sessionId));
+    fresh.querySelectorAll("tr[data-session-id]").forEach((row) => {
+      if (!known.has(row.dataset.sessionId)) row.classList.add("live-new");
+    });
+    current.replaceWith(fresh);
+    say(`Live updates on · table updated ${new Date().toLocaleTimeString()}`);
+  };
+  const schedule = () => {  // a burst of events costs one fetch
+    clearTimeout(pending);
+    pending = setTimeout(() => refresh().catch(() => say("Live updates on · refresh failed")), 150);
+  };
+  source.addEventListener("open", () => say("Live updates on"));
+  source.addEventListener("added", schedule);
+  source.addEventListener("removed", schedule);
+  source.addEventListener("end", () => { source.close(); window.location.reload(); });
+  source.addEventListener("error", () => {
+    if (source.readyState === EventSource.CLOSED) say("Live updates off");
+    else say("Live updates: reconnecting…");
+  });
+}

@@ -1,0 +1,102 @@
+"""Server-sent events for the dashboard: ``GET /sessions/events/`` streams ``auth.sessions`` events.
+
+The sessions page subscribes with ``EventSource`` (registry.js) and reloads its table when a session
+begins or ends anywhere. The stream is the browser's counterpart of ``core.subscribe("auth.sessions")``:
+same events (`sessions_app.live` hub), same role (``AUTH_SESSIONS_READ``), authenticated by the
+page's session cookie (a same-origin GET that changes nothing, so no CSRF token is needed). It ends
+with an ``end`` event as soon as the viewer's own session ends (terminated, expired, signed out),
+and is re-checked against the database every second like a WebSocket.
+
+Event streams need the ASGI server (``bin/serve``); under WSGI the view answers 501, and the page
+simply stays as loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+
+from sessions_app.clients import client_from_request
+from sessions_app.live import hub
+from sessions_app.models import SessionEvent
+from sessions_app.roles import Role, has_role
+
+KEEPALIVE_SECONDS = 15
+QUEUE_SIZE = 256
+_END = object()
+
+
+class _Stream:
+    """One open event stream: a listener of the hub and, like a socket, the holder of a session."""
+
+    def __init__(self, session_pk: int, client: Any) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_SIZE)
+        self.client = client
+        self._session_pk: int | None = session_pk
+
+    @property
+    def session_pk(self) -> int | None:
+        return self._session_pk
+
+    def session_gone(self, pk: int) -> None:
+        if pk == self._session_pk:
+            self._session_pk = None
+            self._put(_END)
+
+    def deliver(self, event: SessionEvent) -> None:
+        self._put({"kind": event.kind, "id": event.public_id})
+
+    def _put(self, item: Any) -> None:
+        with contextlib.suppress(asyncio.QueueFull):  # a stalled reader misses events, then reloads
+            self.queue.put_nowait(item)
+
+
+def _error(status: int, detail: str) -> HttpResponse:
+    response = JsonResponse({"error": detail}, status=status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+async def session_events(request: HttpRequest) -> HttpResponse:
+    if request.method != "GET":
+        response = _error(405, "method not allowed: use GET")
+        response["Allow"] = "GET"
+        return response
+    session = request.auth_session  # type: ignore[attr-defined]
+    if session is None:
+        return _error(401, "sign in first")
+    if not await sync_to_async(has_role)(request.user, Role.AUTH_SESSIONS_READ):
+        return _error(403, "this stream needs the AUTH_SESSIONS_READ role")
+    if not hasattr(request, "scope"):
+        return _error(501, "live updates need the ASGI server (bin/serve)")
+    stream = _Stream(session.pk, client_from_request(request))
+    hub.add_listener(stream)
+    hub.add_socket(stream)
+    response = StreamingHttpResponse(_events(stream), content_type="text/event-stream")
+    response["Cache-Control"] = "no-store"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass events through at once
+    return response
+
+
+async def _events(stream: _Stream) -> AsyncIterator[str]:
+    try:
+        yield "retry: 5000\n\n"
+        while True:
+            try:
+                item = await asyncio.wait_for(stream.queue.get(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            if item is _END:
+                yield "event: end\ndata: {}\n\n"
+                return
+            yield f"event: {item['kind']}\ndata: {json.dumps({'id': item['id']})}\n\n"
+    finally:
+        hub.remove_listener(stream)
+        hub.remove_socket(stream)

@@ -1,0 +1,51 @@
+"""Fixtures of the WebSocket tests: the served configuration (gunicorn + uvicorn workers, the ASGI
+app) running on the test database, on 127.0.0.1 and on a unix socket.
+
+The server is started once per module and shared by its tests; each test that writes to the
+database uses ``@pytest.mark.django_db(transaction=True)`` (its rows are flushed afterwards, which
+the server, holding no state of its own, does not mind).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.servers import PASSWORD_HASH, Server, free_port, running_servers
+
+
+@pytest.fixture(scope="module")
+def ws_server(
+    django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One gunicorn with 2 uvicorn workers; ``binds[0]`` is TCP, ``binds[1]`` the unix socket."""
+    tmp = tmp_path_factory.mktemp("ws")
+    socket_path = Path("/tmp") / f"ws-{free_port()}.sock"  # short: AF_UNIX paths are limited to 108 bytes
+    with (
+        django_db_blocker.unblock(),
+        running_servers(
+            [[f"127.0.0.1:{free_port()}", f"unix:{socket_path}"]], tmp, asgi=True, workers=2
+        ) as servers,
+    ):
+        yield servers[0]
+
+
+def ws_url(server: Server) -> str:
+    """``ws://127.0.0.1:<port>/api/current`` of ``server``'s TCP bind."""
+    return f"ws://{server.bind}/api/current"
+
+
+@pytest.fixture
+def create_user(django_user_model: Any) -> Callable[..., Any]:
+    """``create_user("alice", superuser=False)``: a user the servers can log in (password PASSWORD)."""
+
+    def create(username: str, *, superuser: bool = False) -> Any:
+        user = django_user_model(username=username, is_superuser=superuser, is_staff=superuser)
+        user.password = PASSWORD_HASH
+        user.save()
+        return user
+
+    return create
