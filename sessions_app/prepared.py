@@ -3,15 +3,16 @@
 Every request authenticates against the database. Building that query with the ORM costs far more
 than running it: compiling a ``select_related`` lookup takes ~0.5 ms here, the indexed lookup itself
 ~40 µs. `RowLoader` compiles the SQL once per database connection settings, then runs it through a
-plain cursor and builds the model instances with the fields' own converters -- the same values the
-ORM would produce, without the per-request compilation.
+plain cursor (on PostgreSQL a prepared statement, planned once per connection) and builds the model
+instances with the fields' own converters -- the same values the ORM would produce, without the
+per-request compilation.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db import connections, router
+from django.db import DatabaseError, connections, router
 from django.db.models import Model
 
 
@@ -68,13 +69,39 @@ class RowLoader:
             converted.append(value)
         return model.from_db(alias, [f.attname for f, _, _ in plan], converted)
 
+    @staticmethod
+    def _fetch(connection: Any, sql: str, value: Any) -> Any:
+        if connection.vendor == "postgresql" and not connection.settings_dict["OPTIONS"].get(
+            "server_side_binding"
+        ):
+            # Django's psycopg cursors bind client-side, so PostgreSQL parses and plans the statement
+            # on every execution (~0.4 ms for this join, ten times its execution). A server-binding
+            # cursor with prepare=True makes it a prepared statement of the connection: planned once.
+            import psycopg
+
+            connection.ensure_connection()
+            try:
+                with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+                    cursor.execute(sql, [value], prepare=True)
+                    return cursor.fetchone()
+            except DatabaseError as exc:
+                # A migration changed the table under the prepared statement ("cached plan must not
+                # change result type"): start a new connection, without prepared statements, once.
+                if (
+                    not isinstance(exc.__cause__, psycopg.errors.FeatureNotSupported)
+                    or connection.in_atomic_block
+                ):
+                    raise
+                connection.close()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [value])
+            return cursor.fetchone()
+
     def load(self, value: Any) -> Any:
         alias = router.db_for_read(self.model)
         connection = connections[alias]
         sql, own, joined = self._plan(alias)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [value])
-            row = cursor.fetchone()
+        row = self._fetch(connection, sql, value)
         if row is None:
             return None
         instance = self._build(self.model, alias, own, row[: len(own)], connection)
