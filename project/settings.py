@@ -197,6 +197,22 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "options", f"-c statement_timeout={_env_int('PG_STATEMENT_TIMEOUT_MS', 30000)}"
     )
+    # A connection pool per process (psycopg_pool). Under ASGI every request runs its ORM code in a
+    # thread of its own, so persistent per-thread connections would be opened per request and left
+    # behind; the pool hands each request or WebSocket call a connection and takes it back at the end
+    # (CONN_MAX_AGE must then be 0). Connections are checked when taken from the pool, so one the
+    # server dropped (restart, pg_terminate_backend) is replaced instead of failing a request (D7).
+    _pool_size = _env_int("DJANGO_DB_POOL_SIZE", 10)
+    if _pool_size > 0:
+        # With CONN_HEALTH_CHECKS on, Django gives the pool ConnectionPool.check_connection.
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": 1,
+            "max_size": _pool_size,
+            "timeout": _env_int("DJANGO_DB_POOL_TIMEOUT", 10),
+            "max_idle": 300,
+            "max_lifetime": 3600,
+        }
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

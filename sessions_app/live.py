@@ -88,7 +88,9 @@ class Hub:
         cursor: EventCursor | None = None
         loop = asyncio.get_running_loop()
         next_check = loop.time()
-        while self.listeners or self.sockets:
+        # Runs for the life of the process once started: stopping when the last socket goes would
+        # race with the next one registering.
+        while True:
             try:
                 if cursor is None:
                     cursor = await self.run_db(EventCursor.at_end)
@@ -103,7 +105,6 @@ class Hub:
             except Exception:  # the hub must outlive any one bad event
                 logger.exception("live events: unexpected error")
             await asyncio.sleep(float(conf.get("SESSIONS_EVENT_POLL_INTERVAL")))
-        self._task = None
 
     def _dispatch(self, event: SessionEvent) -> None:
         if event.kind == SessionEvent.Kind.REMOVED and event.ended:
