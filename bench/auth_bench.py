@@ -55,6 +55,7 @@ COOKIE = "__Host-sid"
 PING = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "core.ping", "params": []}).encode()
 ME = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "auth.me", "params": []}).encode()
 CASES = ("anonymous", "session cookie", "API key (Bearer)")
+ASGI_WORKER = "sessions_app.asgi_worker.PeerCredUvicornWorker"
 KEYCLOAK_PER_VCPU = 15  # password logins/s per vCPU (security.md §4)
 
 
@@ -235,11 +236,18 @@ def free_port() -> int:
 
 
 class Gunicorn:
-    def __init__(self, database_url: str, workers: int) -> None:
+    """gunicorn on 127.0.0.1: sync WSGI workers, or (``asgi``) the served configuration of bin/serve."""
+
+    def __init__(self, database_url: str, workers: int, asgi: bool = False) -> None:
         self.port = free_port()
         self.log = DATA / f"gunicorn-{self.port}.log"
-        command = [str(Path(sys.executable).with_name("gunicorn")), "project.wsgi"]
-        command += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--worker-class", "sync"]
+        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+        if asgi:
+            command = [gunicorn, "project.asgi:application", "--worker-class", ASGI_WORKER]
+        else:
+            command = [gunicorn, "project.wsgi", "--worker-class", "sync"]
+        command += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)]
+        command += ["--control-socket", f"/tmp/auth-bench-{self.port}.ctl"]
         command += ["--graceful-timeout", "2", "--log-level", "warning"]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
@@ -325,11 +333,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def bench_http(database_url: str, seed: dict[str, Any], rounds: int, per_round: int, concurrency: int) -> Any:
+def bench_http(
+    database_url: str, seed: dict[str, Any], rounds: int, per_round: int, concurrency: int, asgi: bool = False
+) -> Any:
     cases = case_headers(seed)
     latencies: dict[str, list[float]] = {name: [] for name in cases}
     rates: dict[str, list[float]] = {name: [] for name in cases}
-    with Gunicorn(database_url, workers=1) as server:
+    with Gunicorn(database_url, workers=1, asgi=asgi) as server:
         for name, headers in cases.items():
             status, data = post(server.port, ME, headers)
             assert (b'"result"' in data) == (name != "anonymous"), (name, status, data)
@@ -424,26 +434,31 @@ def render(
         "",
         f"* **in-process** — Django's WSGI handler called directly (full middleware stack, no network): "
         f"median per-request time of {args.batches} batches of {args.per_batch} requests per case.",
-        f"* **gunicorn** — 1 sync worker on 127.0.0.1; {args.concurrency} client threads (http.client), "
-        f"{args.rounds} rounds × {args.per_round} requests per case; p50/p99 over all requests, req/s the "
-        "median of the rounds. The sync worker closes every connection, so each request includes a TCP "
-        "connect; client and server share the 2 cores, which dilutes the ratios.",
+        "* **sync worker** — gunicorn, 1 sync WSGI worker on 127.0.0.1 (`project.wsgi`); the worker "
+        "closes every connection, so each request includes a TCP connect.",
+        "* **served** — the configuration `bin/serve` runs: gunicorn with 1 uvicorn worker serving "
+        "`project.asgi` (HTTP and WebSocket), keep-alive connections.",
+        f"* Both: {args.concurrency} client threads (http.client), {args.rounds} rounds × {args.per_round} "
+        "requests per case; p50/p99 over all requests, req/s the median of the rounds; client and server "
+        "share the 2 cores, which dilutes the ratios.",
         "",
-        "| database | case | DB queries | in-process µs | × anon | gunicorn p50 ms | p99 ms | req/s | "
-        "× anon (p50) | req/s vs anon |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| database | case | DB queries | in-process µs | × anon | sync worker p50 ms | × anon | "
+        "served p50 ms | p99 ms | req/s | × anon (p50) | req/s vs anon |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
         base_in = statistics.median(run["inprocess"]["per_request_us"]["anonymous"])
         base_http = run["http"]["anonymous"]
+        base_served = run["served"]["anonymous"]
         for name in CASES:
             inproc = statistics.median(run["inprocess"]["per_request_us"][name])
             http_ = run["http"][name]
+            served = run["served"][name]
             lines.append(
                 f"| {run['label']} | {name} | {run['inprocess']['queries'][name]} | {inproc:.0f} | "
-                f"{inproc / base_in:.2f}× | {http_['p50_ms']:.2f} | {http_['p99_ms']:.2f} | "
-                f"{http_['rps']:.0f} | {http_['p50_ms'] / base_http['p50_ms']:.2f}× | "
-                f"{http_['rps'] / base_http['rps']:.2f} |"
+                f"{inproc / base_in:.2f}× | {http_['p50_ms']:.2f} | {http_['p50_ms'] / base_http['p50_ms']:.2f}× | "
+                f"{served['p50_ms']:.2f} | {served['p99_ms']:.2f} | {served['rps']:.0f} | "
+                f"{served['p50_ms'] / base_served['p50_ms']:.2f}× | {served['rps'] / base_served['rps']:.2f} |"
             )
     lines += [
         "",
@@ -520,9 +535,13 @@ def main() -> None:
         inprocess = run_worker("--worker-inprocess", url, json.dumps(seed), *sizing)
         print(f"{engine}: gunicorn ...", file=sys.stderr, flush=True)
         http_ = bench_http(url, seed, args.rounds, args.per_round, args.concurrency)
+        print(f"{engine}: served configuration (uvicorn workers) ...", file=sys.stderr, flush=True)
+        served = bench_http(url, seed, args.rounds, args.per_round, args.concurrency, asgi=True)
         print(f"{engine}: logins ...", file=sys.stderr, flush=True)
         logins = bench_logins(url, args.logins)
-        runs.append({"label": label, "inprocess": inprocess, "http": http_, "logins": logins})
+        runs.append(
+            {"label": label, "inprocess": inprocess, "http": http_, "served": served, "logins": logins}
+        )
     print("check_password ...", file=sys.stderr, flush=True)
     hashing = bench_hash(args.hash_count)
     load_avg.append(os.getloadavg()[0])

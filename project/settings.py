@@ -172,7 +172,8 @@ DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{_default_sqlite}"),
         conn_max_age=_env_int("DJANGO_CONN_MAX_AGE", 60),
-        conn_health_checks=os.environ.get("DJANGO_CONN_HEALTH_CHECKS", "true").lower() in ("1", "true", "yes"),
+        conn_health_checks=os.environ.get("DJANGO_CONN_HEALTH_CHECKS", "true").lower()
+        in ("1", "true", "yes"),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -112,4 +112,3 @@ class EventCursor:
                     self.gaps.update((missing, now) for missing in range(self.high + 1, row.id))
                 self.high = row.id
         return rows
-

@@ -7,6 +7,7 @@ limited; it validates its positional parameters and raises `InvalidParams` namin
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ class Method:
     max_params: int = 2
     #: Callable by a one-time-password session that has not set its new password yet.
     before_password_change: bool = False
+    #: A role-protected call that changes something: its audit record commits with the change (D5).
+    writes: bool = False
 
     def __call__(self, context: CallContext, params: list[Any]) -> Any:
         if len(params) > self.max_params:
@@ -79,13 +82,16 @@ class Method:
             raise NotAuthorized("A new password must be set first")
         if self.role is None:
             return self.func(context, params)
-        # Role-protected calls are audited (spec §7), success or failure.
+        # Role-protected calls are audited (spec §7), success or failure. The record of a call that
+        # changes something is written in the same transaction as the change: if either cannot be
+        # written (the database busy past its timeout), neither is, and the call fails (D5, D9).
         try:
-            result = self.func(context, params)
+            with transaction.atomic() if self.writes else contextlib.nullcontext():
+                result = self.func(context, params)
+                audit_method_call(context, self.name, True)
         except Exception:
             audit_method_call(context, self.name, False)
             raise
-        audit_method_call(context, self.name, True)
         return result
 
 
@@ -100,6 +106,7 @@ def method(
     role: Role | None = None,
     max_params: int = 2,
     before_password_change: bool = False,
+    writes: bool = False,
 ) -> Callable[[Callable[[CallContext, list[Any]], Any]], Callable[[CallContext, list[Any]], Any]]:
     def register(func: Callable[[CallContext, list[Any]], Any]) -> Callable[[CallContext, list[Any]], Any]:
         METHODS[name] = Method(
@@ -110,6 +117,7 @@ def method(
             role=role,
             max_params=max_params,
             before_password_change=before_password_change,
+            writes=writes,
         )
         return func
 
@@ -151,14 +159,8 @@ def _apply_login(context: CallContext, result: LoginResult) -> None:
     elif result.pending_cleared:
         context.cookie_actions.append(lambda r: r.delete_cookie(PENDING_COOKIE, samesite="Lax"))
     if result.new_session is not None:
-        # A new login always replaces the previous session of this client (B2: no fixation).
-        if context.session is not None:
-            session_services.session_end(
-                session=context.session,
-                reason="LOGOUT",
-                actor=context.session.username,
-                address=context.client.origin,
-            )
+        # The login service ended the client's previous session (``replaces``) in the transaction
+        # that created this one (B2: no fixation; D5: both or neither).
         new = result.new_session
         context.session = new.session
         context.user = new.session.user
@@ -173,7 +175,12 @@ def _secure() -> bool:
 
 @method("auth.login_ex", auth=False, rate_limited=True, max_params=1)
 def auth_login_ex(context: CallContext, params: list[Any]) -> Any:
-    result = login_ex(params=_param(params, 0), client=context.client, pending_secret=context.pending_secret)
+    result = login_ex(
+        params=_param(params, 0),
+        client=context.client,
+        pending_secret=context.pending_secret,
+        replaces=context.session,
+    )
     _apply_login(context, result)
     return result.response
 
@@ -181,7 +188,10 @@ def auth_login_ex(context: CallContext, params: list[Any]) -> Any:
 @method("auth.login_ex_continue", auth=False, rate_limited=True, max_params=1)
 def auth_login_ex_continue(context: CallContext, params: list[Any]) -> Any:
     result = login_ex_continue(
-        params=_param(params, 0), client=context.client, pending_secret=context.pending_secret
+        params=_param(params, 0),
+        client=context.client,
+        pending_secret=context.pending_secret,
+        replaces=context.session,
     )
     _apply_login(context, result)
     return result.response
@@ -195,12 +205,14 @@ def auth_login(context: CallContext, params: list[Any]) -> bool:
         params={"mechanism": "PASSWORD_PLAIN", "username": username, "password": password},
         client=context.client,
         pending_secret=context.pending_secret,
+        replaces=context.session,
     )
     if result.response["response_type"] == "OTP_REQUIRED" and isinstance(otp, str):
         result = login_ex_continue(
             params={"mechanism": "OTP_TOKEN", "otp_token": otp},
             client=context.client,
             pending_secret=result.pending_secret,
+            replaces=context.session,
         )
     elif result.pending_secret is not None:
         result = LoginResult({"response_type": "AUTH_ERR"})
@@ -219,7 +231,9 @@ def auth_login_with_api_key(context: CallContext, params: list[Any]) -> bool:
     owner = ApiKey.objects.select_related("user").filter(pk=parsed[0]).first() if parsed else None
     username = owner.user.get_username() if owner is not None else ""
     result = login_ex(
-        params={"mechanism": "API_KEY_PLAIN", "username": username, "api_key": key}, client=context.client
+        params={"mechanism": "API_KEY_PLAIN", "username": username, "api_key": key},
+        client=context.client,
+        replaces=context.session,
     )
     _apply_login(context, result)
     return result.ok
@@ -227,7 +241,11 @@ def auth_login_with_api_key(context: CallContext, params: list[Any]) -> bool:
 
 @method("auth.login_with_token", auth=False, rate_limited=True, max_params=1)
 def auth_login_with_token(context: CallContext, params: list[Any]) -> bool:
-    result = login_ex(params={"mechanism": "TOKEN_PLAIN", "token": _param(params, 0)}, client=context.client)
+    result = login_ex(
+        params={"mechanism": "TOKEN_PLAIN", "token": _param(params, 0)},
+        client=context.client,
+        replaces=context.session,
+    )
     _apply_login(context, result)
     return result.ok
 
@@ -335,7 +353,7 @@ def _session_id(params: list[Any]) -> str:
     return value
 
 
-@method("auth.terminate_session", role=Role.AUTH_SESSIONS_WRITE, max_params=1)
+@method("auth.terminate_session", role=Role.AUTH_SESSIONS_WRITE, max_params=1, writes=True)
 def auth_terminate_session(context: CallContext, params: list[Any]) -> bool:
     return session_services.session_terminate(
         public_id=_session_id(params), actor=context.session, client=context.client
@@ -352,7 +370,7 @@ def auth_terminate_my_session(context: CallContext, params: list[Any]) -> bool:
     )
 
 
-@method("auth.terminate_other_sessions", role=Role.AUTH_SESSIONS_WRITE, max_params=0)
+@method("auth.terminate_other_sessions", role=Role.AUTH_SESSIONS_WRITE, max_params=0, writes=True)
 def auth_terminate_other_sessions(context: CallContext, params: list[Any]) -> bool:
     if context.session is None:
         raise NotAuthorized("Per-request credentials have no session to keep")
@@ -374,7 +392,7 @@ def auth_generate_token(context: CallContext, params: list[Any]) -> str:
     )
 
 
-@method("auth.generate_onetime_password", role=Role.FULL_ADMIN, max_params=1)
+@method("auth.generate_onetime_password", role=Role.FULL_ADMIN, max_params=1, writes=True)
 def auth_generate_onetime_password(context: CallContext, params: list[Any]) -> str:
     data = _param(params, 0)
     if not isinstance(data, dict) or not isinstance(data.get("username"), str) or set(data) - {"username"}:

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -142,8 +143,15 @@ def api_key_delete(*, key: ApiKey, actor: str | None, address: str = "") -> None
         key.delete()
 
 
-def api_key_touch(*, key: ApiKey, now: dt.datetime) -> None:
-    """Record use, at most once a minute per key (no write per request)."""
+def api_key_touch(*, key: ApiKey, now: dt.datetime) -> bool:
+    """Record use, at most once a minute per key (no write per request); True when this call did.
+
+    Conditional on the stored value: of concurrent requests that all read the same stale value, one
+    records the use (and its caller audits it), the others change nothing (D6).
+    """
     if key.last_used_at is None or now - key.last_used_at >= LAST_USED_INTERVAL:
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
-        key.last_used_at = now
+        stale = Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - LAST_USED_INTERVAL)
+        if ApiKey.objects.filter(stale, pk=key.pk).update(last_used_at=now):
+            key.last_used_at = now
+            return True
+    return False

@@ -32,13 +32,15 @@ from sessions_app.models import (
     ApiKey,
     AuditEvent,
     Credentials,
+    EndReason,
     OneTimePassword,
     PendingLogin,
     Token,
+    UserSession,
 )
 from sessions_app.selectors import user_get_by_username
 from sessions_app.services.api_keys import api_key_pepper, api_key_revoke, api_key_touch
-from sessions_app.services.sessions import NewSession, session_check, session_create
+from sessions_app.services.sessions import NewSession, session_check, session_create, session_end
 
 PENDING_LIFETIME = dt.timedelta(minutes=5)
 MECHANISMS = ("PASSWORD_PLAIN", "API_KEY_PLAIN", "TOKEN_PLAIN", "NODE_HMAC")
@@ -101,8 +103,22 @@ def has_totp(user: Any) -> bool:
     return TOTPDevice.objects.filter(user=user, confirmed=True).exists()
 
 
+def _open_session(*, user: Any, client: Client, replaces: UserSession | None, **kwargs: Any) -> NewSession:
+    """Create the session of a successful login, reset the account's failure counter and end the
+    session this client had (B2) -- in one transaction, so that a database that stays busy past its
+    timeout on any of these writes leaves none of them: no session the client never received (D5).
+    """
+    with transaction.atomic():
+        new = session_create(user=user, client=client, **kwargs)
+        throttle.record_success(username=user.get_username())
+        if replaces is not None:
+            session_end(
+                session=replaces, reason=EndReason.LOGOUT, actor=replaces.username, address=client.origin
+            )
+    return new
+
+
 def _success(user: Any, new_session: NewSession, login_options: dict[str, Any]) -> LoginResult:
-    throttle.record_success(username=user.get_username())
     response: dict[str, Any] = {"response_type": "SUCCESS", "authenticator": policy.assurance_level()}
     response["user_info"] = user_info(user) if login_options.get("user_info", True) else None
     return LoginResult(response, new_session=new_session)
@@ -155,7 +171,7 @@ def _fail(
             event_data={"mechanism": mechanism, "error": reason, **(extra or {})},
         )
     if count and username:
-        throttle.record_failure(username=username[:150], address=client.rate_key, mechanism=mechanism)
+        throttle.record_failure(username=username[:150], address=client.origin, mechanism=mechanism)
     throttle.sleep_after_failure()
     return LoginResult(response or AUTH_ERR)
 
@@ -182,8 +198,11 @@ def _discard_pending(pending_secret: str | None, client: Client) -> bool:
     return True
 
 
-def login_ex(*, params: Any, client: Client, pending_secret: str | None = None) -> LoginResult:
-    """``auth.login_ex``. A new login discards a pending second factor of the same client (A17)."""
+def login_ex(
+    *, params: Any, client: Client, pending_secret: str | None = None, replaces: UserSession | None = None
+) -> LoginResult:
+    """``auth.login_ex``. A new login discards a pending second factor of the same client (A17) and,
+    when it succeeds, ends ``replaces`` (the client's current session) in the same transaction."""
     if not isinstance(params, dict):
         raise InvalidParams.one("login_data", "must be an object")
     mechanism = params.get("mechanism")
@@ -195,27 +214,32 @@ def login_ex(*, params: Any, client: Client, pending_secret: str | None = None) 
     cleared = _discard_pending(pending_secret, client)
     options = params.get("login_options", {})
     if mechanism == "PASSWORD_PLAIN":
-        result = _password_login(params["username"], params["password"], client, options)
+        result = _password_login(params["username"], params["password"], client, options, replaces)
     elif mechanism == "API_KEY_PLAIN":
-        result = _api_key_login(params["username"], params["api_key"], client, options)
+        result = _api_key_login(params["username"], params["api_key"], client, options, replaces)
     elif mechanism == "NODE_HMAC":
-        result = _node_login(params, client)
+        result = _node_login(params, client, replaces)
     else:
-        result = _token_login(params["token"], client, options)
+        result = _token_login(params["token"], client, options, replaces)
     result.pending_cleared = cleared
     return result
 
 
-def _node_login(params: dict[str, Any], client: Client) -> LoginResult:
+def _node_login(params: dict[str, Any], client: Client, replaces: UserSession | None) -> LoginResult:
     from sessions_app.services.node import node_login
 
-    new = node_login(
-        node=params["node"],
-        timestamp=params["timestamp"],
-        nonce=params["nonce"],
-        signature=params["signature"],
-        client=client,
-    )
+    with transaction.atomic():
+        new = node_login(
+            node=params["node"],
+            timestamp=params["timestamp"],
+            nonce=params["nonce"],
+            signature=params["signature"],
+            client=client,
+        )
+        if new is not None and replaces is not None:
+            session_end(
+                session=replaces, reason=EndReason.LOGOUT, actor=replaces.username, address=client.origin
+            )
     if new is None:
         return _fail(
             client=client, mechanism="NODE_HMAC", username=None, reason="invalid node proof", count=False
@@ -248,7 +272,9 @@ def _onetime_password(user: Any, password: str, now: dt.datetime) -> OneTimePass
     ).first()
 
 
-def _password_login(username: str, password: str, client: Client, options: dict[str, Any]) -> LoginResult:
+def _password_login(
+    username: str, password: str, client: Client, options: dict[str, Any], replaces: UserSession | None
+) -> LoginResult:
     now = timezone.now()
     user = user_get_by_username(username=username)
     locked = throttle.locked_until(username=username[:150]) if username else None
@@ -265,10 +291,11 @@ def _password_login(username: str, password: str, client: Client, options: dict[
         if otpw is not None and OneTimePassword.objects.filter(pk=otpw.pk, used_at__isnull=True).update(
             used_at=now
         ):
-            new = session_create(
+            new = _open_session(
                 credentials=Credentials.LOGIN_ONETIME_PASSWORD,
                 client=client,
                 user=user,
+                replaces=replaces,
                 password_change_required=True,
                 audit_data={"mechanism": "PASSWORD_PLAIN", "onetime_password": True},
             )
@@ -298,10 +325,11 @@ def _password_login(username: str, password: str, client: Client, options: dict[
             reason="second factor required",
             count=False,
         )
-    new = session_create(
+    new = _open_session(
         credentials=Credentials.LOGIN_PASSWORD,
         client=client,
         user=user,
+        replaces=replaces,
         audit_data={"mechanism": "PASSWORD_PLAIN"},
     )
     return _success(user, new, options)
@@ -310,7 +338,9 @@ def _password_login(username: str, password: str, client: Client, options: dict[
 # --- second factor -----------------------------------------------------------------------------------
 
 
-def login_ex_continue(*, params: Any, client: Client, pending_secret: str | None) -> LoginResult:
+def login_ex_continue(
+    *, params: Any, client: Client, pending_secret: str | None, replaces: UserSession | None = None
+) -> LoginResult:
     """``auth.login_ex_continue`` with ``OTP_TOKEN``: the pending login's user, never one named here."""
     if not isinstance(params, dict) or params.get("mechanism") != "OTP_TOKEN":
         raise InvalidParams.one("login_data.mechanism", "must be OTP_TOKEN")
@@ -355,10 +385,11 @@ def login_ex_continue(*, params: Any, client: Client, pending_secret: str | None
     if verified is None:
         reused = any(_matches_ignoring_replay(d, code) for d in devices)
         return _otp_failed(pending, client, "reused code" if reused else "wrong code")
-    new = session_create(
+    new = _open_session(
         credentials=Credentials.LOGIN_TWOFACTOR,
         client=client,
         user=user,
+        replaces=replaces,
         audit_data={"mechanism": "OTP_TOKEN", "device": verified.persistent_id},
     )
     return _success(user, new, params.get("login_options", {}))
@@ -390,7 +421,9 @@ def _otp_failed(pending: PendingLogin, client: Client, reason: str) -> LoginResu
 # --- API keys ---------------------------------------------------------------------------------------
 
 
-def _api_key_login(username: str, api_key: str, client: Client, options: dict[str, Any]) -> LoginResult:
+def _api_key_login(
+    username: str, api_key: str, client: Client, options: dict[str, Any], replaces: UserSession | None
+) -> LoginResult:
     now = timezone.now()
     parsed = keys.split_api_key(api_key)
     key = None
@@ -439,10 +472,11 @@ def _api_key_login(username: str, api_key: str, client: Client, options: dict[st
             count=False, response=EXPIRED, extra={"api_key_ref": key_label},
         )  # fmt: skip
     api_key_touch(key=key, now=now)
-    new = session_create(
+    new = _open_session(
         credentials=Credentials.API_KEY,
         client=client,
         user=key.user,
+        replaces=replaces,
         api_key=key,
         audit_data={"mechanism": "API_KEY_PLAIN", "api_key_ref": key_label},
     )
@@ -452,7 +486,9 @@ def _api_key_login(username: str, api_key: str, client: Client, options: dict[st
 # --- tokens -----------------------------------------------------------------------------------------
 
 
-def _token_login(token_text: str, client: Client, options: dict[str, Any]) -> LoginResult:
+def _token_login(
+    token_text: str, client: Client, options: dict[str, Any], replaces: UserSession | None
+) -> LoginResult:
     now = timezone.now()
     token = (
         Token.objects.select_related("session", "session__user", "session__api_key", "session__parent")
@@ -489,10 +525,11 @@ def _token_login(token_text: str, client: Client, options: dict[str, Any]) -> Lo
         Token.objects.filter(pk=token.pk).update(
             expires_at=min(now + dt.timedelta(seconds=token.ttl), parent.expires_at)
         )
-    new = session_create(
+    new = _open_session(
         credentials=Credentials.TOKEN,
         client=client,
         user=parent.user,
+        replaces=replaces,
         token=token,
         audit_data={"mechanism": "TOKEN_PLAIN", "parent": parent.public_id},
     )

@@ -307,8 +307,13 @@ def session_check(
         session_end(session=row, reason=reason, address=client.origin, now=now)
         return None
     idle = dt.timedelta(seconds=row.idle_timeout) if row.idle_timeout is not None else None
-    if touch and now - row.last_seen_at >= policy.last_seen_interval(idle):
-        UserSession.objects.filter(pk=row.pk, ended_at__isnull=True).update(last_seen_at=now)
+    interval = policy.last_seen_interval(idle)
+    if touch and now - row.last_seen_at >= interval:
+        # Only while the stored value is still stale: of concurrent requests that all read the old
+        # value, one writes the row and the others change nothing (D6).
+        UserSession.objects.filter(pk=row.pk, ended_at__isnull=True, last_seen_at__lte=now - interval).update(
+            last_seen_at=now
+        )
         row.last_seen_at = now
     return row
 

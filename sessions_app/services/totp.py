@@ -63,7 +63,7 @@ def totp_device_disable(*, user: Any, password: str, client: Client) -> bool:
     if throttle.locked_until(username=username) is not None or not check_password(user, password):
         with transaction.atomic():
             _audit("two_factor.disable", user, client, success=False, error="password not confirmed")
-        throttle.record_failure(username=username, address=client.rate_key, mechanism="PASSWORD_PLAIN")
+        throttle.record_failure(username=username, address=client.origin, mechanism="PASSWORD_PLAIN")
         throttle.sleep_after_failure()
         return False
     with transaction.atomic():

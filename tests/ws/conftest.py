@@ -8,6 +8,7 @@ the server, holding no state of its own, does not mind).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,3 +50,25 @@ def create_user(django_user_model: Any) -> Callable[..., Any]:
         return user
 
     return create
+
+
+@pytest.fixture(autouse=True)
+def _sessions_settled(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a database test, wait until the server has finished ending the sessions of the sockets
+    the test closed (it does so asynchronously, on the socket's close): on PostgreSQL, the flush's
+    TRUNCATE would otherwise race that UPDATE + INSERT and could deadlock. Quiet = no new outbox row
+    for 0.3 s (at most 5 s)."""
+    yield
+    if request.node.get_closest_marker("django_db") is None:
+        return
+    from sessions_app.models import SessionEvent
+
+    deadline = time.monotonic() + 5
+    last, quiet_since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        newest = SessionEvent.objects.order_by("-id").values_list("id", flat=True).first()
+        if newest != last:
+            last, quiet_since = newest, time.monotonic()
+        elif time.monotonic() - quiet_since >= 0.3:
+            return
+        time.sleep(0.05)

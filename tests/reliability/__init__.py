@@ -1,0 +1,3 @@
+"""Reliability under load and faults: security.md group D (D1–D18), marked ``reliability``."""
+
+from __future__ import annotations

@@ -1,0 +1,352 @@
+"""Fixtures of the reliability tests (security.md group D): bounded sizes, worker threads that share
+the test database, real gunicorn processes on loopback, and holders of database locks.
+
+Every load loop here is bounded twice, by a count and by a deadline, and stops by itself; all traffic
+goes to 127.0.0.1 (the Django test client sends none at all). Sizes follow ``RELIABILITY_SCALE``:
+``small`` (the default, what ``.ci/run`` uses) or ``full`` (the figures security.md names, e.g. 1 000
+operations for D9).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from django.core.signals import request_finished
+from django.db import close_old_connections, connection, connections
+
+from tests.integration.servers import COOKIE, PASSWORD_HASH, Server
+
+T = TypeVar("T")
+
+SCALES = ("small", "full")
+
+
+def reliability_scale() -> str:
+    scale = os.environ.get("RELIABILITY_SCALE", "").strip().lower() or "small"
+    if scale not in SCALES:
+        raise pytest.UsageError(f"RELIABILITY_SCALE must be one of {', '.join(SCALES)}, not {scale!r}")
+    return scale
+
+
+@pytest.fixture
+def scaled() -> Callable[[int, int], int]:
+    """``scaled(small, full)``: the size of a load for the ``RELIABILITY_SCALE`` in force."""
+    full = reliability_scale() == "full"
+    return lambda small, big: big if full else small
+
+
+# --- worker threads on the test database ------------------------------------------------------------
+
+
+class Threads:
+    """Run work in threads that each have their own database connection, released together.
+
+    Django's in-memory SQLite test database is shared-cache: a second writer gets "database table is
+    locked" at once instead of waiting on the busy timeout. `share` then copies it, once the test has
+    set up its rows, to a file that worker connections open instead (same OPTIONS: WAL, IMMEDIATE,
+    busy timeout), and the main thread must read through `read`. A file SQLite test database
+    (``SQLITE_TEST_NAME``) and PostgreSQL need no copy; `read` works the same on them.
+
+    A request a worker thread sends through Django's test client ends like one a server handles:
+    its connection is released (back to the pool, with PostgreSQL's connection pool), which the test
+    client alone does not do.
+    """
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._tmp_path = tmp_path
+        self._monkeypatch = monkeypatch
+        self._shared = False
+
+    def share(self) -> None:
+        """Make what the main thread wrote so far visible to worker threads (call after setup)."""
+        if self._shared:
+            return
+        self._shared = True
+        if connection.vendor == "sqlite" and connection.is_in_memory_db():
+            path = self._tmp_path / "threads.sqlite3"
+            connection.ensure_connection()
+            target = sqlite3.connect(path)
+            try:
+                connection.connection.backup(target)
+            finally:
+                target.close()
+            self._monkeypatch.setitem(
+                connections.settings, "default", {**connections.settings["default"], "NAME": str(path)}
+            )
+
+    @staticmethod
+    def release_after_request(sender: Any, **kwargs: Any) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            close_old_connections()
+
+    def run(self, count: int, work: Callable[[int], T], *, timeout: float = 60.0) -> list[T]:
+        """``work(i)`` for i in range(count), in ``count`` threads released by a barrier.
+
+        Fails if a thread raised or had not finished after ``timeout`` seconds (threads are daemons:
+        a stuck one never keeps the run alive).
+        """
+        self.share()
+        barrier = threading.Barrier(count)
+        results: list[Any] = [None] * count
+
+        def target(i: int) -> None:
+            try:
+                barrier.wait(timeout=timeout)
+                results[i] = work(i)
+            except BaseException as exc:  # reported below, in the main thread
+                results[i] = exc
+            finally:
+                connections.close_all()
+
+        workers = [threading.Thread(target=target, args=(i,), daemon=True) for i in range(count)]
+        for worker in workers:
+            worker.start()
+        deadline = time.monotonic() + timeout
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        stuck = sum(worker.is_alive() for worker in workers)
+        assert not stuck, f"{stuck} of {count} worker threads still running after {timeout} s"
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert not errors, errors[:3]
+        return results
+
+    def read(self, work: Callable[[], T]) -> T:
+        """``work()`` on a worker-thread connection: the one that sees what the threads committed."""
+        return self.run(1, lambda _: work())[0]
+
+
+@pytest.fixture
+def threads(transactional_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Threads]:
+    request_finished.connect(Threads.release_after_request)
+    try:
+        yield Threads(tmp_path, monkeypatch)
+    finally:
+        request_finished.disconnect(Threads.release_after_request)
+
+
+# --- answers --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    """One HTTP answer, from the test client or from a real server."""
+
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    cookies: dict[str, str]
+
+    @classmethod
+    def of(cls, response: Any) -> Answer:
+        """From a Django test-client response."""
+        return cls(
+            response.status_code,
+            {name.lower(): value for name, value in response.headers.items()},
+            response.content,
+            {name: morsel.value for name, morsel in response.cookies.items()},
+        )
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def ok(self) -> bool:
+        """A JSON-RPC call that returned a result."""
+        return self.status == 200 and "result" in self.json
+
+    @property
+    def not_authenticated(self) -> bool:
+        """Refused as unauthenticated: HTTP 401, or JSON-RPC's ``ENOTAUTHENTICATED`` (207)."""
+        if self.status == 401:
+            return True
+        if self.status != 200:
+            return False
+        error = self.json.get("error") or {}
+        return (error.get("data") or {}).get("errname") == "ENOTAUTHENTICATED"
+
+
+class Checks:
+    """What every reliability test asserts about answers (a fixture: tests import nothing from here)."""
+
+    answer = staticmethod(Answer.of)
+
+    @staticmethod
+    def documented_503(answer: Answer) -> None:
+        """The documented answer of a database that cannot be used: 503, JSON, ``Retry-After``."""
+        assert answer.status == 503, (answer.status, answer.body[:300])
+        assert answer.headers.get("content-type", "").startswith("application/json"), answer.headers
+        retry_after = answer.headers.get("retry-after", "")
+        assert retry_after.isdigit(), answer.headers
+        assert int(retry_after) >= 1, answer.headers
+        assert isinstance(answer.json, dict), answer.body[:300]
+        assert b"<html" not in answer.body.lower()
+        assert b"traceback" not in answer.body.lower()
+
+    @classmethod
+    def no_undocumented_5xx(cls, answers: list[Answer]) -> None:
+        """Every 5xx among ``answers`` is the documented 503."""
+        for answer in answers:
+            if answer.status >= 500:
+                cls.documented_503(answer)
+
+
+@pytest.fixture
+def checks() -> Checks:
+    return Checks()
+
+
+# --- real servers ---------------------------------------------------------------------------------
+
+
+def call_server(
+    server: Server,
+    method: str,
+    *params: Any,
+    cookie: str | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> Answer:
+    """One JSON-RPC call to ``POST /api/current`` of a gunicorn started by `running_servers`, with the
+    status, headers and raw body (`Server.call` keeps only the JSON)."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    if cookie is not None:
+        sent["Cookie"] = f"{COOKIE}={cookie}"  # by hand: a jar would withhold a Secure cookie over http
+    conn = server.connect()
+    conn.timeout = timeout
+    try:
+        conn.request("POST", "/api/current", body, sent)
+        response = conn.getresponse()
+        data = response.read()
+    finally:
+        conn.close()
+    jar: SimpleCookie = SimpleCookie()
+    for header in response.msg.get_all("Set-Cookie") or []:
+        jar.load(header)
+    return Answer(
+        response.status,
+        {name.lower(): value for name, value in response.getheaders()},
+        data,
+        {name: morsel.value for name, morsel in jar.items()},
+    )
+
+
+@pytest.fixture
+def server_call() -> Callable[..., Answer]:
+    """``server_call(server, method, *params, cookie=..., headers=..., timeout=...)`` -> `Answer`."""
+    return call_server
+
+
+@pytest.fixture
+def server_user(django_user_model: Any) -> Callable[..., Any]:
+    """``server_user("alice", superuser=False)``: a user the servers can log in (password PASSWORD;
+    the servers run the production hashers, not the tests' MD5)."""
+
+    def create(username: str, *, superuser: bool = False) -> Any:
+        user = django_user_model(username=username, is_superuser=superuser, is_staff=superuser)
+        user.password = PASSWORD_HASH
+        user.save()
+        return user
+
+    return create
+
+
+# --- holding the database busy ------------------------------------------------------------------------
+
+
+class DatabaseLocks:
+    """Locks taken from a connection of the test's own, outside Django, to make the servers wait."""
+
+    @contextlib.contextmanager
+    def sqlite_write_lock(self) -> Iterator[None]:
+        """Hold SQLite's write lock (``BEGIN IMMEDIATE``) on the test database file until the block ends."""
+        path = connection.settings_dict["NAME"]
+        holder = sqlite3.connect(path, isolation_level=None, timeout=10)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                holder.execute("ROLLBACK")
+            holder.close()
+
+    def pg_connect(self) -> Any:
+        import psycopg
+
+        db = connection.settings_dict
+        return psycopg.connect(
+            dbname=db["NAME"],
+            user=db["USER"] or None,
+            password=db["PASSWORD"] or None,
+            host=db["HOST"] or "127.0.0.1",
+            port=db["PORT"] or None,
+            application_name="reliability-lock-holder",
+        )
+
+    @contextlib.contextmanager
+    def pg_table_lock(self, table: str, mode: str) -> Iterator[None]:
+        """Hold ``LOCK TABLE <table> IN <mode> MODE`` until the block ends."""
+        from psycopg import sql
+
+        holder = self.pg_connect()
+        try:
+            holder.execute(sql.SQL("LOCK TABLE {} IN " + mode + " MODE").format(sql.Identifier(table)))
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                holder.rollback()
+            holder.close()
+
+    def pg_backends(self, application_name: str, *, waiting_on_lock: bool = False) -> list[int]:
+        """Backend pids of a server's connections (found by their ``application_name``)."""
+        query = "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = %s"
+        if waiting_on_lock:
+            query += " AND wait_event_type = 'Lock'"
+        with contextlib.closing(self.pg_connect()) as admin:
+            admin.autocommit = True
+            rows = admin.execute(query, [application_name, connection.settings_dict["NAME"]]).fetchall()
+        return [pid for (pid,) in rows]
+
+    def pg_terminate(self, pid: int) -> bool:
+        with contextlib.closing(self.pg_connect()) as admin:
+            admin.autocommit = True
+            row = admin.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone()
+        return bool(row and row[0])
+
+
+@pytest.fixture
+def db_locks() -> DatabaseLocks:
+    return DatabaseLocks()
+
+
+def skip_unless_sqlite() -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip(f"SQLite-only: {connection.vendor} has no database-wide write lock")
+
+
+def skip_unless_postgresql(reason: str) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip(f"PostgreSQL-only: {reason}")
+
+
+@pytest.fixture
+def vendor_only() -> Any:
+    """``vendor_only.sqlite()`` / ``vendor_only.postgresql(reason)``: skip on the other backend."""
+
+    class VendorOnly:
+        sqlite = staticmethod(skip_unless_sqlite)
+        postgresql = staticmethod(skip_unless_postgresql)
+
+    return VendorOnly()
