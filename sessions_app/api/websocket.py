@@ -23,6 +23,7 @@ import contextlib
 import errno
 import itertools
 import logging
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -30,7 +31,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, OperationalError, close_old_connections
 from django.http.request import split_domain_port, validate_host
 
 from sessions_app.api.jsonrpc import (
@@ -78,6 +79,8 @@ SUBSCRIBABLE: dict[str, Role | None] = {
     COLLECTION: Role.AUTH_SESSIONS_READ,
     "*": Role.AUTH_SESSIONS_READ,
 }
+#: Tries at ending the session of a closed socket (a deadlock victim or a busy database retries).
+END_ATTEMPTS = 3
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_INVALID_TEXT, CLOSE_TOO_BIG = 1000, 1008, 1007, 1009
 
 # Calls run in threads of their own (Django's ORM is synchronous); each thread keeps its database
@@ -133,6 +136,8 @@ class Connection:
         self.closed = asyncio.Event()
         #: The session an identity call of this socket is ending (its REMOVED must not close us).
         self.leaving: int | None = None
+        #: The newest outbox event when the last subscription was made: older ones are not sent.
+        self.since = 0
 
     # hub side
     @property
@@ -151,12 +156,18 @@ class Connection:
         self.loop.create_task(self.close(CLOSE_NORMAL))
 
     def deliver(self, event: SessionEvent) -> None:
+        if event.id <= self.since:
+            return
         if self.user.is_authenticated and set(self.subscriptions.values()) & {COLLECTION, "*"}:
             self.loop.create_task(self.send_json(notification(event)))
 
     # subscriptions (called from call threads: plain dict operations, atomic under the GIL)
     def subscribe(self, name: str) -> str:
+        """Events committed before this call are not sent (as in TrueNAS, a subscription sees what
+        happens after it; the hub may not have delivered older ones yet)."""
         subscription = str(uuid.uuid4())
+        newest = SessionEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+        self.since = max(self.since, newest)
         self.subscriptions[subscription] = name
         return subscription
 
@@ -249,17 +260,24 @@ class Connection:
         session = self.session
         if session is None:
             return
-        close_old_connections()
-        try:
-            session_end(
-                session=session,
-                reason=EndReason.LOGOUT,
-                actor=session.username,
-                address=self.client.origin,
-                note="connection closed",
-            )
-        finally:
+        for attempt in range(END_ATTEMPTS):
             close_old_connections()
+            try:
+                session_end(
+                    session=session,
+                    reason=EndReason.LOGOUT,
+                    actor=session.username,
+                    address=self.client.origin,
+                    note="connection closed",
+                )
+                return
+            except OperationalError:
+                # Busy or a deadlock victim: nobody else will end this session, so try again.
+                if attempt == END_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
+            finally:
+                close_old_connections()
 
 
 # --- the ASGI application ----------------------------------------------------------------------

@@ -180,12 +180,15 @@ def session_end(
                 **({"note": note} if note else {}),
             },
         )
+        # Children first, then tokens: every transaction locks a session row before the tokens it
+        # deletes, so a token session ending at the same moment as its parent (both sockets closing)
+        # cannot deadlock with it on PostgreSQL.
+        for child in UserSession.objects.filter(parent_id=session.pk, ended_at__isnull=True):
+            session_end(session=child, reason=EndReason.PARENT_ENDED, now=now)
         # The tokens this session created die with it; so does a multi-use token it logged in with.
         Token.objects.filter(session_id=session.pk).delete()
         if session.token_id is not None:
             Token.objects.filter(pk=session.token_id).delete()
-        for child in UserSession.objects.filter(parent_id=session.pk, ended_at__isnull=True):
-            session_end(session=child, reason=EndReason.PARENT_ENDED, now=now)
     return True
 
 
