@@ -66,4 +66,7 @@ class PeerCredUvicornWorker(UvicornWorker):
         "ws_ping_interval": 20.0,
         "ws_ping_timeout": 20.0,
         "lifespan": "off",
+        # The client address is decided by the app alone (SESSIONS_TRUSTED_PROXIES): uvicorn would
+        # otherwise rewrite it from X-Forwarded-For for any peer in FORWARDED_ALLOW_IPS.
+        "proxy_headers": False,
     }

@@ -180,9 +180,9 @@ def bearer_api_key(text: str, client: Client) -> ApiKey | None:
         )
         return None
     previous = key.last_used_at
-    api_key_touch(key=key, now=now)
-    if key.last_used_at is not previous:
-        with transaction.atomic():
+    with transaction.atomic():  # the use and its audit record commit together (D10)
+        api_key_touch(key=key, now=now)
+        if key.last_used_at is not previous:
             audit_record(
                 event=AuditEvent.AUTHENTICATION,
                 success=True,

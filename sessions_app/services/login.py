@@ -288,17 +288,20 @@ def _password_login(
         return _fail(client=client, mechanism="PASSWORD_PLAIN", username=username, reason=reason)
     if not password_ok:
         otpw = _onetime_password(user, password, now)
-        if otpw is not None and OneTimePassword.objects.filter(pk=otpw.pk, used_at__isnull=True).update(
-            used_at=now
-        ):
-            new = _open_session(
-                credentials=Credentials.LOGIN_ONETIME_PASSWORD,
-                client=client,
-                user=user,
-                replaces=replaces,
-                password_change_required=True,
-                audit_data={"mechanism": "PASSWORD_PLAIN", "onetime_password": True},
-            )
+        new = None
+        if otpw is not None:
+            # Used up in the transaction that opens the session and writes its audit record (D10).
+            with transaction.atomic():
+                if OneTimePassword.objects.filter(pk=otpw.pk, used_at__isnull=True).update(used_at=now):
+                    new = _open_session(
+                        credentials=Credentials.LOGIN_ONETIME_PASSWORD,
+                        client=client,
+                        user=user,
+                        replaces=replaces,
+                        password_change_required=True,
+                        audit_data={"mechanism": "PASSWORD_PLAIN", "onetime_password": True},
+                    )
+        if new is not None:
             result = _success(user, new, options)
             if result.response["user_info"] is not None:
                 # Flag the one-time-password session to the client, as TrueNAS does (A20).
@@ -518,19 +521,26 @@ def _token_login(
             same = client.peer is None and client.address is not None and client.address == token.origin_ip
         if not same:
             return _fail(**fail, reason="origin does not match")
-    if token.single_use:
-        if not Token.objects.filter(pk=token.pk).delete()[0]:
-            return _fail(**fail, reason="token already used")
-    else:
-        Token.objects.filter(pk=token.pk).update(
-            expires_at=min(now + dt.timedelta(seconds=token.ttl), parent.expires_at)
-        )
-    new = _open_session(
-        credentials=Credentials.TOKEN,
-        client=client,
-        user=parent.user,
-        replaces=replaces,
-        token=token,
-        audit_data={"mechanism": "TOKEN_PLAIN", "parent": parent.public_id},
-    )
+    # The token is used up (or its expiry slides) in the transaction that opens the session and writes
+    # its audit record: a process killed in between leaves the token as it was (D10).
+    with transaction.atomic():
+        if token.single_use:
+            used = not Token.objects.filter(pk=token.pk).delete()[0]
+        else:
+            used = False
+            Token.objects.filter(pk=token.pk).update(
+                expires_at=min(now + dt.timedelta(seconds=token.ttl), parent.expires_at)
+            )
+        new = None
+        if not used:
+            new = _open_session(
+                credentials=Credentials.TOKEN,
+                client=client,
+                user=parent.user,
+                replaces=replaces,
+                token=token,
+                audit_data={"mechanism": "TOKEN_PLAIN", "parent": parent.public_id},
+            )
+    if new is None:
+        return _fail(**fail, reason="token already used")
     return _success(parent.user, new, options)
