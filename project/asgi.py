@@ -17,6 +17,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 django_application = get_asgi_application()
 
 from sessions_app.api.websocket import websocket_application  # noqa: E402  (needs the app registry)
+from sessions_app.asgi_http import WSGIBridge  # noqa: E402
+
+#: Every view is synchronous but the dashboard's event stream: HTTP runs on Django's WSGI handler in a
+#: thread pool (one hop per request, see sessions_app.asgi_http), the stream on Django's ASGI handler.
+ASGI_PATHS = frozenset({"/sessions/events/"})
+http_application = WSGIBridge()
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -31,5 +37,7 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    elif scope["type"] == "http" and scope["path"] not in ASGI_PATHS:
+        await http_application(scope, receive, send)
     else:
         await django_application(scope, receive, send)

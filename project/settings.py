@@ -138,6 +138,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: keeps the chain synchronous under ASGI (one thread per request, not one hop per method).
+    "sessions_app.middleware.SyncBoundary",
 ]
 MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"
 # admin.E408/E410 ask for Django's session and authentication middleware; ours replaces both.

@@ -131,9 +131,9 @@ def client_from_environ(meta: Any, *, is_secure: bool, scope: Any = None) -> Cli
 def client_from_request(request: Any) -> Client:
     cached = getattr(request, "_sessions_client", None)
     if cached is None:
-        cached = client_from_environ(
-            request.META, is_secure=request.is_secure(), scope=getattr(request, "scope", None)
-        )
+        # ASGI: Django's ASGIRequest keeps the scope; the WSGI bridge puts it in META.
+        scope = getattr(request, "scope", None) or request.META.get("asgi.scope")
+        cached = client_from_environ(request.META, is_secure=request.is_secure(), scope=scope)
         request._sessions_client = cached
     return cached
 

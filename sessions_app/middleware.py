@@ -317,3 +317,20 @@ def _end_sessions_of_gone_peers(*, uid: int, gid: int) -> None:
     ):
         if session.peer_pid is not None and not _pid_alive(session.peer_pid):
             session_end(session=session, reason=EndReason.LOGOUT, note="peer process exited")
+
+
+class SyncBoundary:
+    """The innermost middleware, synchronous only: under ASGI it makes Django run the whole
+    (synchronous) middleware chain and view in one worker thread, instead of hopping between the
+    event loop and a thread for every ``process_request``/``process_response`` of each middleware
+    that can run both ways (~14 hops, 2.3 ms of a 2.5 ms ``core.ping`` here). No effect under WSGI.
+    """
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
