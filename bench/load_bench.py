@@ -72,6 +72,9 @@ for i in range(8):
     out["tokens"].append(token_generate(session=parent.session, client=local, ttl=86400, match_origin=False))
 admin = User.objects.create_superuser("loadadmin", password=%(password)r)
 out["admin"] = session_create(credentials=Credentials.LOGIN_PASSWORD, client=local, user=admin).secret
+from django.db import connection
+with connection.cursor() as cursor:  # planner statistics, as autovacuum / a deployment would have them
+    cursor.execute("ANALYZE")
 print("SEED " + json.dumps(out))
 """
 

@@ -385,12 +385,11 @@ def render(runs: list[dict[str, Any]], args: argparse.Namespace, load_avg: list[
         "server's work (and the server's calls, up to `MAX_IN_FLIGHT`), but one worker's calls still "
         "share one process.",
         "",
-        "HTTP through the ASGI app is slower than the WSGI sync worker even though the latter opens a TCP "
-        "connection per call: Django's ASGI handler runs each request's synchronous code on a thread of "
-        "its own (asgiref `ThreadSensitiveContext`), and database connections are per thread, so every "
-        "HTTP request opens a new one (SQLite with its PRAGMAs, PostgreSQL with a full connect) and "
-        "leaves it to the garbage collector; `CONN_MAX_AGE` cannot help (Django ticket #33497). The "
-        "WebSocket's call threads live as long as the process and keep their connections.",
+        "HTTP through the served worker runs Django's WSGI handler in a pooled thread "
+        "(`sessions_app.asgi_http`: one hop per request, connections kept per thread on SQLite and "
+        "pooled on PostgreSQL); what remains of its gap to the WSGI sync worker, which even pays a TCP "
+        "connect per call, is uvicorn's pure-Python HTTP parser (h11) and that hop. The WebSocket skips "
+        "HTTP parsing and the middleware stack altogether.",
         "<!-- ws-bench:end -->",
     ]
     return "\n".join(lines)
