@@ -57,7 +57,6 @@ from sessions_app.services import api_keys as api_key_services
 from sessions_app.services import totp as totp_services
 from sessions_app.services.login import LoginResult, login_ex, login_ex_continue
 from sessions_app.services.sessions import (
-    session_end,
     session_logout,
     session_terminate,
     session_terminate_others,
@@ -127,9 +126,7 @@ def _render(request: HttpRequest, template: str, context: dict[str, Any], status
 
 
 def _finish(request: HttpRequest, result: LoginResult, next_url: str) -> HttpResponse:
-    assert result.new_session is not None
-    if request.auth_session is not None:  # type: ignore[attr-defined]
-        session_end(session=request.auth_session, reason="LOGOUT", note="credential changed")  # type: ignore[attr-defined]
+    assert result.new_session is not None  # the login ended the browser's previous session (replaces=)
     if result.new_session.session.password_change_required:
         next_url = reverse("sessions_app:password-change")
     response = HttpResponseRedirect(next_url)
@@ -174,6 +171,7 @@ def sign_in(request: HttpRequest) -> HttpResponse:
                 params={"mechanism": "PASSWORD_PLAIN", **form.cleaned_data},
                 client=client,
                 pending_secret=request.COOKIES.get(PENDING_COOKIE),
+                replaces=request.auth_session,  # type: ignore[attr-defined]
             )
             if result.ok:
                 return _finish(request, result, next_url)
@@ -202,6 +200,7 @@ def sign_in_otp(request: HttpRequest) -> HttpResponse:
             params={"mechanism": "OTP_TOKEN", **form.cleaned_data},
             client=client,
             pending_secret=request.COOKIES.get(PENDING_COOKIE),
+            replaces=request.auth_session,  # type: ignore[attr-defined]
         )
         if result.ok:
             return _finish(request, result, next_url)

@@ -403,7 +403,8 @@ def rate_limit(request: Request, method: str, params: Any) -> None:
 def finish_login(request: Request, response: Response, result: LoginResult) -> None:
     """Cookies of a login answer: the pending second factor, or a new session (+ a new CSRF token).
 
-    A new session replaces the caller's previous one, which ends (B2: no fixation).
+    A new session replaces the caller's previous one, which the login service ended in the same
+    transaction (``replaces``; B2: no fixation).
     """
     if result.pending_secret is not None:
         response.set_cookie(
@@ -417,11 +418,6 @@ def finish_login(request: Request, response: Response, result: LoginResult) -> N
     elif result.pending_cleared or (result.new_session is not None and PENDING_COOKIE in request.COOKIES):
         response.delete_cookie(PENDING_COOKIE, samesite="Lax")
     if result.new_session is not None:
-        previous = request._request.auth_session
-        if previous is not None:
-            session_services.session_end(
-                session=previous, reason="LOGOUT", actor=previous.username, address=client_of(request).origin
-            )
         set_session_cookie(response, result.new_session.secret)
         rotate_token(request._request)
 
@@ -443,7 +439,10 @@ class LoginView(ApiView):
         params = request.data
         rate_limit(request, "auth.login_ex", params)
         result = login_ex(
-            params=params, client=client_of(request), pending_secret=request.COOKIES.get(PENDING_COOKIE)
+            params=params,
+            client=client_of(request),
+            pending_secret=request.COOKIES.get(PENDING_COOKIE),
+            replaces=request._request.auth_session,
         )
         response = Response(result.response)
         finish_login(request, response, result)
@@ -467,7 +466,10 @@ class LoginContinueView(ApiView):
         params = request.data
         rate_limit(request, "auth.login_ex_continue", params)
         result = login_ex_continue(
-            params=params, client=client_of(request), pending_secret=request.COOKIES.get(PENDING_COOKIE)
+            params=params,
+            client=client_of(request),
+            pending_secret=request.COOKIES.get(PENDING_COOKIE),
+            replaces=request._request.auth_session,
         )
         response = Response(result.response)
         finish_login(request, response, result)
