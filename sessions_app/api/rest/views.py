@@ -422,6 +422,23 @@ def finish_login(request: Request, response: Response, result: LoginResult) -> N
         rotate_token(request._request)
 
 
+def login_step(request: Request, method_name: str, service: Callable[..., LoginResult]) -> Response:
+    """One login step (``login_ex`` or ``login_ex_continue``) of a REST view: same-origin check,
+    per-address rate limit, the service (ending the caller's previous session on success), cookies."""
+    refuse_cross_origin(request)
+    params = request.data
+    rate_limit(request, method_name, params)
+    result = service(
+        params=params,
+        client=client_of(request),
+        pending_secret=request.COOKIES.get(PENDING_COOKIE),
+        replaces=request._request.auth_session,
+    )
+    response = Response(result.response)
+    finish_login(request, response, result)
+    return response
+
+
 class LoginView(ApiView):
     """``auth.login_ex``: the body is its parameters (validated by the login service)."""
 
@@ -435,18 +452,7 @@ class LoginView(ApiView):
         responses={200: ref("LoginResponse")},
     )
     def post(self, request: Request) -> Response:
-        refuse_cross_origin(request)
-        params = request.data
-        rate_limit(request, "auth.login_ex", params)
-        result = login_ex(
-            params=params,
-            client=client_of(request),
-            pending_secret=request.COOKIES.get(PENDING_COOKIE),
-            replaces=request._request.auth_session,
-        )
-        response = Response(result.response)
-        finish_login(request, response, result)
-        return response
+        return login_step(request, "auth.login_ex", login_ex)
 
 
 class LoginContinueView(ApiView):
@@ -462,18 +468,7 @@ class LoginContinueView(ApiView):
         responses={200: ref("LoginResponse")},
     )
     def post(self, request: Request) -> Response:
-        refuse_cross_origin(request)
-        params = request.data
-        rate_limit(request, "auth.login_ex_continue", params)
-        result = login_ex_continue(
-            params=params,
-            client=client_of(request),
-            pending_secret=request.COOKIES.get(PENDING_COOKIE),
-            replaces=request._request.auth_session,
-        )
-        response = Response(result.response)
-        finish_login(request, response, result)
-        return response
+        return login_step(request, "auth.login_ex_continue", login_ex_continue)
 
 
 class LogoutView(ApiView):
