@@ -132,12 +132,11 @@ class Connection:
         self.session: UserSession | None = None
         self.user: Any = AnonymousUser()
         self.pending_secret: str | None = None
-        self.subscriptions: dict[str, str] = {}
+        #: subscription id -> (event name, newest outbox id when it was made: older events not sent)
+        self.subscriptions: dict[str, tuple[str, int]] = {}
         self.closed = asyncio.Event()
         #: The session an identity call of this socket is ending (its REMOVED must not close us).
         self.leaving: int | None = None
-        #: The newest outbox event when the last subscription was made: older ones are not sent.
-        self.since = 0
 
     # hub side
     @property
@@ -156,9 +155,10 @@ class Connection:
         self.loop.create_task(self.close(CLOSE_NORMAL))
 
     def deliver(self, event: SessionEvent) -> None:
-        if event.id <= self.since:
-            return
-        if self.user.is_authenticated and set(self.subscriptions.values()) & {COLLECTION, "*"}:
+        if self.user.is_authenticated and any(
+            name in (COLLECTION, "*") and event.id > since
+            for name, since in list(self.subscriptions.values())
+        ):
             self.loop.create_task(self.send_json(notification(event)))
 
     # subscriptions (called from call threads: plain dict operations, atomic under the GIL)
@@ -167,8 +167,7 @@ class Connection:
         happens after it; the hub may not have delivered older ones yet)."""
         subscription = str(uuid.uuid4())
         newest = SessionEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
-        self.since = max(self.since, newest)
-        self.subscriptions[subscription] = name
+        self.subscriptions[subscription] = (name, newest)
         return subscription
 
     def unsubscribe(self, subscription: str) -> None:
