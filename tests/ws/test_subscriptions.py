@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any
 
@@ -49,5 +50,7 @@ def test_a_second_subscription_does_not_hide_events_from_the_first() -> None:
         await asyncio.sleep(0.05)
         return sent
 
-    sent = asyncio.run(scenario())
+    # A loop of its own, in a thread of its own: another test's loop (Playwright's) may be running here.
+    with ThreadPoolExecutor(1) as pool:
+        sent = pool.submit(asyncio.run, scenario()).result(timeout=30)
     assert [m["params"]["extra"]["fields"]["id"] for m in sent] == ["between", "after"]
