@@ -207,7 +207,6 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # server dropped (restart, pg_terminate_backend) is replaced instead of failing a request (D7).
     _pool_size = _env_int("DJANGO_DB_POOL_SIZE", 10)
     if _pool_size > 0:
-        # With CONN_HEALTH_CHECKS on, Django gives the pool ConnectionPool.check_connection.
         DATABASES["default"]["OPTIONS"]["pool"] = {
             "min_size": 1,
             "max_size": _pool_size,
@@ -216,6 +215,15 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             "max_lifetime": 3600,
         }
         DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # Prepared statements: Django's own cursors bind client-side and never prepare; the per-request
+    # authentication lookup (sessions_app/prepared.py) asks for one, which psycopg honours only with a
+    # threshold set. Off (DJANGO_DB_PREPARED=false) behind a pooler that cannot keep them, such as
+    # PgBouncer in transaction mode before 1.21: the lookup is then parsed and planned every time.
+    if os.environ.get("DJANGO_DB_PREPARED", "true").lower() in ("1", "true", "yes"):
+        DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 5)
+    # Django's backend with a checkout check that asks the server only when an idle connection's
+    # socket has something to say (project/postgresql/base.py), not a round trip per request.
+    DATABASES["default"]["ENGINE"] = "project.postgresql"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -10,10 +10,12 @@ logged in with is deleted, and the TOKEN sessions derived from it end with ``PAR
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
@@ -37,7 +39,15 @@ def user_auth_hash(user: Any) -> str:
     """Fingerprint of the user's password hash: changes whenever the password does."""
     if user is None:
         return ""
-    return salted_hmac("sessions_app.user_auth_hash", user.password or "", algorithm="sha256").hexdigest()
+    return _fingerprint(settings.SECRET_KEY, user.password or "")
+
+
+@functools.lru_cache(maxsize=4096)
+def _fingerprint(secret_key: str, password_hash: str) -> str:
+    # A pure function of its arguments, remembered: every authenticated request compares it.
+    return salted_hmac(
+        "sessions_app.user_auth_hash", password_hash, secret=secret_key, algorithm="sha256"
+    ).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
