@@ -33,7 +33,12 @@ from sessions_app.exceptions import Busy
 from sessions_app.models import ApiKey, AuditEvent, Credentials, EndReason, UserSession
 from sessions_app.prepared import RowLoader
 from sessions_app.selectors import user_get_by_username
-from sessions_app.services.api_keys import api_key_pepper, api_key_revoke, api_key_touch
+from sessions_app.services.api_keys import (
+    api_key_pepper,
+    api_key_revoke,
+    api_key_touch,
+    api_key_touch_due,
+)
 from sessions_app.services.login import check_password, has_totp
 from sessions_app.services.sessions import session_authenticate, session_check, session_create, session_end
 
@@ -179,10 +184,10 @@ def bearer_api_key(text: str, client: Client) -> ApiKey | None:
             api_key_ref=label,
         )
         return None
-    previous = key.last_used_at
+    if not api_key_touch_due(key=key, now=now):
+        return key  # used within the minute: nothing to record, no transaction
     with transaction.atomic():  # the use and its audit record commit together (D10)
-        api_key_touch(key=key, now=now)
-        if key.last_used_at is not previous:
+        if api_key_touch(key=key, now=now):
             audit_record(
                 event=AuditEvent.AUTHENTICATION,
                 success=True,

@@ -120,15 +120,17 @@ class RowLoader:
 
     @staticmethod
     def _fetch(connection: Any, plan: _Plan, value: Any) -> Any:
+        # What Django's cursor() does first: refuse in a broken transaction, check a persistent
+        # connection once per request (CONN_HEALTH_CHECKS), connect.
         connection.validate_no_broken_transaction()
+        connection.close_if_health_check_failed()
+        connection.ensure_connection()
         if plan.vendor == "sqlite":
-            connection.ensure_connection()
             with connection.wrap_database_errors:
                 return connection.connection.execute(plan.sql, (value,)).fetchone()
         if plan.binary:
             import psycopg
 
-            connection.ensure_connection()
             try:
                 with (
                     connection.wrap_database_errors,

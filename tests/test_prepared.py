@@ -187,3 +187,30 @@ def test_model_signals_are_sent_when_someone_listens(make_user: Any) -> None:
     finally:
         post_init.disconnect(receiver, sender=UserSession)
     assert seen == [loaded]
+
+
+def test_persistent_connection_health_check_without_round_trip(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pool off: Django's per-request health check (``is_usable``) uses the same test."""
+    postgresql_only()
+    from django.db import connections
+    from psycopg_pool import ConnectionPool
+
+    wrapper = connections.create_connection("default")
+    wrapper.connection = raw_connection()
+    try:
+        full_checks: list[Any] = []
+        monkeypatch.setattr(ConnectionPool, "check_connection", staticmethod(full_checks.append))
+        assert wrapper.is_usable()
+        assert full_checks == []
+        monkeypatch.undo()
+        with raw_connection() as killer:
+            killer.execute("SELECT pg_terminate_backend(%s)", [wrapper.connection.info.backend_pid])
+        poller = select.poll()
+        poller.register(wrapper.connection.fileno(), select.POLLIN)
+        poller.poll(5000)
+        assert not wrapper.is_usable()
+    finally:
+        wrapper.connection.close()
+        wrapper.connection = None

@@ -143,13 +143,18 @@ def api_key_delete(*, key: ApiKey, actor: str | None, address: str = "") -> None
         key.delete()
 
 
+def api_key_touch_due(*, key: ApiKey, now: dt.datetime) -> bool:
+    """Whether the loaded ``key``'s last use is old enough to be recorded again (`api_key_touch`)."""
+    return key.last_used_at is None or now - key.last_used_at >= LAST_USED_INTERVAL
+
+
 def api_key_touch(*, key: ApiKey, now: dt.datetime) -> bool:
     """Record use, at most once a minute per key (no write per request); True when this call did.
 
     Conditional on the stored value: of concurrent requests that all read the same stale value, one
     records the use (and its caller audits it), the others change nothing (D6).
     """
-    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_INTERVAL:
+    if api_key_touch_due(key=key, now=now):
         stale = Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - LAST_USED_INTERVAL)
         if ApiKey.objects.filter(stale, pk=key.pk).update(last_used_at=now):
             key.last_used_at = now

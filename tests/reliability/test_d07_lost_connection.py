@@ -28,13 +28,18 @@ APPLICATION = "reliability-d7-server"
 LOGIN = {"mechanism": "PASSWORD_PLAIN", "username": "alice", "password": "correct horse battery staple"}
 
 
-@pytest.fixture(scope="module")
-def server(django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=["pool", "persistent"])
+def server(
+    request: pytest.FixtureRequest, django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The server with its connection pool (the default), and with the pool off (one persistent
+    connection per process, health-checked at each request's first query)."""
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL-only: SQLite has no server connection to lose")
     env = {
         "DATABASE_URL": f"{shared_database_url()}?application_name={APPLICATION}",
         "DJANGO_CONN_MAX_AGE": "60",
+        "DJANGO_DB_POOL_SIZE": "10" if request.param == "pool" else "0",
         "PG_STATEMENT_TIMEOUT_MS": "10000",  # a bound on how long a request can wait on the test's lock
     }
     with running_servers([[f"127.0.0.1:{free_port()}"]], tmp_path_factory.mktemp("d7"), **env) as started:
