@@ -65,7 +65,9 @@ def login_body(username: str) -> bytes:
     return json.dumps({"jsonrpc": "2.0", "id": 1, "method": "auth.login_ex", "params": [params]}).encode()
 
 
-def base_env(database_url: str) -> dict[str, str]:
+def base_env(database_url: str, pool: bool = True) -> dict[str, str]:
+    """The server's environment. ``pool=False`` for one request at a time per process (in-process,
+    sync workers): PostgreSQL then keeps one persistent connection, as the README recommends."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "project.settings",
@@ -77,11 +79,13 @@ def base_env(database_url: str) -> dict[str, str]:
         "SESSIONS_FAIL_DELAY": "0",
     }
     env.pop("DJANGO_SECRET_KEY_FILE", None)
+    if not pool:
+        env["DJANGO_DB_POOL_SIZE"] = "0"
     return env
 
 
-def setup_django(database_url: str) -> None:
-    os.environ.update(base_env(database_url))
+def setup_django(database_url: str, pool: bool = True) -> None:
+    os.environ.update(base_env(database_url, pool))
     sys.path.insert(0, str(ROOT))
     import django
 
@@ -133,7 +137,7 @@ def case_headers(seed: dict[str, Any]) -> dict[str, dict[str, str]]:
 
 
 def worker_inprocess(database_url: str, seed: dict[str, Any], batches: int, per_batch: int) -> dict[str, Any]:
-    setup_django(database_url)
+    setup_django(database_url, pool=False)
     from django.core.wsgi import get_wsgi_application
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -268,7 +272,7 @@ class Gunicorn:
         command += ["--graceful-timeout", "2", "--log-level", "warning"]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                command, cwd=ROOT, env=base_env(database_url), stdout=out, stderr=subprocess.STDOUT
+                command, cwd=ROOT, env=base_env(database_url, pool=asgi), stdout=out, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + 30
         while True:
@@ -453,8 +457,10 @@ def render(
         f"median per-request time of {args.batches} batches of {args.per_batch} requests per case.",
         "* **sync worker** — gunicorn, 1 sync WSGI worker on 127.0.0.1 (`project.wsgi`); the worker "
         "closes every connection, so each request includes a TCP connect.",
+        "* These two serve one request at a time per process and run as the README recommends for "
+        "that: `DJANGO_DB_POOL_SIZE=0`, one persistent PostgreSQL connection per process.",
         "* **served** — the configuration `bin/serve` runs: gunicorn with 1 uvicorn worker serving "
-        "`project.asgi` (HTTP and WebSocket), keep-alive connections.",
+        "`project.asgi` (HTTP and WebSocket), keep-alive connections, the PostgreSQL pool.",
         f"* Both: {args.concurrency} client threads (http.client), {args.rounds} rounds × {args.per_round} "
         "requests per case; p50/p99 over all requests, req/s the median of the rounds; client and server "
         "share the 2 cores, which dilutes the ratios.",
