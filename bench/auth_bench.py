@@ -139,7 +139,7 @@ def case_headers(seed: dict[str, Any]) -> dict[str, dict[str, str]]:
 def worker_inprocess(database_url: str, seed: dict[str, Any], batches: int, per_batch: int) -> dict[str, Any]:
     setup_django(database_url, pool=False)
     from django.core.wsgi import get_wsgi_application
-    from django.db import connection
+    from django.db import connection, connections
     from django.test.utils import CaptureQueriesContext
 
     app = get_wsgi_application()
@@ -203,13 +203,14 @@ def worker_inprocess(database_url: str, seed: dict[str, Any], batches: int, per_
     from sessions_app.models import UserSession
     from sessions_app.prepared import RowLoader
 
+    wrapper = connections["default"]  # not the thread-local proxy `connection`, as RowLoader.load does
     loader = RowLoader(UserSession, "secret_hash", related="user")
     plan = loader._plan("default")
     digest = keys.hash_secret(seed["session"])
-    assert RowLoader._fetch(connection, plan, digest) is not None
+    assert RowLoader._fetch(wrapper, plan, digest) is not None
 
     def lookup_alone() -> None:
-        RowLoader._fetch(connection, plan, digest)
+        RowLoader._fetch(wrapper, plan, digest)
 
     runners = {name: (lambda headers=headers: call(headers)) for name, headers in cases.items()}
     runners[LOOKUP] = lookup_alone
