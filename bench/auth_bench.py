@@ -499,6 +499,19 @@ def render(
         "it is one query either way, and a pooled PostgreSQL connection is handed out without a "
         "round trip (`project/postgresql/base.py`).",
         "",
+        "Reading the table: in the served configuration (what `bin/serve` runs) the authenticated "
+        "requests stay within the target on both databases; behind a sync worker they are within it "
+        "on SQLite and around it on PostgreSQL (its HTTP overhead is smaller). In-process, "
+        "where the anonymous request is only the Django middleware stack, SQLite lands near the "
+        "target and PostgreSQL well above it: the one indexed lookup every request must make is a "
+        "loopback round trip to another process, and the floor row shows that the round trip alone "
+        "takes a third to a half of an anonymous request here. What the authenticated path adds beyond "
+        "the floor is that the same lookup costs more inside a request than in a tight loop (up to "
+        "twice as much on PostgreSQL, measured with timers around it), the model instances, and the "
+        "validation; none of it is a "
+        "write (`last_seen_at` / `last_used_at` are written at most once a minute, and a Bearer "
+        "request within that minute opens no transaction).",
+        "",
         "### Password logins per second",
         "",
         f"Hasher: `{hashing['algorithm']}` ({params}), the first of PASSWORD_HASHERS. `check_password`: "
