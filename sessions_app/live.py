@@ -143,7 +143,10 @@ def _still_valid(clients: dict[int, Any]) -> set[int]:
     from sessions_app.services.sessions import session_check
 
     valid: set[int] = set()
-    for row in UserSession.objects.select_related("user").filter(pk__in=list(clients)):
+    # One query for every open socket: what validation reads of an API_KEY or TOKEN session (its key,
+    # its parent and the parent's user and key) comes joined, not a query per socket.
+    rows = UserSession.objects.select_related("user", "api_key", "parent__user", "parent__api_key")
+    for row in rows.filter(pk__in=list(clients)):
         if session_check(row=row, client=clients[row.pk], touch=False) is not None:
             valid.add(row.pk)
     return valid
