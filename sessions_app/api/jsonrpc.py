@@ -193,14 +193,28 @@ def invalid_params_data(errors: list[tuple[str, str]]) -> dict[str, Any]:
     }
 
 
-def call_error_data(exc: CallError) -> dict[str, Any]:
+def error_data(errname: str, reason: str, code: int | None = None, **more: Any) -> dict[str, Any]:
+    """The ``data`` of a ``-32001`` error, as TrueNAS shapes it (``code`` defaults to errno's)."""
     return {
-        "error": exc.errno,
-        "errname": exc.errname,
-        "reason": f"[{exc.errname}] {exc.reason}",
+        "error": getattr(errno, errname) if code is None else code,
+        "errname": errname,
+        "reason": f"[{errname}] {reason}",
         "trace": None,
         "extra": None,
+        **more,
     }
+
+
+def call_error_data(exc: CallError) -> dict[str, Any]:
+    return error_data(exc.errname, exc.reason, exc.errno)
+
+
+UNAVAILABLE = "service unavailable: the database cannot be reached"
+
+
+def internal_error_data(error_id: str) -> dict[str, Any]:
+    """An unexpected exception's ``data``: only the request id under which the log has the traceback."""
+    return error_data("EFAULT", f"Internal error (request id {error_id})", request_id=error_id)
 
 
 def audit_rate_limited(method_name: str, params: list[Any], client: Any) -> None:
@@ -336,36 +350,21 @@ def _call(method: Any, envelope: Envelope, context: CallContext) -> Outcome:
         return Outcome(error_reply(request_id, -32602, "Invalid params", data))
     except DatabaseError:
         logger.exception("database error in %s", method_name)
-        detail = "service unavailable: the database cannot be reached"
-        data = {
-            "error": errno.EAGAIN,
-            "errname": "EAGAIN",
-            "reason": f"[EAGAIN] {detail}",
-            "trace": None,
-            "extra": None,
-        }
         return Outcome(
-            error_reply(request_id, -32001, "Method call error", data),
+            error_reply(request_id, -32001, "Method call error", error_data("EAGAIN", UNAVAILABLE)),
             503,
             {"Retry-After": "5"},
-            http_body={"error": detail},
+            http_body={"error": UNAVAILABLE},
         )
     except Exception:
         # Never Django's HTML page or a traceback (E14): a generic -32001 naming a request id, and the
         # full traceback in the server log under that id.
         error_id = uuid.uuid4().hex
         logger.exception("unhandled exception in %s (request id %s)", method_name, error_id)
-        reason = f"Internal error (request id {error_id})"
-        data = {
-            "error": errno.EFAULT,
-            "errname": "EFAULT",
-            "reason": f"[EFAULT] {reason}",
-            "trace": None,
-            "extra": None,
-            "request_id": error_id,
-        }
         return Outcome(
-            error_reply(request_id, -32001, "Method call error", data), 500, {"X-Request-ID": error_id}
+            error_reply(request_id, -32001, "Method call error", internal_error_data(error_id)),
+            500,
+            {"X-Request-ID": error_id},
         )
     return Outcome({"jsonrpc": "2.0", "id": request_id, "result": result})
 

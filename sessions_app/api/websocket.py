@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import itertools
 import logging
 import time
@@ -37,12 +36,15 @@ from django.http.request import split_domain_port, validate_host
 from sessions_app.api.jsonrpc import (
     AUTHENTICATED_BODY_LIMIT,
     UNAUTHENTICATED_BODY_LIMIT,
+    UNAVAILABLE,
     BadJSON,
     Envelope,
     Outcome,
     dumps,
+    error_data,
     error_reply,
     execute,
+    internal_error_data,
     loads,
     parse_envelope,
 )
@@ -392,11 +394,11 @@ async def _run(connection: Connection, envelope: Envelope, slots: asyncio.Semaph
                 outcome = await loop.run_in_executor(_CALLS, connection.call, envelope)
             except DatabaseError:
                 logger.exception("websocket: database error before %s", envelope.method_name)
-                outcome = _failed(envelope, "EAGAIN", "service unavailable: the database cannot be reached")
+                outcome = _failed(envelope, error_data("EAGAIN", UNAVAILABLE))
             except Exception:
                 error_id = uuid.uuid4().hex
                 logger.exception("websocket: %s failed (request id %s)", envelope.method_name, error_id)
-                outcome = _failed(envelope, "EFAULT", f"Internal error (request id {error_id})")
+                outcome = _failed(envelope, internal_error_data(error_id))
         if outcome is None:
             await connection.close(CLOSE_NORMAL)
         elif outcome.reply is not None:
@@ -407,14 +409,7 @@ async def _run(connection: Connection, envelope: Envelope, slots: asyncio.Semaph
         slots.release()
 
 
-def _failed(envelope: Envelope, errname: str, detail: str) -> Outcome:
-    data = {
-        "error": getattr(errno, errname),
-        "errname": errname,
-        "reason": f"[{errname}] {detail}",
-        "trace": None,
-        "extra": None,
-    }
+def _failed(envelope: Envelope, data: dict[str, Any]) -> Outcome:
     return Outcome(
         None if envelope.notification else error_reply(envelope.request_id, -32001, "Method call error", data)
     )
