@@ -52,7 +52,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
         """Django's pool, whose check (Django passes ``ConnectionPool.check_connection`` when
         ``CONN_HEALTH_CHECKS`` is on) is replaced by `check_connection`. Django offers no setting for
         the check; should psycopg_pool rename the attribute, the full check stays (slower, as safe),
-        and tests/test_db_pool.py fails."""
+        and tests/test_prepared.py fails."""
         pool = super().pool
         if pool is not None and getattr(pool, "_check", None) is ConnectionPool.check_connection:
             pool._check = check_connection
