@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from auth_bench import Gunicorn, base_env, load, percentile, setup_django  # noqa: E402
+from auth_bench import base_env, gunicorn, load, percentile, setup_django  # noqa: E402
 from common import machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,7 +120,7 @@ def http(database_url: str, key: str, requests: int, concurrency: int) -> dict[s
     }
     checks = {"auth.me (trivial)": b'"pw_name"', "auth.sessions, 50 rows": b'"credentials"'}
     out: dict[str, Any] = {name: {"ms": [], "rps": []} for name in bodies}
-    with Gunicorn(database_url, workers=2) as server:
+    with gunicorn(database_url, workers=2) as server:
         for name, body in bodies.items():
             load(server.port, [body] * 50, headers, concurrency, checks[name])  # warm-up
         for round_ in range(3):

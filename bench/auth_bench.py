@@ -29,8 +29,6 @@ import http.client
 import io
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,22 +39,19 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_section  # noqa: E402
+from common import DATA, PING, Gunicorn, machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
-DATA = ROOT / "bench" / "data"
 PG_BASE = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 PG_NAME = "bench_auth"
 SECRET_KEY = "benchmark-only-secret-key-not-for-production-use-0123456789"
 PASSWORD = "bench correct horse battery staple"
 USERS = [f"bench{i}" for i in range(8)]
 COOKIE = "__Host-sid"
-PING = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "core.ping", "params": []}).encode()
 ME = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "auth.me", "params": []}).encode()
 CASES = ("anonymous", "session cookie", "API key (Bearer)")
 LOOKUP = "lookup alone"
-ASGI_WORKER = "sessions_app.asgi_worker.PeerCredUvicornWorker"
 KEYCLOAK_PER_VCPU = 15  # password logins/s per vCPU (security.md §4)
 
 
@@ -251,57 +246,9 @@ def worker_hash(count: int, start_at: float) -> dict[str, Any]:
 # --- gunicorn and the load generator --------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Gunicorn:
-    """gunicorn on 127.0.0.1: sync WSGI workers, or (``asgi``) the served configuration of bin/serve."""
-
-    def __init__(self, database_url: str, workers: int, asgi: bool = False) -> None:
-        self.port = free_port()
-        self.log = DATA / f"gunicorn-{self.port}.log"
-        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-        if asgi:
-            command = [gunicorn, "project.asgi:application", "--worker-class", ASGI_WORKER]
-        else:
-            command = [gunicorn, "project.wsgi", "--worker-class", "sync"]
-        command += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)]
-        command += ["--control-socket", f"/tmp/auth-bench-{self.port}.ctl"]
-        command += ["--graceful-timeout", "2", "--log-level", "warning"]
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=base_env(database_url, pool=asgi), stdout=out, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if post(self.port, PING, {})[0] == 200:
-                    break
-            except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                sys.exit(f"gunicorn did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.unlink(missing_ok=True)
-
-    def __enter__(self) -> Gunicorn:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+def gunicorn(database_url: str, workers: int, asgi: bool = False) -> Gunicorn:
+    """Sync workers serve one request at a time: no PostgreSQL pool (README); uvicorn workers keep it."""
+    return Gunicorn(base_env(database_url, pool=asgi), workers=workers, asgi=asgi, name="auth-bench")
 
 
 def post(
@@ -361,7 +308,7 @@ def bench_http(
     cases = case_headers(seed)
     latencies: dict[str, list[float]] = {name: [] for name in cases}
     rates: dict[str, list[float]] = {name: [] for name in cases}
-    with Gunicorn(database_url, workers=1, asgi=asgi) as server:
+    with gunicorn(database_url, workers=1, asgi=asgi) as server:
         for name, headers in cases.items():
             status, data = post(server.port, ME, headers)
             assert (b'"result"' in data) == (name != "anonymous"), (name, status, data)
@@ -385,7 +332,7 @@ def bench_http(
 def bench_logins(database_url: str, count: int) -> dict[int, dict[str, float]]:
     out = {}
     for workers in (1, 2):
-        with Gunicorn(database_url, workers=workers) as server:
+        with gunicorn(database_url, workers=workers) as server:
             warm = [login_body(USERS[i % len(USERS)]) for i in range(2 * workers)]
             load(server.port, warm, {}, 2 * workers, b'"SUCCESS"')
             bodies = [login_body(USERS[i % len(USERS)]) for i in range(count)]

@@ -1,15 +1,26 @@
-"""What every benchmark script shares: the machine line and its own section of RESULTS.md."""
+"""What every benchmark script shares: the machine line, its own section of RESULTS.md, and a
+gunicorn on 127.0.0.1 to load."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import platform
 import re
+import signal
+import socket
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
+DATA = ROOT / "bench" / "data"
+ASGI_WORKER = "sessions_app.asgi_worker.PeerCredUvicornWorker"
+PING = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "core.ping", "params": []}).encode()
 
 
 def machine() -> str:
@@ -37,3 +48,73 @@ def write_section(name: str, text: str) -> None:
     else:
         current = current.rstrip() + "\n\n" + text
     RESULTS.write_text(current.rstrip() + "\n")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ping(port: int) -> int:
+    """The HTTP status of a JSON-RPC ``core.ping`` to 127.0.0.1:``port``."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", "/api/current", PING, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+class Gunicorn:
+    """gunicorn on 127.0.0.1 with ``workers`` workers and the environment ``env``: the configuration
+    `bin/serve` runs (uvicorn workers, ``project.asgi``) or, ``asgi=False``, ``project.wsgi`` on sync
+    workers. Ready when ``core.ping`` answers; each instance has its own control socket, and its log
+    (bench/data/``name``-<port>.log) is shown if it does not start and removed when it stops."""
+
+    def __init__(
+        self, env: dict[str, str], *, workers: int = 1, asgi: bool = True, name: str = "bench"
+    ) -> None:
+        self.port = free_port()
+        DATA.mkdir(parents=True, exist_ok=True)
+        self.log = DATA / f"{name}-gunicorn-{self.port}.log"
+        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+        if asgi:
+            command = [gunicorn, "project.asgi:application", "--worker-class", ASGI_WORKER]
+        else:
+            command = [gunicorn, "project.wsgi", "--worker-class", "sync"]
+        command += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)]
+        command += ["--control-socket", f"/tmp/{name}-{self.port}.ctl"]
+        command += ["--graceful-timeout", "2", "--log-level", "warning"]
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if ping(self.port) == 200:
+                    return
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                log = self.log.read_text()[-3000:]
+                self.stop()
+                sys.exit(f"gunicorn did not start:\n{log}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.unlink(missing_ok=True)
+
+    def __enter__(self) -> Gunicorn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

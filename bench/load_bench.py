@@ -29,8 +29,6 @@ import http.client
 import json
 import multiprocessing
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,12 +37,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_section  # noqa: E402
+from common import Gunicorn, machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
-GUNICORN = str(ROOT / ".venv" / "bin" / "gunicorn")
 PG_BASE = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 SECRET_KEY = "benchmark-only-secret-key-not-for-production-use-load-0123456789"
 PASSWORD = "bench correct horse battery staple"
@@ -129,40 +126,9 @@ def seed(url: str, sessions: int) -> dict[str, Any]:
     return json.loads(line.removeprefix("SEED "))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    def __init__(self, url: str, workers: int) -> None:
-        self.port = free_port()
-        command = [
-            GUNICORN,
-            "project.asgi:application",
-            "-k",
-            "sessions_app.asgi_worker.PeerCredUvicornWorker",
-        ]
-        command += ["-b", f"127.0.0.1:{self.port}", "-w", str(workers), "--log-level", "warning"]
-        command += ["--control-socket", f"/tmp/load-bench-{self.port}.ctl"]
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env_for(url))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if post(self.port, "core.ping")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        sys.exit("gunicorn did not start")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+def server(url: str, workers: int) -> Gunicorn:
+    """The served configuration (uvicorn workers, the PostgreSQL pool) with ``workers`` workers."""
+    return Gunicorn(env_for(url), workers=workers, name="load-bench")
 
 
 def body(method: str, *params: Any) -> bytes:
@@ -318,18 +284,15 @@ def main() -> None:
             print(f"seeding {engine} with {args.sessions} sessions…", flush=True)
             seed_data = seed(url, args.sessions)
             for count in workers:
-                server = Server(url, count)
-                try:
+                with server(url, count) as running:
                     for name in scenarios:
                         duration = args.password_duration if name == "password logins" else args.duration
-                        result = run_scenario(pool, server.port, name, seed_data, args.clients, duration)
+                        result = run_scenario(pool, running.port, name, seed_data, args.clients, duration)
                         rows.append((engine, count, name, result))
                         print(engine, count, name, {k: round(v, 2) for k, v in result.items()}, flush=True)
-                    term = terminate_latency(server.port, seed_data, args.trials)
+                    term = terminate_latency(running.port, seed_data, args.trials)
                     rows.append((engine, count, "terminate → rejected", term))
                     print(engine, count, "terminate", term, flush=True)
-                finally:
-                    server.stop()
     text = render(rows, args, started, load_start, os.getloadavg()[0])
     print(text)
     if not args.no_write:

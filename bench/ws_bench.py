@@ -41,7 +41,6 @@ import http.client
 import itertools
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -52,11 +51,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from auth_bench import base_env, free_port, setup_django  # noqa: E402
-from common import machine, write_section  # noqa: E402
+from auth_bench import base_env, setup_django  # noqa: E402
+from common import ASGI_WORKER, DATA, Gunicorn, machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "bench" / "data"
 PG_NAME = "bench_ws"
 PASSWORD = "bench correct horse battery staple"
 ADMIN = "bench_admin"
@@ -65,7 +63,6 @@ FILTERS = [["internal", "=", False]]
 OPTIONS = {"order_by": ["-created_at"], "limit": 50}
 ROWS = 50
 SEEDED_SESSIONS = 60
-WORKER_CLASS = "sessions_app.asgi_worker.PeerCredUvicornWorker"
 CALLS = {
     "auth.sessions, 50 rows": ("auth.sessions", [FILTERS, OPTIONS]),
     "auth.me (trivial)": ("auth.me", []),
@@ -108,35 +105,12 @@ def worker_seed(database_url: str) -> dict[str, Any]:
 # --- the server ----------------------------------------------------------------------------------------
 
 
-class Server:
+class Server(Gunicorn):
     """gunicorn with 1 worker on 127.0.0.1: the served configuration (the uvicorn worker class and
     the ASGI app), or (``asgi=False``) the WSGI app on a sync worker, for reference."""
 
     def __init__(self, database_url: str, *, asgi: bool = True) -> None:
-        self.port = free_port()
-        self.log = DATA / f"ws-bench-gunicorn-{self.port}.log"
-        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-        if asgi:
-            command = [gunicorn, "project.asgi:application", "--worker-class", WORKER_CLASS]
-        else:
-            command = [gunicorn, "project.wsgi", "--worker-class", "sync"]
-        command += ["--workers", "1", "--bind", f"127.0.0.1:{self.port}"]
-        command += ["--graceful-timeout", "2", "--log-level", "warning"]
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=base_env(database_url), stdout=out, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if self.post(rpc_body(0, "core.ping", []), {})[0] == 200:
-                    return
-            except OSError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                sys.exit(f"gunicorn did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.05)
+        super().__init__(base_env(database_url), asgi=asgi, name="ws-bench")
 
     def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, list[str]]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -146,22 +120,6 @@ class Server:
             return response.status, response.read(), response.msg.get_all("Set-Cookie") or []
         finally:
             connection.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.unlink(missing_ok=True)
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # --- the clients ----------------------------------------------------------------------------------------
@@ -352,7 +310,7 @@ def render(runs: list[dict[str, Any]], args: argparse.Namespace, load_avg: list[
         "",
         f"Machine: {machine()}. Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; 1-minute load "
         f"average at start / end: {load_avg[0]:.2f} / {load_avg[1]:.2f}. Server: the served configuration, "
-        f"gunicorn + `{WORKER_CLASS}`, **1 worker**, on 127.0.0.1; the client runs in one thread on the same "
+        f"gunicorn + `{ASGI_WORKER}`, **1 worker**, on 127.0.0.1; the client runs in one thread on the same "
         "2 cores.",
         "",
         f"Calls authenticated by a password session (one session lookup per call on both transports): "
