@@ -4,22 +4,18 @@ threads that share the test database (race tests)."""
 from __future__ import annotations
 
 import hashlib
-import sqlite3
-import threading
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from django.db import connection, connections
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp import models as totp_models
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from sessions_app.services import login as login_service
-
-T = TypeVar("T")
+from tests.threads import Threads, threads_fixture
 
 #: The server's TOTP clock during a test: mid-step, fixed, so that codes are deterministic.
 OTP_NOW = 1_767_225_615.0
@@ -61,66 +57,6 @@ def totp(monkeypatch: pytest.MonkeyPatch) -> Totp:
     return Totp()
 
 
-class Threads:
-    """Run work in threads that each have their own database connection, released together.
-
-    Django's SQLite test database is a shared-cache in-memory one: threads reach it, but a second
-    writer gets "database table is locked" at once instead of waiting on the busy timeout. `share`
-    copies it, once the test has set up its rows, to a file that the worker threads' connections
-    open instead; from then on the main thread must read through `read`. PostgreSQL needs nothing.
-    """
-
-    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        self._tmp_path = tmp_path
-        self._monkeypatch = monkeypatch
-        self._shared = False
-
-    def share(self) -> None:
-        """Make what the main thread wrote so far visible to worker threads (call after setup)."""
-        if self._shared:
-            return
-        self._shared = True
-        if connection.vendor == "sqlite" and connection.is_in_memory_db():
-            path = self._tmp_path / "threads.sqlite3"
-            connection.ensure_connection()
-            target = sqlite3.connect(path)
-            try:
-                connection.connection.backup(target)
-            finally:
-                target.close()
-            self._monkeypatch.setitem(
-                connections.settings, "default", {**connections.settings["default"], "NAME": str(path)}
-            )
-
-    def run(self, count: int, work: Callable[[int], T]) -> list[T]:
-        """``work(i)`` for i in range(count), in ``count`` threads released by a barrier."""
-        self.share()
-        barrier = threading.Barrier(count)
-        results: list[Any] = [None] * count
-
-        def target(i: int) -> None:
-            try:
-                barrier.wait()
-                results[i] = work(i)
-            except BaseException as exc:  # reported below, in the main thread
-                results[i] = exc
-            finally:
-                connections.close_all()
-
-        workers = [threading.Thread(target=target, args=(i,)) for i in range(count)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        errors = [r for r in results if isinstance(r, BaseException)]
-        assert not errors, errors[:3]
-        return results
-
-    def read(self, work: Callable[[], T]) -> T:
-        """``work()`` on a worker-thread connection: the one that sees what the threads committed."""
-        return self.run(1, lambda _: work())[0]
-
-
 @pytest.fixture
-def threads(transactional_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Threads:
-    return Threads(tmp_path, monkeypatch)
+def threads(transactional_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Threads]:
+    yield from threads_fixture(tmp_path, monkeypatch)
