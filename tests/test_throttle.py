@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
-import threading
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, connections
 
 from sessions_app import throttle
 from sessions_app.models import AccountLockout, AuditRecord, RateCounter
-
-T = TypeVar("T")
+from tests.threads import Threads, threads_fixture
 
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
 MINUTE = dt.timedelta(minutes=1)
@@ -348,80 +344,35 @@ def test_purge_counters_keeps_live_state() -> None:
 
 
 @pytest.fixture
-def threaded_db(transactional_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A database that connections from other threads share, committed for real.
-
-    Django's SQLite test database is a shared-cache in-memory one: threads do reach it, but a second
-    writer gets "database table is locked" at once instead of waiting on the busy timeout, so
-    concurrent writers cannot be tested there. It is copied into a file that new connections
-    (those of the worker threads) open instead; PostgreSQL needs nothing.
-    """
-    if connection.vendor == "sqlite" and connection.is_in_memory_db():
-        path = tmp_path / "threads.sqlite3"
-        connection.ensure_connection()
-        target = sqlite3.connect(path)
-        try:
-            connection.connection.backup(target)
-        finally:
-            target.close()
-        monkeypatch.setitem(
-            connections.settings, "default", {**connections.settings["default"], "NAME": str(path)}
-        )
-
-
-def concurrently(count: int, work: Callable[[], T]) -> list[T]:
-    """Run ``work`` in ``count`` threads released together; each thread has its own connection."""
-    barrier = threading.Barrier(count)
-    results: list[Any] = [None] * count
-
-    def target(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = work()
-        except BaseException as exc:
-            results[i] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    errors = [r for r in results if isinstance(r, BaseException)]
-    assert not errors, errors[:3]
-    return results
-
-
-def in_thread(work: Callable[[], T]) -> T:
-    """``work`` on a worker-thread connection (the one that sees what the threads committed)."""
-    return concurrently(1, work)[0]
+def threads(transactional_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Threads]:
+    """Worker threads with connections of their own, on a database they share (tests/threads.py)."""
+    yield from threads_fixture(tmp_path, monkeypatch)
 
 
 def one_failure() -> throttle.FailureResult:
     return throttle.record_failure(username="alice", address="192.0.2.1", mechanism="LOGIN_PASSWORD")
 
 
-def test_A11_concurrent_failures_are_all_counted(threaded_db: None, settings: Any) -> None:
+def test_A11_concurrent_failures_are_all_counted(threads: Threads, settings: Any) -> None:
     settings.SESSIONS_LOCKOUT_THRESHOLD = 1000
-    results = concurrently(50, one_failure)
+    results = threads.run(50, lambda _: one_failure())
     assert sorted(r.failures for r in results) == list(range(1, 51))
-    assert in_thread(lambda: AccountLockout.objects.get(username="alice").failures) == 50
+    assert threads.read(lambda: AccountLockout.objects.get(username="alice").failures) == 50
 
 
-def test_A11_concurrent_failures_lock_exactly_once(threaded_db: None) -> None:
-    results = concurrently(50, one_failure)
+def test_A11_concurrent_failures_lock_exactly_once(threads: Threads) -> None:
+    results = threads.run(50, lambda _: one_failure())
     assert sum(r.newly_locked for r in results) == 1
     assert sorted(r.failures for r in results)[:10] == list(range(1, 11))
     assert all(r.failures == 10 for r in results if r.locked_until is not None)
-    row = in_thread(lambda: AccountLockout.objects.get(username="alice"))
+    row = threads.read(lambda: AccountLockout.objects.get(username="alice"))
     assert (row.failures, row.lock_count) == (10, 1)
     assert row.locked_until is not None
-    assert in_thread(lambda: AuditRecord.objects.filter(event_data__lockout=True).count()) == 1
+    assert threads.read(lambda: AuditRecord.objects.filter(event_data__lockout=True).count()) == 1
 
 
-def test_A11_concurrent_calls_respect_the_rate_limit(threaded_db: None) -> None:
-    results = concurrently(30, lambda: throttle.hit_rate_limit(method="auth.login_ex", address="192.0.2.1"))
+def test_A11_concurrent_calls_respect_the_rate_limit(threads: Threads) -> None:
+    results = threads.run(30, lambda _: throttle.hit_rate_limit(method="auth.login_ex", address="192.0.2.1"))
     assert results.count(None) == 20
     assert all(r is not None and 1 <= r <= 60 for r in results if r is not None)
-    assert in_thread(lambda: RateCounter.objects.get().count) == 20
+    assert threads.read(lambda: RateCounter.objects.get().count) == 20
