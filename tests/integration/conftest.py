@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.servers import PASSWORD_HASH
+from tests.integration import servers
 
 
 @pytest.fixture(scope="module")
@@ -17,14 +17,6 @@ def server_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def create_user(django_user_model: Any) -> Callable[..., Any]:
+def create_user() -> Callable[..., Any]:
     """``create_user("alice", superuser=False)``: a user the servers can log in (password PASSWORD)."""
-
-    def create(username: str, *, superuser: bool = False) -> Any:
-        model = django_user_model
-        user = model(username=username, is_superuser=superuser, is_staff=superuser)
-        user.password = PASSWORD_HASH
-        user.save()
-        return user
-
-    return create
+    return servers.create_user

@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import Argon2PasswordHasher
 from django.db import connection
 
@@ -102,12 +103,28 @@ class Server:
         headers: dict[str, str] | None = None,
         via: str | None = None,
     ) -> Reply:
+        response, data, cookies = self.post(method, *params, cookie=cookie, headers=headers, via=via)
+        return Reply(response.status, json.loads(data), cookies)
+
+    def post(
+        self,
+        method: str,
+        *params: Any,
+        cookie: str | None = None,
+        headers: dict[str, str] | None = None,
+        via: str | None = None,
+        timeout: float | None = None,
+    ) -> tuple[http.client.HTTPResponse, bytes, dict[str, str]]:
+        """One JSON-RPC call to ``POST /api/current`` on a connection of its own (the sync worker
+        closes after each reply): the response, its raw body and the cookies it sets."""
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
         sent = {"Content-Type": "application/json", **(headers or {})}
         if cookie is not None:
             # Sent by hand: a cookie jar would withhold a Secure cookie over plain http.
             sent["Cookie"] = f"{COOKIE}={cookie}"
-        connection_ = self.connect(via)  # one connection per call: the sync worker closes after each reply
+        connection_ = self.connect(via)
+        if timeout is not None:
+            connection_.timeout = timeout
         try:
             connection_.request("POST", "/api/current", body, sent)
             response = connection_.getresponse()
@@ -117,7 +134,7 @@ class Server:
         jar: SimpleCookie = SimpleCookie()
         for header in response.msg.get_all("Set-Cookie") or []:
             jar.load(header)
-        return Reply(response.status, json.loads(data), {k: m.value for k, m in jar.items()})
+        return response, data, {name: morsel.value for name, morsel in jar.items()}
 
     def login(self, username: str, password: str = PASSWORD) -> str:
         """Log in with ``auth.login_ex``; the session cookie's value."""
@@ -213,6 +230,34 @@ def gunicorn_command(bind: list[str], *, asgi: bool = False, workers: int = 1) -
     return command + ["--graceful-timeout", "2", "--log-level", "warning"]
 
 
+def server_environment(**env: str) -> dict[str, str]:
+    """The environment of a server process on the test database: production settings, this process's
+    secret key (API-key pepper and session fingerprints derive from it), no failure delay; ``env``
+    last."""
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "DATABASE_URL": shared_database_url(),
+        "DJANGO_DEBUG": "false",
+        "SESSIONS_FAIL_DELAY": "0",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+    }
+    environment.pop("DJANGO_SECRET_KEY_FILE", None)
+    environment.pop("SQLITE_TEST_NAME", None)
+    environment.update(env)
+    return environment
+
+
+def create_user(username: str, *, superuser: bool = False) -> Any:
+    """A user the servers can log in with `PASSWORD` (`PASSWORD_HASH`: the servers run the
+    production hashers, not the tests' MD5)."""
+    user = get_user_model()(username=username, is_superuser=superuser, is_staff=superuser)
+    user.password = PASSWORD_HASH
+    user.save()
+    return user
+
+
 @contextlib.contextmanager
 def running_servers(
     binds: list[list[str]], tmp: Path, *, asgi: bool = False, workers: int = 1, **env: str
@@ -220,19 +265,7 @@ def running_servers(
     """Start one gunicorn per entry of ``binds`` (its ``--bind`` values) on the test database, with
     ``workers`` sync WSGI workers or (``asgi=True``) uvicorn workers serving HTTP and WebSocket; wait
     until each answers ``core.ping``; always stop them."""
-    environment = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "project.settings",
-        # The same key as this process: API-key pepper and session fingerprints derive from it.
-        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-        "DATABASE_URL": shared_database_url(),
-        "DJANGO_DEBUG": "false",
-        "SESSIONS_FAIL_DELAY": "0",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        **env,
-    }
-    environment.pop("DJANGO_SECRET_KEY_FILE", None)
-    environment.pop("SQLITE_TEST_NAME", None)
+    environment = server_environment(**env)
     servers: list[Server] = []
     try:
         for number, bind in enumerate(binds):

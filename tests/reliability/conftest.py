@@ -15,14 +15,13 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connection
 
-from tests.integration.servers import COOKIE, PASSWORD_HASH, Server
+from tests.integration.servers import Server, create_user
 from tests.threads import Threads, threads_fixture
 
 SCALES = ("small", "full")
@@ -135,26 +134,9 @@ def call_server(
 ) -> Answer:
     """One JSON-RPC call to ``POST /api/current`` of a gunicorn started by `running_servers`, with the
     status, headers and raw body (`Server.call` keeps only the JSON)."""
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
-    sent = {"Content-Type": "application/json", **(headers or {})}
-    if cookie is not None:
-        sent["Cookie"] = f"{COOKIE}={cookie}"  # by hand: a jar would withhold a Secure cookie over http
-    conn = server.connect()
-    conn.timeout = timeout
-    try:
-        conn.request("POST", "/api/current", body, sent)
-        response = conn.getresponse()
-        data = response.read()
-    finally:
-        conn.close()
-    jar: SimpleCookie = SimpleCookie()
-    for header in response.msg.get_all("Set-Cookie") or []:
-        jar.load(header)
+    response, data, cookies = server.post(method, *params, cookie=cookie, headers=headers, timeout=timeout)
     return Answer(
-        response.status,
-        {name.lower(): value for name, value in response.getheaders()},
-        data,
-        {name: morsel.value for name, morsel in jar.items()},
+        response.status, {name.lower(): value for name, value in response.getheaders()}, data, cookies
     )
 
 
@@ -165,17 +147,9 @@ def server_call() -> Callable[..., Answer]:
 
 
 @pytest.fixture
-def server_user(django_user_model: Any) -> Callable[..., Any]:
-    """``server_user("alice", superuser=False)``: a user the servers can log in (password PASSWORD;
-    the servers run the production hashers, not the tests' MD5)."""
-
-    def create(username: str, *, superuser: bool = False) -> Any:
-        user = django_user_model(username=username, is_superuser=superuser, is_staff=superuser)
-        user.password = PASSWORD_HASH
-        user.save()
-        return user
-
-    return create
+def server_user() -> Callable[..., Any]:
+    """``server_user("alice", superuser=False)``: a user the servers can log in (password PASSWORD)."""
+    return create_user
 
 
 # --- holding the database busy ------------------------------------------------------------------------

@@ -30,15 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import Model
 
 from tests.conftest import PASSWORD
+from tests.integration import servers
 from tests.integration.servers import (
     COOKIE,
-    PASSWORD_HASH,
     ROOT,
     STARTUP_TIMEOUT,
     Reply,
@@ -47,7 +45,6 @@ from tests.integration.servers import (
     _ready,
     _stop,
     free_port,
-    shared_database_url,
 )
 
 # --- sizes and figures ---------------------------------------------------------------------------------
@@ -164,14 +161,7 @@ def leak_guard(tmp_path: Path) -> Iterator[None]:
 
 # --- users and sessions ---------------------------------------------------------------------------------
 
-
-def create_user(username: str, *, superuser: bool = False) -> Any:
-    """A user the servers can log in with `PASSWORD` (an Argon2 hash: the servers run production settings)."""
-    model = get_user_model()
-    user = model(username=username, is_superuser=superuser, is_staff=superuser)
-    user.password = PASSWORD_HASH
-    user.save()
-    return user
+create_user = servers.create_user  # a user the servers can log in with PASSWORD
 
 
 NOT_AUTHENTICATED = 207
@@ -289,25 +279,12 @@ class Instance(Server):
 
 def server_environment(**env: str) -> dict[str, str]:
     """The environment of a server process on the test database (as `running_servers` builds it),
-    with the login rate limit off unless ``env`` says otherwise."""
-    environment = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "project.settings",
-        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-        "DATABASE_URL": shared_database_url(),
-        "DJANGO_DEBUG": "false",
-        "SESSIONS_FAIL_DELAY": "0",
-        "SESSIONS_LOGIN_RATE": "0",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-    }
-    for name in (
-        "DJANGO_SECRET_KEY_FILE",
-        "SQLITE_TEST_NAME",
-        "SESSIONS_FAULT_INJECT",
-        "RELIABILITY_FIGURES",
-    ):
-        environment.pop(name, None)
-    environment.update(env)
+    with the login rate limit off and this run's fault injection and figures file not inherited,
+    unless ``env`` says otherwise."""
+    environment = servers.server_environment(**{"SESSIONS_LOGIN_RATE": "0", **env})
+    for name in ("SESSIONS_FAULT_INJECT", "RELIABILITY_FIGURES"):
+        if name not in env:
+            environment.pop(name, None)
     return environment
 
 

@@ -9,13 +9,14 @@ the server, holding no state of its own, does not mind).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.servers import PASSWORD_HASH, Server, free_port, running_servers
+from tests.integration.conftest import create_user  # noqa: F401 - the fixture, reused as it is
+from tests.integration.servers import Server, free_port, running_servers
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +38,6 @@ def ws_server(
 def ws_url(server: Server) -> str:
     """``ws://127.0.0.1:<port>/api/current`` of ``server``'s TCP bind."""
     return f"ws://{server.bind}/api/current"
-
-
-@pytest.fixture
-def create_user(django_user_model: Any) -> Callable[..., Any]:
-    """``create_user("alice", superuser=False)``: a user the servers can log in (password PASSWORD)."""
-
-    def create(username: str, *, superuser: bool = False) -> Any:
-        user = django_user_model(username=username, is_superuser=superuser, is_staff=superuser)
-        user.password = PASSWORD_HASH
-        user.save()
-        return user
-
-    return create
 
 
 @pytest.fixture(autouse=True)
