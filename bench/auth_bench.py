@@ -52,6 +52,7 @@ COOKIE = "__Host-sid"
 ME = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "auth.me", "params": []}).encode()
 CASES = ("anonymous", "session cookie", "API key (Bearer)")
 LOOKUP = "lookup alone"
+STEPUP = "step-up check"
 KEYCLOAK_PER_VCPU = 15  # password logins/s per vCPU (security.md §4)
 
 
@@ -207,8 +208,23 @@ def worker_inprocess(database_url: str, seed: dict[str, Any], batches: int, per_
     def lookup_alone() -> None:
         RowLoader._fetch(wrapper, plan, digest)
 
+    # The step-up check of a guarded page (security.md F2): a decision on the session row already
+    # loaded by the middleware, no query. Its password re-entry is a password check plus two writes.
+    from sessions_app.clients import Client
+    from sessions_app.services import stepup
+
+    row = UserSession.objects.select_related("user").get(secret_hash=digest)
+    reentries = max(4, per_batch // 50)
+    started = time.perf_counter()
+    for _ in range(reentries):
+        assert stepup.stepup_verify(
+            user=row.user, session=row, client=Client(address="127.0.0.1"), password=PASSWORD, purpose="bench"
+        )
+    stepup_per_s = reentries / (time.perf_counter() - started)
+
     runners = {name: (lambda headers=headers: call(headers)) for name, headers in cases.items()}
     runners[LOOKUP] = lookup_alone
+    runners[STEPUP] = lambda: stepup.stepup_recent(session=row)
     per_request: dict[str, list[float]] = {name: [] for name in runners}
     names = list(runners)
     for batch in range(batches):
@@ -220,7 +236,7 @@ def worker_inprocess(database_url: str, seed: dict[str, Any], batches: int, per_
                 run()
             per_request[name].append((time.perf_counter() - started) / per_batch * 1e6)
     assert all(status.startswith("200") for status in statuses), set(statuses)
-    return {"per_request_us": per_request, "queries": queries}
+    return {"per_request_us": per_request, "queries": queries, "stepup_per_s": stepup_per_s}
 
 
 # --- worker: password hashing ------------------------------------------------------------------------
@@ -432,9 +448,16 @@ def render(
                 f"{served['p50_ms'] / base_served['p50_ms']:.2f}× | {served['rps'] / base_served['rps']:.2f} |"
             )
         alone = statistics.median(run["inprocess"]["per_request_us"][LOOKUP])
+        cookie = statistics.median(run["inprocess"]["per_request_us"]["session cookie"])
         lines.append(
             f"| {run['label']} | *floor: anonymous + the lookup alone ({alone:.0f} µs)* | 1 | "
             f"{base_in + alone:.0f} | {(base_in + alone) / base_in:.2f}× | | | | | | | |"
+        )
+        check = statistics.median(run["inprocess"]["per_request_us"][STEPUP])
+        lines.append(
+            f"| {run['label']} | *session cookie + a step-up check ({check:.2f} µs, no query)* | "
+            f"{run['inprocess']['queries']['session cookie']} | {cookie + check:.0f} | "
+            f"{(cookie + check) / base_in:.2f}× | | | | | | | |"
         )
     lines += [
         "",
@@ -477,6 +500,11 @@ def render(
         lines.append(
             f"| `auth.login_ex`/s, {run['label']} (p50 ms) | {one['per_s']:.1f} ({one['p50_ms']:.0f}) | "
             f"{two['per_s']:.1f} ({two['p50_ms']:.0f}) |"
+        )
+    for run in runs:
+        lines.append(
+            f"| step-up password re-entry (`stepup_verify`)/s in-process, {run['label']} | "
+            f"{run['inprocess']['stepup_per_s']:.1f} | |"
         )
     lines += [
         f"| Keycloak reference: {KEYCLOAK_PER_VCPU}/s per vCPU (security.md §4) | {KEYCLOAK_PER_VCPU} | "

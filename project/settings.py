@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -90,6 +91,21 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy on every response (django-csp): scripts and styles only from this origin or
+# inline with the response's nonce (`request.csp_nonce`; the Swagger UI page's initialiser has one),
+# never 'unsafe-inline' or 'unsafe-eval'. Images may be data: URLs (the Swagger UI's icons).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 SECURE_HSTS_SECONDS = _env_int("DJANGO_SECURE_HSTS_SECONDS", 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
 SECURE_HSTS_PRELOAD = _env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
@@ -131,6 +147,8 @@ INSTALLED_APPS = [
 # request; Django's session framework is not used. Messages live in a signed cookie.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outside everything that can answer (WhiteNoise, CSRF failures, error pages): all get the policy.
+    "sessions_app.server.csp.ContentSecurityPolicyMiddleware",
     # Static files (admin, Swagger UI, the dashboard's stylesheet) served by the app itself: no CDN.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -195,6 +213,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
     if os.environ.get("SQLITE_TEST_NAME"):
         DATABASES["default"]["TEST"] = {"NAME": os.environ["SQLITE_TEST_NAME"]}
+    if Path(DATABASES["default"]["NAME"]) == _default_sqlite:
+        # var/ holds the database, its -wal and -shm files and bin/serve's secret key: private to the
+        # service's account (0700), tightened if an older release created it 0755 (security.md F6).
+        # The files themselves are made 0600 on connection (sessions_app/db.py).
+        _var = _default_sqlite.parent
+        _var.mkdir(mode=0o700, exist_ok=True)
+        if _var.stat().st_mode & 0o077:
+            try:
+                _var.chmod(0o700)
+            except OSError as exc:
+                raise ImproperlyConfigured(
+                    f"cannot make {_var} private (mode 0700): {exc.strerror}"
+                ) from None
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A ceiling for any statement; query endpoints lower it per transaction.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
@@ -251,6 +282,8 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+# WhiteNoise would send "Access-Control-Allow-Origin: *" with every static file; same origin only.
+WHITENOISE_ALLOW_ALL_ORIGINS = False
 
 # --- Django REST framework -----------------------------------------------------------------------
 
@@ -311,3 +344,22 @@ SESSIONS_LOGIN_RATE = _env_int("SESSIONS_LOGIN_RATE", 20)
 SESSIONS_EVENT_POLL_INTERVAL = _env_float("SESSIONS_EVENT_POLL_INTERVAL", 0.25)
 SESSIONS_SOCKET_CHECK_INTERVAL = _env_float("SESSIONS_SOCKET_CHECK_INTERVAL", 1.0)
 SESSIONS_EVENT_RETENTION = _env_int("SESSIONS_EVENT_RETENTION", 3600)
+
+
+def _field_key() -> str:
+    """The key that seals secrets at rest (sessions_app/auth/fieldcrypt.py); "" derives it from SECRET_KEY."""
+    key = os.environ.get("SESSIONS_FIELD_KEY", "")
+    key_file = os.environ.get("SESSIONS_FIELD_KEY_FILE", "")
+    if not key and key_file:
+        try:
+            key = Path(key_file).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"SESSIONS_FIELD_KEY_FILE {key_file!r}: {exc.strerror}") from None
+    if key and len(key) < 32:
+        raise ImproperlyConfigured("SESSIONS_FIELD_KEY must be at least 32 characters")
+    return key
+
+
+SESSIONS_FIELD_KEY = _field_key()
+# Old field keys, comma-separated: accepted for opening only, until `manage.py rotate_field_key` ran.
+SESSIONS_FIELD_KEY_PREVIOUS = _env_list("SESSIONS_FIELD_KEY_PREVIOUS", "")

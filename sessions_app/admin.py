@@ -2,8 +2,15 @@
 
 Nothing here writes a row itself: the change forms are read-only, rows cannot be added or deleted
 from the admin (that would skip the cascades and audit records of the services), and the bulk
-actions call the same services as the APIs, under the same roles. Secret columns (``secret_hash``,
-``user_auth_hash``, ``key_hash``, and the TOTP device key) are never displayed.
+actions call the same services as the APIs, under the same roles.
+
+Secret columns (`sessions_app.auth.secret_fields`: ``secret_hash``, ``user_auth_hash``, ``key_hash``, the
+TOTP device key, the user's password …) are never displayed, filtered, searched or ordered, on any
+admin registered on the site, Django's and django-otp's included (`SecretFieldsHiddenAdmin`, applied
+to every registered admin by `hide_secret_fields`): a query string that names one, directly or
+through relations (``?key__regex=``, ``?user__password__startswith=``, ``?o=key_hash``), is a 400 like
+Django's own ``?password__startswith=``. The system check `check_admin_secrets` fails when an admin
+declares a secret anyway.
 """
 
 from __future__ import annotations
@@ -11,13 +18,21 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.exceptions import DisallowedModelAdminLookup
+from django.contrib.admin.options import BaseModelAdmin, InlineModelAdmin
+from django.contrib.admin.utils import flatten_fieldsets
+from django.contrib.admin.views.main import ORDER_VAR
+from django.contrib.auth.forms import ReadOnlyPasswordHashField
+from django.core import checks
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from sessions_app.auth.secret_fields import is_secret_path, secret_field_names
 from sessions_app.clients import client_from_request
 from sessions_app.models import ApiKey, AuditRecord, UserSession
 from sessions_app.roles import Role, has_role
+from sessions_app.services import totp as totp_services
 from sessions_app.services.api_keys import api_key_revoke
 from sessions_app.services.sessions import session_terminate
 
@@ -36,7 +51,125 @@ def _admin_has_permission(request: HttpRequest) -> bool:
 admin.site.has_permission = _admin_has_permission  # type: ignore[method-assign]
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+def _entry_name(entry: Any) -> str | None:
+    """The field path an admin option entry names: ``"-key"`` of ordering, ``"^name"`` of search,
+    ``("user", Filter)`` of list_filter; ``None`` for callables, filter classes and expressions."""
+    if isinstance(entry, (tuple, list)) and entry:
+        entry = entry[0]
+    return entry.lstrip("-^=@") if isinstance(entry, str) else None
+
+
+class _SecretFormFields(BaseModelAdmin):  # type: ignore[type-arg]
+    """Change forms (of admins and inlines) without the model's secret columns.
+
+    A secret stays only where its form field is Django's `ReadOnlyPasswordHashField` (the user's
+    password: algorithm and a masked prefix, never the hash), Django's own reference behaviour.
+    """
+
+    def _hidden(self, name: Any) -> bool:
+        path = _entry_name(name)
+        if path is None or not is_secret_path(self.model, path):
+            return False
+        return not isinstance(getattr(self.form, "declared_fields", {}).get(path), ReadOnlyPasswordHashField)
+
+    def get_exclude(self, request: HttpRequest, obj: Any = None) -> Any:
+        exclude = super().get_exclude(request, obj)
+        if exclude is None:  # Django then uses the form's Meta.exclude: keep it
+            exclude = getattr(getattr(self.form, "_meta", None), "exclude", None) or ()
+        secrets = [name for name in secret_field_names(self.model) if self._hidden(name)]
+        return [*exclude, *(name for name in secrets if name not in exclude)]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self._visible(super().get_readonly_fields(request, obj))
+
+    def _visible(self, fields: Any) -> list[Any]:
+        """``fields`` (names, or tuples of names shown on one line) without the hidden ones."""
+        kept: list[Any] = []
+        for entry in fields:
+            if isinstance(entry, (tuple, list)):
+                entry = tuple(name for name in entry if not self._hidden(name))
+                if entry:
+                    kept.append(entry)
+            elif not self._hidden(entry):
+                kept.append(entry)
+        return kept
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self._visible(super().get_fields(request, obj))
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [
+            (title, {**options, "fields": self._visible(options.get("fields", ()))})
+            for title, options in super().get_fieldsets(request, obj)
+        ]
+
+
+class SecretFieldsHiddenInline(_SecretFormFields, InlineModelAdmin):  # type: ignore[type-arg]
+    """Inlines without the secret columns of their model (see `SecretFieldsHiddenAdmin`)."""
+
+
+class SecretFieldsHiddenAdmin(_SecretFormFields, admin.ModelAdmin):  # type: ignore[type-arg]
+    """A ModelAdmin that never displays, filters, searches or orders by a secret column (F5).
+
+    Secret columns are those of `sessions_app.auth.secret_fields`, of the model itself or reached through
+    relations. Filtering on one (``?key__regex=``, ``?user__password__startswith=``), ordering by one
+    (``?o=key_hash``) or referencing one (``?_to_field=key``) is `DisallowedModelAdminLookup`, a 400;
+    the list columns, list filters, search fields, orderings and form fields drop them.
+    """
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        if is_secret_path(self.model, lookup):
+            return False
+        return bool(super().lookup_allowed(lookup, value, request))
+
+    def to_field_allowed(self, request: HttpRequest, to_field: str) -> bool:
+        return not is_secret_path(self.model, to_field) and bool(super().to_field_allowed(request, to_field))
+
+    def _orders_by_secret(self, column: Any) -> bool:
+        """A list column that is a secret, or a callable whose ``admin_order_field`` is one."""
+        if isinstance(column, str) and is_secret_path(self.model, column):
+            return True
+        target = column
+        if isinstance(column, str):
+            target = getattr(self, column, None) or getattr(self.model, column, None)
+        target = getattr(target, "fget", target)  # properties
+        order_field = getattr(target, "admin_order_field", None)
+        return isinstance(order_field, str) and is_secret_path(self.model, order_field)
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        return [c for c in super().get_list_display(request) if not self._orders_by_secret(c)]
+
+    def get_sortable_by(self, request: HttpRequest) -> Any:
+        return [c for c in super().get_sortable_by(request) if not self._orders_by_secret(c)]
+
+    def get_list_filter(self, request: HttpRequest) -> Any:
+        return [
+            f
+            for f in super().get_list_filter(request)
+            if (name := _entry_name(f)) is None or not is_secret_path(self.model, name)
+        ]
+
+    def get_search_fields(self, request: HttpRequest) -> Any:
+        return [
+            f for f in super().get_search_fields(request) if not is_secret_path(self.model, f.lstrip("^=@"))
+        ]
+
+    def get_ordering(self, request: HttpRequest) -> Any:
+        return [
+            o
+            for o in super().get_ordering(request) or ()
+            if (name := _entry_name(o)) is None or not is_secret_path(self.model, name)
+        ]
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        # Django skips an ordering that is not a column number (?o=key_hash); naming a secret is refused.
+        for part in request.GET.get(ORDER_VAR, "").split("."):
+            if not part.lstrip("-").isdigit() and is_secret_path(self.model, part):
+                raise DisallowedModelAdminLookup("Ordering by a secret field is not allowed")
+        return super().get_changelist_instance(request)
+
+
+class ReadOnlyAdmin(SecretFieldsHiddenAdmin):
     """Viewable, searchable, filterable; never added, edited or deleted through the admin."""
 
     show_full_result_count = False  # no second COUNT(*) over a million rows per page
@@ -171,7 +304,7 @@ if admin.site.is_registered(TOTPDevice):
 
 
 @admin.register(TOTPDevice)
-class TOTPDeviceAdmin(admin.ModelAdmin):
+class TOTPDeviceAdmin(SecretFieldsHiddenAdmin):
     """Second-factor devices: viewable and removable (removing one ends its user's sessions)."""
 
     list_display = ["user", "name", "confirmed", "created_at", "last_used_at"]
@@ -186,3 +319,128 @@ class TOTPDeviceAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def delete_model(self, request: HttpRequest, obj: TOTPDevice) -> None:
+        self.delete_queryset(request, TOTPDevice.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        """An administrator's reset of second factors: audited (security.md F2), sessions end."""
+        totp_services.totp_devices_reset(
+            devices=list(queryset.select_related("user")),
+            actor=request.user.get_username(),
+            client=client_from_request(request),
+        )
+
+
+def _protected(cls: type[Any], base: type[Any]) -> type[Any]:
+    """``cls`` derived from ``base`` too, with its inlines derived from `SecretFieldsHiddenInline`
+    (``cls`` itself when it has both already)."""
+    attrs: dict[str, Any] = {"__module__": cls.__module__, "__doc__": cls.__doc__}
+    if issubclass(cls, admin.ModelAdmin):
+        attrs["inlines"] = [_protected(inline, SecretFieldsHiddenInline) for inline in cls.inlines]
+        if issubclass(cls, base) and attrs["inlines"] == list(cls.inlines):
+            return cls
+    elif issubclass(cls, base):
+        return cls
+    return type(cls.__name__, (cls,) if issubclass(cls, base) else (base, cls), attrs)
+
+
+def hide_secret_fields(site: admin.AdminSite) -> None:
+    """Give every admin registered on ``site`` (Django's User admin, django-otp's device admins …)
+    the `SecretFieldsHiddenAdmin` behaviour, and their inlines `SecretFieldsHiddenInline`'s."""
+    for model, model_admin in list(site._registry.items()):
+        protected = _protected(type(model_admin), SecretFieldsHiddenAdmin)
+        if protected is not type(model_admin):
+            site.unregister(model)
+            site.register(model, protected)
+
+
+# Installed apps register their admins before this one (sessions_app comes last): all are covered.
+hide_secret_fields(admin.site)
+
+#: Admin options whose entries name a field that the admin displays, filters, searches or orders by.
+_EXPOSING_OPTIONS = (
+    "list_display",
+    "list_display_links",
+    "list_editable",
+    "list_filter",
+    "search_fields",
+    "ordering",
+    "sortable_by",
+    "readonly_fields",
+    "fields",
+)
+#: Lookups that must be refused on every secret reachable from a registered model.
+_PROBES = ("", "__startswith", "__regex")
+
+
+def _declared_exposures(model_admin: BaseModelAdmin) -> list[str]:  # type: ignore[type-arg]
+    """``"option: name"`` for every secret an admin's or inline's options name (masked ones aside)."""
+    model = model_admin.model
+    declared: dict[str, Any] = {
+        option: getattr(model_admin, option, None) or () for option in _EXPOSING_OPTIONS
+    }
+    declared["fieldsets"] = flatten_fieldsets(model_admin.fieldsets or ())
+    declared["date_hierarchy"] = (
+        [model_admin.date_hierarchy] if getattr(model_admin, "date_hierarchy", None) else []
+    )
+    masked = {
+        name
+        for name, field in getattr(model_admin.form, "declared_fields", {}).items()
+        if isinstance(field, ReadOnlyPasswordHashField)
+    }
+    found = [
+        f"{option}: {name}"
+        for option, entries in declared.items()
+        for name in map(_entry_name, entries)
+        if name is not None and name not in masked and is_secret_path(model, name)
+    ]
+    if (
+        not isinstance(model_admin, _SecretFormFields)
+        and not model_admin.fields
+        and not model_admin.fieldsets
+    ):
+        shown = set(secret_field_names(model)) - set(model_admin.exclude or ()) - masked
+        found += [f"change form (every field by default): {name}" for name in sorted(shown)]
+    return found
+
+
+def _secret_probe_paths(model: Any) -> list[str]:
+    """The model's secret columns and those one relation away (``user__password``, ``api_key__key_hash``)."""
+    paths = sorted(secret_field_names(model))
+    for field in model._meta.get_fields():
+        related = field.related_model if field.is_relation else None
+        if related is not None and not isinstance(related, str):
+            paths += [f"{field.name}__{name}" for name in sorted(secret_field_names(related))]
+    return paths
+
+
+def check_admin_secrets(
+    app_configs: Any = None, site: admin.AdminSite | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """System check (``sessions_app.E101``): no registered admin or inline exposes a secret column."""
+    errors: list[checks.CheckMessage] = []
+    request = HttpRequest()
+    for model, model_admin in (site or admin.site)._registry.items():
+        problems = _declared_exposures(model_admin)
+        for inline in model_admin.inlines:
+            problems += [
+                f"inline {inline.__name__} {p}"
+                for p in _declared_exposures(inline(model, model_admin.admin_site))
+            ]
+        problems += [
+            f"lookup allowed: {path}{probe}"
+            for path in _secret_probe_paths(model)
+            for probe in _PROBES
+            if model_admin.lookup_allowed(path + probe, "a", request)
+        ]
+        errors += [
+            checks.Error(
+                f"{type(model_admin).__name__} of {model._meta.label} exposes a secret field ({problem}).",
+                hint="Derive it from sessions_app.admin.SecretFieldsHiddenAdmin and leave secret fields out.",
+                obj=type(model_admin),
+                id="sessions_app.E101",
+            )
+            for problem in problems
+        ]
+    return errors

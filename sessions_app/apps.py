@@ -11,3 +11,14 @@ class SessionsAppConfig(AppConfig):
     def ready(self) -> None:
         # Connection hooks (bounded REGEXP on SQLite) and the account-change cascades.
         from sessions_app import db, signals  # noqa: F401
+        from sessions_app.auth import totp_seeds
+
+        # TOTP seeds sealed at rest (security.md F6): django-otp's reads and writes of the seed.
+        totp_seeds.install()
+
+        # No registered admin may display, filter, search or order by a secret column (F5).
+        from django.core import checks
+
+        from sessions_app.admin import check_admin_secrets
+
+        checks.register(check_admin_secrets, checks.Tags.admin)

@@ -69,4 +69,6 @@ class PeerCredUvicornWorker(UvicornWorker):
         # The client address is decided by the app alone (SESSIONS_TRUSTED_PROXIES): uvicorn would
         # otherwise rewrite it from X-Forwarded-For for any peer in FORWARDED_ALLOW_IPS.
         "proxy_headers": False,
+        # No "server: uvicorn" banner (F13): the software and its version are nobody's business.
+        "server_header": False,
     }

@@ -9,6 +9,7 @@ from django.conf import settings
 DEFAULTS: dict[str, Any] = {
     "SESSIONS_ASSURANCE_LEVEL": "LEVEL_1",
     "SESSIONS_MAX_PER_USER": 100,
+    "SESSIONS_MAX_KEYS_PER_USER": 100,  # API keys one user may hold (revoked/expired count; F11)
     "SESSIONS_HISTORY_DAYS": 90,
     "SESSIONS_TRUSTED_PROXIES": [],
     "SESSIONS_NODE_SECRET": "",
@@ -24,12 +25,15 @@ DEFAULTS: dict[str, Any] = {
     "SESSIONS_LAST_SEEN_INTERVAL": 60,  # seconds between last_seen_at writes (coalescing)
     "SESSIONS_ROOT_USERNAME": "root",  # the account uid 0 on the unix socket maps to
     "SESSIONS_API_KEY_PEPPER": "",  # HMAC key of API-key hashes; derived from SECRET_KEY when empty
+    "SESSIONS_FIELD_KEY": "",  # key sealing TOTP seeds at rest (auth/fieldcrypt.py); SECRET_KEY when empty
+    "SESSIONS_FIELD_KEY_PREVIOUS": [],  # old field keys: open only, until `manage.py rotate_field_key`
     "SESSIONS_NODE_MAX_SKEW": 60,  # seconds: replay window of TRUENAS_NODE signatures
     "SESSIONS_MAX_PASSWORD_LENGTH": 1024,  # longer passwords are refused before any hashing
     "SESSIONS_OTP_MAX_FAILURES": 5,  # wrong codes before a pending second factor is dropped
     "SESSIONS_EVENT_POLL_INTERVAL": 0.25,  # seconds between reads of the event outbox (per process)
     "SESSIONS_SOCKET_CHECK_INTERVAL": 1.0,  # seconds between validations of open sockets' sessions
     "SESSIONS_EVENT_RETENTION": 3600,  # seconds an outbox event is kept (purged by `sessions purge`)
+    "SESSIONS_STEPUP_WINDOW": 300,  # seconds a re-authentication (step-up, security.md F2) stays valid
 }
 
 

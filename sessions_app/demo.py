@@ -39,6 +39,7 @@ from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from sessions_app import conf
+from sessions_app.auth.totp_seeds import seal_seed
 from sessions_app.models import ApiKey, Credentials, EndReason, UserSession
 from sessions_app.services.sessions import user_auth_hash
 
@@ -370,9 +371,9 @@ class _Seeder:
             everyone.append(account)
             if rng.random() < _TWOFACTOR_USERS:
                 twofactor_users.append(account)
-                devices.append(
-                    TOTPDevice(user=user, name="demo", confirmed=True, key=rng.randbytes(20).hex())
-                )
+                # bulk_create sends no pre_save: seal the seed here (security.md F6).
+                sealed = seal_seed(rng.randbytes(20).hex(), user_id=user.pk)
+                devices.append(TOTPDevice(user=user, name="demo", confirmed=True, key=sealed))
             else:
                 password_users.append(account)
         TOTPDevice.objects.bulk_create(devices, batch_size=1000)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,19 @@ def session_removed(row: UserSession, *, public_id: str | None = None, ended: bo
         public_id=public_id or row.public_id,
         internal=row.internal,
         ended=ended,
+    )
+
+
+def roles_changed(*, users: Iterable[int] | None) -> None:
+    """Record that the roles of ``users`` (``None``: of anyone) may have changed; call inside the
+    transaction of the change. Every process re-checks the streams of those users before it
+    delivers any later event (`sessions_app.live`); nothing is sent to clients."""
+    SessionEvent.objects.create(
+        kind=SessionEvent.Kind.ROLES,
+        session=0,
+        public_id="",
+        internal=True,
+        fields={"users": None if users is None else sorted(set(users))},
     )
 
 

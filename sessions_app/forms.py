@@ -12,7 +12,6 @@ import re
 from typing import Any
 
 from django import forms
-from django.contrib.auth import password_validation
 
 from sessions_app.models import AuditEvent, Credentials
 from sessions_app.query import QueryError
@@ -254,7 +253,7 @@ class SessionTerminateForm(ConfirmForm):
 
 
 class ApiKeyCreateForm(forms.Form):
-    name = forms.CharField(max_length=200, label="Name", help_text="Unique; e.g. backup-script.")
+    name = forms.CharField(max_length=200, label="Name", help_text="Unique per owner; e.g. backup-script.")
     expires_at = forms.DateTimeField(
         required=False,
         label="Expires (UTC)",
@@ -307,17 +306,27 @@ class TotpConfirmForm(forms.Form):
 
 
 class PasswordConfirmForm(forms.Form):
+    """Step-up (security.md F2): the password again and, when the account has a second factor, a
+    current code from the app (``second_factor=False`` leaves the code field out)."""
+
     password = forms.CharField(
         max_length=1024,
         strip=False,
         label="Your password",
         widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
     )
+    otp_token = TotpConfirmForm.base_fields["otp_token"]
+
+    def __init__(self, *args: Any, second_factor: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not second_factor:
+            del self.fields["otp_token"]
 
 
 class PasswordChangeForm(forms.Form):
-    """A new password, twice, checked by Django's password validators. ``current`` asks for the
-    present password too (a voluntary change; after a one-time password it is not asked)."""
+    """A new password, twice. ``current`` asks for the present password too (a voluntary change;
+    after a one-time password it is not asked). Shapes only: the service checks the current password
+    first, as a login (security.md F1), then the two new ones and Django's password validators."""
 
     current_password = forms.CharField(
         max_length=1024,
@@ -338,28 +347,7 @@ class PasswordChangeForm(forms.Form):
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
     )
 
-    def __init__(self, *args: Any, user: Any, current: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, current: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.user = user
         if not current:
             del self.fields["current_password"]
-
-    def clean_current_password(self) -> str:
-        from sessions_app.services.login import check_password
-
-        password = self.cleaned_data["current_password"]
-        if not check_password(self.user, password):
-            raise forms.ValidationError("This is not your current password.")
-        return password
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean() or {}
-        first, second = data.get("new_password1"), data.get("new_password2")
-        if first and second and first != second:
-            self.add_error("new_password2", "The two passwords differ.")
-        elif first:
-            try:
-                password_validation.validate_password(first, self.user)
-            except forms.ValidationError as exc:
-                self.add_error("new_password1", exc)
-        return data

@@ -14,6 +14,18 @@ against the database (absolute expiry, user disabled, password changed, API key 
 parent ended: what `sessions_app.services.sessions.session_check` checks on every HTTP request),
 ending them with their reason, which closes them and emits REMOVED. The database work runs in one
 thread of its own, off the event loop.
+
+Authorisation follows the account (security.md F3): what a listener receives depends on its user
+holding ``AUTH_SESSIONS_READ`` (`STREAM_ROLE`). A role lost anywhere writes a ``roles`` outbox event
+in the transaction of the change (`sessions_app.signals`); the hub, reading the outbox in order,
+re-checks the roles of the listeners concerned (one query) *before* it delivers any later event, and
+tells those who lost the role (`Listener.read_role_lost`: a WebSocket drops its subscriptions with
+TrueNAS's ``notify_unsubscribed``, an event stream ends). So nothing committed after the change
+reaches them, on any process. The periodic check reads the role in its one query as well, for
+changes that bypass signals (``QuerySet.update``, raw SQL): those end within the check interval.
+Whoever admits a new listener checks the role after reading `Hub.roles_generation` and registers
+only if no ``roles`` event was handled meanwhile (`Hub.admitted`), so a change racing the admission
+is not missed either.
 """
 
 from __future__ import annotations
@@ -26,18 +38,32 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from django.db import DatabaseError, close_old_connections, connection
+from django.db.models import BooleanField, ExpressionWrapper
 
 from sessions_app import conf
 from sessions_app.events import EventCursor
 from sessions_app.models import SessionEvent, UserSession
+from sessions_app.roles import Role, holders_q, role_holders
 
 logger = logging.getLogger(__name__)
+
+#: The role that every event a listener receives depends on (they are about every user's sessions).
+STREAM_ROLE = Role.AUTH_SESSIONS_READ
 
 
 class Listener(Protocol):
     """A local receiver of events: a WebSocket connection or an event stream."""
 
     def deliver(self, event: SessionEvent) -> None: ...
+
+    @property
+    def reader_pk(self) -> int | None:
+        """The user whose `STREAM_ROLE` what this listener receives depends on (None: nothing)."""
+        ...
+
+    def read_role_lost(self) -> None:
+        """Its user no longer holds `STREAM_ROLE`: stop delivering (called on the event loop)."""
+        ...
 
 
 class Socket(Protocol):
@@ -50,11 +76,15 @@ class Socket(Protocol):
 
     def session_gone(self, pk: int) -> None: ...
 
+    def read_role_lost(self) -> None: ...
+
 
 class Hub:
     def __init__(self) -> None:
         self.listeners: set[Listener] = set()
         self.sockets: set[Socket] = set()
+        #: Bumped as the hub starts handling each ``roles`` event (see `admitted`).
+        self.roles_generation = 0
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessions-hub")
 
@@ -78,6 +108,25 @@ class Hub:
     def remove_socket(self, socket: Socket) -> None:
         self.sockets.discard(socket)
 
+    def admitted(
+        self, user_pk: int | None, register: Callable[[], None], unregister: Callable[[], None]
+    ) -> bool:
+        """Check that ``user_pk`` holds `STREAM_ROLE` now, and ``register`` a listener if so.
+
+        The role is read from the database after `roles_generation`, and the registration stands
+        only if no ``roles`` event was handled in between: a change that commits during the check
+        is then either seen by the check or handled by the hub with the listener registered. Runs
+        the query in the calling thread (not on the event loop).
+        """
+        while True:
+            generation = self.roles_generation
+            if user_pk not in role_holders(STREAM_ROLE, [user_pk]):
+                return False
+            register()
+            if self.roles_generation == generation:
+                return True
+            unregister()
+
     async def run_db(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run ``func`` in the hub's database thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, _with_connection, func, *args)
@@ -96,7 +145,10 @@ class Hub:
                     cursor = await self.run_db(EventCursor.at_end)
                 events = await self.run_db(cursor.fetch)
                 for event in events:
-                    self._dispatch(event)
+                    if event.kind == SessionEvent.Kind.ROLES:
+                        await self._roles_changed(event)  # before any later event is delivered
+                    else:
+                        self._dispatch(event)
                 if loop.time() >= next_check:
                     next_check = loop.time() + float(conf.get("SESSIONS_SOCKET_CHECK_INTERVAL"))
                     await self._check_sockets()
@@ -118,14 +170,35 @@ class Hub:
             except Exception:
                 logger.exception("live events: a listener failed")
 
+    async def _roles_changed(self, event: SessionEvent) -> None:
+        self.roles_generation += 1
+        users = (event.fields or {}).get("users")
+        concerned = {
+            listener: pk
+            for listener in list(self.listeners)  # threads may register meanwhile (`admitted`)
+            if (pk := listener.reader_pk) is not None and (users is None or pk in users)
+        }
+        if not concerned:
+            return
+        try:
+            holders = await self.run_db(role_holders, STREAM_ROLE, set(concerned.values()))
+        except DatabaseError:  # fail closed: they resubscribe (or reload) when the database is back
+            logger.warning("live events: roles cannot be read; ending the streams concerned", exc_info=True)
+            holders = set()
+        for listener, pk in concerned.items():
+            if pk not in holders:
+                listener.read_role_lost()
+
     async def _check_sockets(self) -> None:
         held = {s.session_pk: s for s in self.sockets if s.session_pk is not None}
         if not held:
             return
-        valid = await self.run_db(_still_valid, {pk: s.client for pk, s in held.items()})
+        states = await self.run_db(_socket_states, {pk: s.client for pk, s in held.items()})
         for pk, socket in held.items():
-            if pk not in valid:
+            if pk not in states:
                 socket.session_gone(pk)
+            elif not states[pk]:
+                socket.read_role_lost()
 
 
 def _with_connection(func: Callable[..., Any], *args: Any) -> Any:
@@ -138,18 +211,26 @@ def _with_connection(func: Callable[..., Any], *args: Any) -> Any:
         raise
 
 
-def _still_valid(clients: dict[int, Any]) -> set[int]:
-    """The pks of ``clients`` whose session is still valid; the others are ended with their reason."""
+def _socket_states(clients: dict[int, Any]) -> dict[int, bool]:
+    """The pks of ``clients`` whose session is still valid, each with whether its user holds
+    `STREAM_ROLE`; the others are ended with their reason."""
     from sessions_app.services.sessions import session_check
 
-    valid: set[int] = set()
+    states: dict[int, bool] = {}
     # One query for every open socket: what validation reads of an API_KEY or TOKEN session (its key,
-    # its parent and the parent's user and key) comes joined, not a query per socket.
+    # its parent and the parent's user and key) comes joined, and the role as two EXISTS, not a query
+    # per socket.
     rows = UserSession.objects.select_related("user", "api_key", "parent__user", "parent__api_key")
-    for row in rows.filter(pk__in=list(clients)):
+    reads = ExpressionWrapper(holders_q(STREAM_ROLE, prefix="user__"), output_field=BooleanField())
+    for row in rows.filter(pk__in=list(clients)).annotate(stream_role=reads):
         if session_check(row=row, client=clients[row.pk], touch=False) is not None:
-            valid.add(row.pk)
-    return valid
+            states[row.pk] = bool(row.stream_role)
+    return states
+
+
+def _still_valid(clients: dict[int, Any]) -> set[int]:
+    """The pks of ``clients`` whose session is still valid; the others are ended with their reason."""
+    return set(_socket_states(clients))
 
 
 hub = Hub()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import errno
 import logging
 import os
@@ -50,13 +51,18 @@ def session_cookie_name() -> str:
     return "__Host-sid" if settings.SESSION_COOKIE_SECURE else "sid"
 
 
-PENDING_COOKIE = "otp_pending"
+def pending_cookie_name() -> str:
+    """The pending second factor's cookie: ``__Host-otp_pending`` when cookies are Secure."""
+    return "__Host-otp_pending" if settings.SESSION_COOKIE_SECURE else "otp_pending"
 
 
-def set_session_cookie(response: HttpResponse, secret: str) -> None:
+def _set_login_cookie(response: HttpResponse, name: str, secret: str, max_age: int | None = None) -> None:
+    """Every cookie that carries login state has the same flags (security.md F12): Secure (when
+    cookies are), HttpOnly, SameSite=Lax, Path=/, no Domain -- so the ``__Host-`` prefix holds."""
     response.set_cookie(
-        session_cookie_name(),
+        name,
         secret,
+        max_age=max_age,
         secure=settings.SESSION_COOKIE_SECURE,
         httponly=True,
         samesite="Lax",
@@ -64,8 +70,25 @@ def set_session_cookie(response: HttpResponse, secret: str) -> None:
     )
 
 
+def set_session_cookie(response: HttpResponse, secret: str) -> None:
+    _set_login_cookie(response, session_cookie_name(), secret)
+
+
 def clear_session_cookie(response: HttpResponse) -> None:
     response.delete_cookie(session_cookie_name(), path="/", samesite="Lax")
+
+
+def set_pending_cookie(response: HttpResponse, secret: str, max_age: int) -> None:
+    _set_login_cookie(response, pending_cookie_name(), secret, max_age=max_age)
+
+
+def clear_pending_cookie(response: HttpResponse) -> None:
+    response.delete_cookie(pending_cookie_name(), path="/", samesite="Lax")
+
+
+def pending_cookie(request: HttpRequest) -> str | None:
+    """The pending second factor's secret the browser sent, if any."""
+    return request.COOKIES.get(pending_cookie_name())
 
 
 def error_response(status: int, errno: int, attribute: str, message: str, retry_after: int) -> JsonResponse:
@@ -92,12 +115,19 @@ class SessionAuthenticationMiddleware:
         request.auth_session = None  # type: ignore[attr-defined]
         request.api_key = None  # type: ignore[attr-defined]
         request.user = AnonymousUser()
+        #: Why a per-request credential was refused, when the caller may be told (F8); else None.
+        request.auth_refusal = None  # type: ignore[attr-defined]
         try:
             self.authenticate(request)
         except Busy as exc:
-            return error_response(
+            response = error_response(
                 429, errno.EBUSY, "authorization", "too many failed attempts; retry later", exc.retry_after
             )
+            if request.COOKIES.get(session_cookie_name()) and not request.META.get("HTTP_AUTHORIZATION"):
+                # Refused for a rejected cookie (F9): drop it, so that a browser holding a stale
+                # cookie is served (as anonymous, and can sign in) from its next request on.
+                clear_session_cookie(response)
+            return response
         except Exception:
             # Fail closed (D8): a credential that cannot be checked -- the database is busy or down, the
             # connection is gone (Django's InterfaceError is no DatabaseError), or the lookup itself
@@ -118,9 +148,10 @@ class SessionAuthenticationMiddleware:
             secret = request.COOKIES.get(session_cookie_name(), "")
             session = session_authenticate(secret=secret, client=client) if secret else None
             if secret and session is None:
-                # A cookie that names no active session: never issued, forged or ended (B1). Not
-                # audited in the database (that would let anyone write a row per request).
+                # A cookie that names no active session: never issued, forged or ended (B1). Audited
+                # once per address and window, with a count, and throttled per address (F9).
                 logger.warning("unknown or ended session cookie from %s", client.origin)
+                _audit_failure(client, "SESSION_COOKIE", None, "unknown or ended session")
         if session is not None:
             request.auth_session = session  # type: ignore[attr-defined]
             request.user = session.user if session.user is not None else AnonymousUser()
@@ -133,20 +164,40 @@ class SessionAuthenticationMiddleware:
                 request.api_key = key  # type: ignore[attr-defined]
                 request.user = key.user
         elif scheme.lower() == "basic":
-            user = basic_user(value.strip(), client)
+            try:
+                user = basic_user(value.strip(), client)
+            except CredentialRefused as exc:
+                request.auth_refusal = exc.reason  # type: ignore[attr-defined]
+                return
             if user is not None:
                 request.user = user
 
 
+#: Why Basic is refused for a right password of an account that must use a second factor (F8).
+SECOND_FACTOR_REQUIRED = "second factor required; Basic cannot carry it"
+
+
+class CredentialRefused(Exception):
+    """A per-request credential was right but cannot be used here; ``reason`` may be shown."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
 def _audit_failure(client: Client, mechanism: str, username: str | None, reason: str, **data: Any) -> None:
-    with transaction.atomic():
-        audit_record(
-            event=AuditEvent.AUTHENTICATION,
-            success=False,
-            username=username,
-            address=client.origin,
-            event_data={"mechanism": mechanism, "per_request": True, "error": reason, **data},
-        )
+    """Audit a failed per-request credential (aggregated per address and window) and count it
+    toward the address's failure limit; over the limit, raise `Busy` (429) (F9)."""
+    retry_after = throttle.record_request_failure(
+        address=client.rate_key,
+        origin=client.origin,
+        mechanism=mechanism,
+        username=username,
+        reason=reason,
+        data=data,
+    )
+    if retry_after is not None:
+        raise Busy(retry_after)
 
 
 def bearer_api_key(text: str, client: Client) -> ApiKey | None:
@@ -158,6 +209,12 @@ def bearer_api_key(text: str, client: Client) -> ApiKey | None:
     now = timezone.now()
     label = f"{key.pk}:{key.name}" if key is not None else "<INVALID>"
     if key is None or not keys.same_hash(key.key_hash, digest):
+        if parsed:  # a guess against key N counts toward key N, never its owner (F7)
+            throttle.record_failure(
+                username=throttle.api_key_lockout_name(parsed[0]),
+                address=client.origin,
+                mechanism="API_KEY_BEARER",
+            )
         _audit_failure(client, "API_KEY_BEARER", None, "invalid key", api_key_ref=label)
         return None
     if policy.assurance_level() != "LEVEL_1":
@@ -200,30 +257,38 @@ def bearer_api_key(text: str, client: Client) -> ApiKey | None:
 
 def basic_user(text: str, client: Client) -> Any:
     """Per-request ``Basic`` credentials (password users without a second factor only), under the
-    same policy as a password login: the account lockout, the failure delay, the per-address rate
-    limit of failed attempts, and an audit record either way."""
-    retry_after = throttle.hit_rate_limit(method="basic-auth", address=client.rate_key)
+    same policy as a password login: the login rate limit of the address (every Basic request is a
+    login attempt, F4), the account lockout, the failure delay, and an audit record either way
+    (failures aggregated per address, F9). A right password of an account that must use a second
+    factor raises `CredentialRefused` with the reason and is not counted as a failure (F8)."""
+    retry_after = throttle.hit_login_limit(address=client.rate_key)
     if retry_after is not None:
-        _audit_failure(client, "PASSWORD_BASIC", None, "rate limited")
+        with contextlib.suppress(Busy):  # the login limit's Retry-After is the one to give
+            _audit_failure(client, "PASSWORD_BASIC", None, "rate limited")
         raise Busy(retry_after)
     try:
         decoded = base64.b64decode(text, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        _audit_failure(client, "PASSWORD_BASIC", None, "malformed header")
         throttle.sleep_after_failure()
+        _audit_failure(client, "PASSWORD_BASIC", None, "malformed header")
         return None
     username, sep, password = decoded.partition(":")
     user = user_get_by_username(username=username) if sep else None
     locked = throttle.locked_until(username=username) if username else None
     ok = check_password(user, password)
-    if locked is not None or not ok or user is None or not user.is_active or has_totp(user):
-        _audit_failure(
-            client, "PASSWORD_BASIC", username[:150] or None, "locked" if locked else "invalid credentials"
-        )
+    if locked is not None or not ok or user is None or not user.is_active:
         if username and locked is None:
             throttle.record_failure(username=username, address=client.origin, mechanism="PASSWORD_BASIC")
         throttle.sleep_after_failure()
+        _audit_failure(
+            client, "PASSWORD_BASIC", username[:150] or None, "locked" if locked else "invalid credentials"
+        )
         return None
+    if has_totp(user) or policy.assurance_level() != "LEVEL_1":
+        # The right password: not a failure of the account (F8), but no login without the factor.
+        throttle.sleep_after_failure()
+        _audit_failure(client, "PASSWORD_BASIC", user.get_username(), "second factor required")
+        raise CredentialRefused(SECOND_FACTOR_REQUIRED)
     throttle.record_success(username=username)
     with transaction.atomic():
         audit_record(

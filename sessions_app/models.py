@@ -70,7 +70,8 @@ class UserSessionQuerySet(models.QuerySet["UserSession"]):
 class ApiKey(models.Model):
     """An API key. Only a keyed hash of its secret is stored (`sessions_app.keys`)."""
 
-    name = models.CharField(max_length=200, unique=True)
+    # Unique per owner, not across users: a name taken by someone else must not be an oracle (F14).
+    name = models.CharField(max_length=200)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
     key_hash = models.CharField(max_length=128)
     created_at = models.DateTimeField(default=timezone.now)
@@ -82,6 +83,7 @@ class ApiKey(models.Model):
     class Meta:
         verbose_name = "API key"
         indexes = [models.Index(fields=["user", "created_at"], name="apikey_user_created")]
+        constraints = [models.UniqueConstraint(fields=["user", "name"], name="apikey_user_name_unique")]
 
     def __str__(self) -> str:
         return f"{self.name} (#{self.pk})"
@@ -157,6 +159,8 @@ class UserSession(models.Model):
     user_auth_hash = models.CharField(max_length=64, blank=True, default="")
     # One-time-password sessions must set a password before anything else.
     password_change_required = models.BooleanField(default=False)
+    # When the password (and second factor) was last proven again in this session (step-up, F2).
+    reauthenticated_at = models.DateTimeField(null=True, blank=True)
 
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = BinaryCharField(max_length=32, null=True, blank=True, choices=EndReason.choices)  # noqa: DJ001
@@ -325,11 +329,16 @@ class SessionEvent(models.Model):
     WebSocket and server-sent-events clients, and closes its sockets whose session was removed: the
     fan-out works across workers and hosts on SQLite and PostgreSQL alike, and an event exists if and
     only if its change committed. Rows older than ``SESSIONS_EVENT_RETENTION`` are purged.
+
+    ``roles`` rows are not sent to anyone: they tell every process that the roles of the users in
+    ``fields["users"]`` (``None``: of anyone) may have changed, so that streams the role no longer
+    allows end before the next event is delivered (security.md F3).
     """
 
     class Kind(models.TextChoices):
         ADDED = "added"
         REMOVED = "removed"
+        ROLES = "roles"
 
     id = models.BigAutoField(primary_key=True)
     created_at = models.DateTimeField(default=timezone.now)

@@ -15,14 +15,16 @@ Inactive and anonymous users hold no role.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 
 from sessions_app.models import UserSession
 
@@ -108,6 +110,35 @@ def has_role(user: AbstractBaseUser | AnonymousUser | None, role: Role) -> bool:
     return role in user_roles(user)
 
 
+def holders_q(role: Role, *, prefix: str = "") -> Q:
+    """The users who hold ``role`` as `user_roles` decides it, as one condition for a query.
+
+    On the user model, or (``prefix="user__"``) on a model that points at it, so that a query over
+    many rows reads their roles in the same statement (the hub's check of its open sockets,
+    `sessions_app.live`). Flags, direct permissions and group permissions are read as they are in
+    the database now: no permission cache applies.
+    """
+    granting = [r for r in Role if role in implied_roles(r)]
+    user = OuterRef(f"{prefix}pk")
+    perms = Permission.objects.filter(
+        content_type__app_label=UserSession._meta.app_label,
+        codename__in=sorted(r.codename for r in granting if r.codename is not None),
+    )
+    held = Q(Exists(perms.filter(user=user))) | Q(Exists(perms.filter(group__user=user)))
+    if Role.FULL_ADMIN in granting:
+        held |= Q(**{f"{prefix}is_superuser": True})
+    return Q(**{f"{prefix}is_active": True}) & held
+
+
+def role_holders(role: Role, users: Iterable[int | None]) -> set[int]:
+    """Which of the users with pks ``users`` hold ``role`` now (one query, no permission cache)."""
+    pks = [pk for pk in users if pk is not None]
+    if not pks:
+        return set()
+    found = get_user_model()._default_manager.filter(holders_q(role), pk__in=pks)
+    return set(found.values_list("pk", flat=True))
+
+
 def role_group(role: Role) -> Group:
     """The group of ``role``, created with its permissions if it is missing.
 
@@ -157,8 +188,9 @@ def revoke(user: PermissionsMixin, role: Role) -> None:
     Roles still implied by another role the user holds, or granted as a direct permission, stay.
     """
     if role is Role.FULL_ADMIN:
-        user.is_superuser = False
-        user.save(update_fields=["is_superuser"])
+        with transaction.atomic():  # with the outbox event that ends the streams it allowed
+            user.is_superuser = False
+            user.save(update_fields=["is_superuser"])
     else:
         user.groups.remove(*Group.objects.filter(name=role.value))
     _forget_cached_permissions(user)

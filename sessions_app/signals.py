@@ -4,6 +4,11 @@ Thin receivers that call the session services: a changed password, a disabled or
 a removed TOTP device end the user's sessions at once. Each request also re-checks the user's state
 (`services.sessions.session_check`), so a change that bypasses signals (``QuerySet.update``) still
 ends the sessions on their next request.
+
+A role lost (a group or permission taken from a user, a permission taken from a group, a group
+deleted, the superuser flag or the account turned off) writes a ``roles`` outbox event in the same
+transaction, so that every process ends the live streams the role allowed before it delivers the
+next event (security.md F3); the hub's periodic check covers changes that bypass signals.
 """
 
 from __future__ import annotations
@@ -11,10 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models.signals import post_delete, post_save, pre_delete, pre_save
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete, pre_save
 from django.dispatch import receiver
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from sessions_app.events import roles_changed
 from sessions_app.models import EndReason
 from sessions_app.services.sessions import sessions_end_for_user
 
@@ -23,7 +31,9 @@ from sessions_app.services.sessions import sessions_end_for_user
 def _remember_previous_state(sender: Any, instance: Any, **kwargs: Any) -> None:
     if instance.pk is None:
         return
-    previous = sender._default_manager.filter(pk=instance.pk).values("password", "is_active").first()
+    previous = (
+        sender._default_manager.filter(pk=instance.pk).values("password", "is_active", "is_superuser").first()
+    )
     instance._sessions_previous = previous
 
 
@@ -35,6 +45,10 @@ def _end_sessions_on_account_change(sender: Any, instance: Any, created: bool, *
         return
     keep = getattr(instance, "_sessions_keep", None)
     instance._sessions_keep = None
+    if (previous["is_active"] and not instance.is_active) or (
+        previous["is_superuser"] and not instance.is_superuser
+    ):
+        roles_changed(users=[instance.pk])
     if previous["is_active"] and not instance.is_active:
         sessions_end_for_user(user=instance, reason=EndReason.USER_DISABLED)
     elif previous["password"] != instance.password:
@@ -50,3 +64,33 @@ def _end_sessions_on_user_delete(sender: Any, instance: Any, **kwargs: Any) -> N
 def _end_sessions_on_device_removal(sender: Any, instance: Any, **kwargs: Any) -> None:
     if instance.user_id is not None and instance.confirmed:
         sessions_end_for_user(user=instance.user_id, reason=EndReason.CREDENTIAL_REVOKED)
+
+
+def _membership_lost(
+    sender: Any, instance: Any, action: str, reverse: bool, pk_set: Any, **kwargs: Any
+) -> None:
+    # user.groups / user.user_permissions: ``instance`` is the user. group.user_set /
+    # permission.user_set: ``pk_set`` holds the users (None after a clear: anyone).
+    if action in ("post_remove", "post_clear"):
+        roles_changed(users=[instance.pk] if not reverse else pk_set)
+
+
+def _group_permissions_lost(action: str, **kwargs: Any) -> None:
+    if action in ("post_remove", "post_clear"):
+        roles_changed(users=None)  # every member of the group(s): re-checked together
+
+
+_User = get_user_model()
+m2m_changed.connect(_membership_lost, sender=_User.groups.through, dispatch_uid="sessions_roles_groups")
+m2m_changed.connect(
+    _membership_lost, sender=_User.user_permissions.through, dispatch_uid="sessions_roles_user_perms"
+)
+m2m_changed.connect(
+    _group_permissions_lost, sender=Group.permissions.through, dispatch_uid="sessions_roles_group_perms"
+)
+
+
+@receiver(post_delete, sender=Group)
+@receiver(post_delete, sender=Permission)
+def _grant_deleted(sender: Any, **kwargs: Any) -> None:
+    roles_changed(users=None)

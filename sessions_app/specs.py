@@ -16,7 +16,7 @@ from django.db.models import Q
 
 from sessions_app.models import ApiKey, AuditEvent, AuditRecord, Credentials, EndReason, UserSession
 from sessions_app.query.ast import QueryOptions
-from sessions_app.query.compiler import Column, QuerySpec
+from sessions_app.query.compiler import FALSE, Column, Cond, QuerySpec
 from sessions_app.query.schema import Field, FieldType, Schema
 
 STR, INT, BOOL, DT, OBJ = (
@@ -72,9 +72,10 @@ _ROOT_USER = _IS_TOKEN & ~Q(root_credentials=_NODE)
 _ROOT_API_KEY = _IS_TOKEN & Q(root_credentials=_API_KEY)
 
 
-def _current(context: Mapping[str, Any]) -> Q:
+def _current(context: Mapping[str, Any]) -> Cond:
+    """The caller's own session; a caller without one (Bearer, Basic) has no current row: `FALSE`."""
     pk = context.get("current_pk")
-    return Q(pk=pk) if pk is not None else Q(pk__in=[])
+    return Q(pk=pk) if pk is not None else FALSE
 
 
 _SESSION_COLUMNS: dict[tuple[str, ...], Column] = {

@@ -4,8 +4,10 @@ The sessions page subscribes with ``EventSource`` (registry.js) and reloads its 
 begins or ends anywhere. The stream is the browser's counterpart of ``core.subscribe("auth.sessions")``:
 same events (`sessions_app.live` hub), same role (``AUTH_SESSIONS_READ``), authenticated by the
 page's session cookie (a same-origin GET that changes nothing, so no CSRF token is needed). It ends
-with an ``end`` event as soon as the viewer's own session ends (terminated, expired, signed out),
-and is re-checked against the database every second like a WebSocket.
+with an ``end`` event, and closes, as soon as the viewer's own session ends (terminated, expired,
+signed out) or the viewer loses the role (security.md F3: before any event committed after the
+change; `sessions_app.live`), and is re-checked against the database every second like a WebSocket.
+The page reloads on ``end``, and shows what the viewer may still see.
 
 Event streams need the ASGI server (``bin/serve``); under WSGI the view answers 501, and the page
 simply stays as loaded.
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -35,22 +38,37 @@ _END = object()
 class _Stream:
     """One open event stream: a listener of the hub and, like a socket, the holder of a session."""
 
-    def __init__(self, session_pk: int, client: Any) -> None:
+    def __init__(self, session_pk: int, client: Any, user_pk: int) -> None:
         self.queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_SIZE)
         self.client = client
         self._session_pk: int | None = session_pk
+        self._user_pk = user_pk
+        #: Set when the stream must end: nothing queued is sent after it (even if the queue was full).
+        self.ending = False
 
     @property
     def session_pk(self) -> int | None:
         return self._session_pk
 
+    @property
+    def reader_pk(self) -> int | None:
+        return None if self.ending else self._user_pk
+
     def session_gone(self, pk: int) -> None:
         if pk == self._session_pk:
             self._session_pk = None
-            self._put(_END)
+            self._end()
+
+    def read_role_lost(self) -> None:
+        self._end()
 
     def deliver(self, event: SessionEvent) -> None:
-        self._put({"kind": event.kind, "id": event.public_id})
+        if not self.ending:
+            self._put({"kind": event.kind, "id": event.public_id})
+
+    def _end(self) -> None:
+        self.ending = True
+        self._put(_END)  # wakes the reader; if the queue is full, the next item it takes does
 
     def _put(self, item: Any) -> None:
         with contextlib.suppress(asyncio.QueueFull):  # a stalled reader misses events, then reloads
@@ -75,8 +93,14 @@ async def session_events(request: HttpRequest) -> HttpResponse:
         return _error(403, "this stream needs the AUTH_SESSIONS_READ role")
     if not hasattr(request, "scope"):
         return _error(501, "live updates need the ASGI server (bin/serve)")
-    stream = _Stream(session.pk, client_from_request(request))
-    hub.add_listener(stream)
+    stream = _Stream(session.pk, client_from_request(request), request.user.pk)
+    # Read the role afresh and register only if no role change was handled meanwhile (F3).
+    admitted = await sync_to_async(hub.admitted)(
+        request.user.pk, partial(hub.listeners.add, stream), partial(hub.listeners.discard, stream)
+    )
+    if not admitted:
+        return _error(403, "this stream needs the AUTH_SESSIONS_READ role")
+    hub.add_listener(stream)  # already registered: this starts the hub if it is not running
     hub.add_socket(stream)
     response = StreamingHttpResponse(_events(stream), content_type="text/event-stream")
     response["Cache-Control"] = "no-store"
@@ -93,7 +117,7 @@ async def _events(stream: _Stream) -> AsyncIterator[str]:
             except TimeoutError:
                 yield ": keep-alive\n\n"
                 continue
-            if item is _END:
+            if item is _END or stream.ending:
                 yield "event: end\ndata: {}\n\n"
                 return
             yield f"event: {item['kind']}\ndata: {json.dumps({'id': item['id']})}\n\n"

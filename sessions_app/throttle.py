@@ -30,12 +30,61 @@ Account lockout
       a lock lasts at most 1 h, costs the attacker a full run of failures each time, and an
       administrator can lift it at once with `unlock`.
 
-Rate limit of unauthenticated calls
-    At most ``SESSIONS_LOGIN_RATE`` (20) calls per ``SESSIONS_LOGIN_RATE_WINDOW`` (60 s) per
-    (method, client address), in a fixed window that starts with the first call of the pair; further
-    calls are refused (``EBUSY`` / HTTP 429) with ``Retry-After`` = the seconds until the window ends,
-    at least 1. Refused calls are not counted. ``SESSIONS_LOGIN_RATE`` = 0 disables the limit (tests).
-    The client address is the trusted one (`SESSIONS_TRUSTED_PROXIES`), resolved by the caller.
+API keys (F7)
+    Failures against an API key id count toward that key, never toward its owner's account: the
+    counter is the lockout row named ``api_key:<id>`` (`api_key_lockout_name`; no account name holds
+    a ``:``), keyed by the id as presented, known or not, with the same threshold, durations and
+    unlock as an account. Wrong secrets over ``API_KEY_PLAIN``, ``auth.login_with_api_key`` and
+    ``Authorization: Bearer`` all count; a locked key refuses key logins with the generic failure.
+    So nobody can lock a user out, or learn who owns key N (the sign-in page names an account's
+    lock), by guessing secrets for key N. A Bearer request does not look the lock up (that would be
+    a query on every request); a key secret has ~380 bits, so the lock there only stops a logged-in
+    session from being made, and Bearer guessing is bounded per address (below). A key login neither
+    resets nor is blocked by anything but the key's counter and the owner's own account lock (set by
+    password and second-factor failures, which still covers every pathway of the account).
+
+A right password is not a failure (F8)
+    A right password refused only because the account must use a second factor (a TOTP device, or
+    assurance ``LEVEL_2``) is not counted: ``Authorization: Basic`` answers "second factor required;
+    Basic cannot carry it" (REST: 401; JSON-RPC: ``ENOTAUTHENTICATED`` with that reason), a
+    ``login_ex`` answers ``OTP_REQUIRED`` (or, at ``LEVEL_2`` without a device, ``AUTH_ERR``).
+
+Login rate limit (F4)
+    Every login attempt from one client address counts toward one limit, whatever the caller already
+    presents (a cookie, a Bearer key, a Basic header, a logged-in WebSocket): at most
+    ``SESSIONS_LOGIN_RATE`` (20) per ``SESSIONS_LOGIN_RATE_WINDOW`` (60 s) per client address,
+    shared by every login entrance -- ``auth.login_ex``, ``auth.login_ex_continue``, ``auth.login``,
+    ``auth.login_with_api_key``, ``auth.login_with_token`` over JSON-RPC (HTTP and WebSocket), the
+    REST login views, the sign-in page and every ``Authorization: Basic`` request (a password login
+    per request, counted before the password is checked). `hit_login_limit` keys it ``("login",
+    address)``. The window is fixed and starts with the first call of the pair; further calls are
+    refused (``EBUSY`` / HTTP 429) with ``Retry-After`` = the seconds until the window ends, at
+    least 1. Refused calls are not counted. ``SESSIONS_LOGIN_RATE`` = 0 disables the limit (tests).
+    The client address is the trusted one (`SESSIONS_TRUSTED_PROXIES`), resolved by the caller (the
+    uid on the unix socket). `hit_rate_limit` is the general (name, address) counter under it.
+
+Failed credentials on ordinary requests (F9)
+    A request whose ``Authorization: Bearer``, ``Basic`` or session cookie is refused counts toward a
+    second counter per address, ``("failed-credentials", address)``, in windows of
+    ``SESSIONS_LOGIN_RATE_WINDOW``: beyond ``SESSIONS_LOGIN_RATE`` failures in the window, every
+    further failed credential from the address is answered 429 with ``Retry-After`` instead of being
+    served as anonymous. Only failures are counted and only failures are refused: the check runs
+    after the credential was found wrong, so a valid credential from the same address is always
+    served and costs no query or write for this (the per-request hot path is unchanged). The 429
+    for a rejected cookie also deletes the cookie, so a browser holding a stale one is served (and
+    can sign in) from its next request on.
+    Audit records of these failures are aggregated (`record_request_failure`): the first failure of
+    a window writes one ``AUTHENTICATION`` record (``success`` false, ``per_request`` true, the first
+    failure's mechanism, reason and account name, ``failures_from`` = the address) stamped with the
+    window's start; every further failure in the window raises its ``event_data.count``. Counter and
+    record change in one transaction under the counter's row lock (``SELECT … FOR UPDATE`` on
+    PostgreSQL, the IMMEDIATE write lock on SQLite), so concurrent failures are all counted, on one
+    record. Repeated failures from one address within a window are thus one record with a count,
+    and one address writes at most one audit row a window however many requests it sends.
+    This bookkeeping waits at most ``FAILURE_LOCK_WAIT`` (1 s) for a database lock: while a long
+    writer holds SQLite's write lock (or a PostgreSQL lock), a refused credential is still refused,
+    at once, and only its count and record are skipped (logged) -- a rejected cookie must not hold
+    a worker for the database's full busy timeout (security.md D15).
 
 Rows of both tables are small and bounded by activity; `purge_counters` removes stale ones (a
 purged lockout row forgets its lock level, so purge only well past the longest lock).
@@ -45,21 +94,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from sessions_app import conf
 from sessions_app.audit import audit_record
-from sessions_app.models import AccountLockout, AuditEvent, RateCounter
+from sessions_app.db import atomic_or_give_up
+from sessions_app.models import AccountLockout, AuditEvent, AuditRecord, RateCounter
 
+logger = logging.getLogger(__name__)
 _random = random.SystemRandom()
 
 # Column widths of the key columns: longer keys are replaced by a digest (see `_bounded_key`).
@@ -221,7 +274,24 @@ def unlock(*, username: str, actor: str | None, address: str = "") -> bool:
     return was_locked
 
 
-# --- Rate limit of unauthenticated calls ------------------------------------------------------------
+# --- Rate limits -----------------------------------------------------------------------------------
+
+#: The name every login entrance counts under (F4): one limit per client address.
+LOGIN = "login"
+#: The name failed per-request credentials count under (F9).
+FAILED_CREDENTIALS = "failed-credentials"
+#: Seconds a failed credential's bookkeeping waits for a database lock before it is skipped.
+FAILURE_LOCK_WAIT = 1.0
+
+
+def api_key_lockout_name(key_id: int | str) -> str:
+    """The lockout counter of API key ``key_id`` (F7); no account name contains ``:``."""
+    return f"api_key:{key_id}"
+
+
+def hit_login_limit(*, address: str, now: datetime | None = None) -> int | None:
+    """Count one login attempt from ``address`` at any login entrance (`hit_rate_limit`'s answer)."""
+    return hit_rate_limit(method=LOGIN, address=address, now=now)
 
 
 def hit_rate_limit(*, method: str, address: str, now: datetime | None = None) -> int | None:
@@ -250,6 +320,98 @@ def hit_rate_limit(*, method: str, address: str, now: datetime | None = None) ->
         row.count += 1
         row.save(update_fields=["window_start", "count"])
     return None
+
+
+def record_request_failure(
+    *,
+    address: str,
+    origin: str,
+    mechanism: str,
+    username: str | None,
+    reason: str,
+    data: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> int | None:
+    """Count one failed per-request credential from ``address`` (``Client.rate_key``) and audit it.
+
+    The first failure of a window writes an ``AUTHENTICATION`` record (``origin`` as its address,
+    stamped with the window's start); later ones in the window raise its ``event_data.count`` --
+    in the transaction that counts them, under the counter's row lock. Returns None while the address
+    is within ``SESSIONS_LOGIN_RATE`` failures in the window, else the ``Retry-After`` seconds (>= 1):
+    the caller then answers 429 instead of serving the request as anonymous. Every failure is
+    counted, refused or not, so the record's count is the number of failed requests.
+    """
+    limit = int(conf.get("SESSIONS_LOGIN_RATE") or 0)
+    now = now or timezone.now()
+    window = timedelta(seconds=_seconds_setting("SESSIONS_LOGIN_RATE_WINDOW", minimum=1))
+    key = _bounded_key(json.dumps([FAILED_CREDENTIALS, address], ensure_ascii=False), _RATE_KEY_MAX)
+    try:
+        return atomic_or_give_up(
+            lambda: _count_request_failure(
+                key, address, origin, mechanism, username, reason, data, limit, now, window
+            ),
+            within=FAILURE_LOCK_WAIT,
+        )
+    except OperationalError:
+        # The database is write-locked past FAILURE_LOCK_WAIT (a long writer): the credential is
+        # refused all the same; only its bookkeeping is skipped, rather than holding the request.
+        logger.warning("failed %s from %s not counted: the database is busy", mechanism, origin)
+        return None
+
+
+def _count_request_failure(
+    key: str,
+    address: str,
+    origin: str,
+    mechanism: str,
+    username: str | None,
+    reason: str,
+    data: dict[str, Any] | None,
+    limit: int,
+    now: datetime,
+    window: timedelta,
+) -> int | None:
+    row, created = RateCounter.objects.select_for_update().get_or_create(
+        key=key, defaults={"window_start": now, "count": 0}
+    )
+    if created or now >= row.window_start + window or row.count == 0:
+        row.window_start, row.count = now, 1
+        record = audit_record(
+            event=AuditEvent.AUTHENTICATION,
+            success=False,
+            username=(username or "")[:150] or None,
+            address=origin,
+            event_data={
+                "mechanism": mechanism,
+                "per_request": True,
+                "error": reason,
+                **(data or {}),
+                "failures_from": address,
+                "count": 1,
+            },
+        )
+        # Stamped with the window's start: the window's later failures find it by that.
+        AuditRecord.objects.filter(pk=record.pk).update(timestamp=now)
+    else:
+        row.count += 1
+        record = (
+            AuditRecord.objects.filter(
+                event=AuditEvent.AUTHENTICATION,
+                timestamp=row.window_start,
+                event_data__failures_from=address,
+            )
+            .only("pk", "event_data")
+            .first()
+        )
+        if record is not None:  # None only if an operator deleted it mid-window
+            AuditRecord.objects.filter(pk=record.pk).update(
+                event_data={**record.event_data, "count": row.count}
+            )
+    row.save(update_fields=["window_start", "count"])
+    if limit <= 0 or row.count <= limit:
+        return None
+    remaining = math.ceil((row.window_start + window - now).total_seconds())
+    return min(max(1, remaining), math.ceil(window.total_seconds()))
 
 
 # --- Housekeeping ---------------------------------------------------------------------------------

@@ -50,18 +50,25 @@ from sessions_app.forms import (
     SignInForm,
     TotpConfirmForm,
 )
-from sessions_app.middleware import PENDING_COOKIE, clear_session_cookie, set_session_cookie
+from sessions_app.middleware import (
+    clear_pending_cookie,
+    clear_session_cookie,
+    pending_cookie,
+    set_pending_cookie,
+    set_session_cookie,
+)
 from sessions_app.query import QueryError
 from sessions_app.roles import Role, has_role, user_roles
 from sessions_app.services import api_keys as api_key_services
+from sessions_app.services import stepup
 from sessions_app.services import totp as totp_services
-from sessions_app.services.login import LoginResult, login_ex, login_ex_continue
+from sessions_app.services.login import LoginResult, has_totp, login_ex, login_ex_continue
 from sessions_app.services.sessions import (
     session_logout,
     session_terminate,
     session_terminate_others,
 )
-from sessions_app.services.users import user_set_password
+from sessions_app.services.users import user_change_password
 
 GENERIC_ERROR = "The username or password is not correct, or the account cannot sign in right now."
 PAGE_SIZE = 50
@@ -131,8 +138,14 @@ def _finish(request: HttpRequest, result: LoginResult, next_url: str) -> HttpRes
         next_url = reverse("sessions_app:password-change")
     response = HttpResponseRedirect(next_url)
     set_session_cookie(response, result.new_session.secret)
-    response.delete_cookie(PENDING_COOKIE)
+    clear_pending_cookie(response)
     return response
+
+
+def _sentence(message: str) -> str:
+    """A service message as a form error: capitalised, with a full stop."""
+    message = message[:1].upper() + message[1:]
+    return message if message.endswith(".") else f"{message}."
 
 
 def _wait_message(seconds: float) -> str:
@@ -151,6 +164,18 @@ def _failure_message(username: str) -> str:
     return f"Too many failed attempts for this account. Try again in {wait}."
 
 
+def _login_limited(request: HttpRequest, client: Any, context: dict[str, Any]) -> HttpResponse | None:
+    """The sign-in page with 429 when the address is over the login limit that every login entrance
+    shares (security.md F4); None when this attempt may go on (it is counted)."""
+    retry_after = throttle.hit_login_limit(address=client.rate_key)
+    if retry_after is None:
+        return None
+    context["error"] = f"Too many attempts from your address. Try again in {_wait_message(retry_after)}."
+    response = _render(request, "sign_in.html", context, status=429)
+    response["Retry-After"] = str(retry_after)
+    return response
+
+
 def sign_in(request: HttpRequest) -> HttpResponse:
     """Password, then the second factor when the account has one (``login_ex`` semantics)."""
     client = client_from_request(request)
@@ -158,33 +183,21 @@ def sign_in(request: HttpRequest) -> HttpResponse:
     form = SignInForm(request.POST or None)
     context: dict[str, Any] = {"form": form, "next": next_url}
     if request.method == "POST":
-        retry_after = throttle.hit_rate_limit(method="web.sign_in", address=client.rate_key)
-        if retry_after is not None:
-            context["error"] = (
-                f"Too many attempts from your address. Try again in {_wait_message(retry_after)}."
-            )
-            response = _render(request, "sign_in.html", context, status=429)
-            response["Retry-After"] = str(retry_after)
-            return response
+        limited = _login_limited(request, client, context)
+        if limited is not None:
+            return limited
         if form.is_valid():
             result = login_ex(
                 params={"mechanism": "PASSWORD_PLAIN", **form.cleaned_data},
                 client=client,
-                pending_secret=request.COOKIES.get(PENDING_COOKIE),
+                pending_secret=pending_cookie(request),
                 replaces=request.auth_session,  # type: ignore[attr-defined]
             )
             if result.ok:
                 return _finish(request, result, next_url)
             if result.pending_secret is not None:
                 response = _render(request, "sign_in_otp.html", {"form": OtpForm(), "next": next_url})
-                response.set_cookie(
-                    PENDING_COOKIE,
-                    result.pending_secret,
-                    max_age=300,
-                    httponly=True,
-                    samesite="Lax",
-                    secure=request.is_secure() or None,
-                )
+                set_pending_cookie(response, result.pending_secret, max_age=300)
                 return response
             context["error"] = _failure_message(form.cleaned_data["username"])
             return _render(request, "sign_in.html", context, status=401)
@@ -194,24 +207,27 @@ def sign_in(request: HttpRequest) -> HttpResponse:
 def sign_in_otp(request: HttpRequest) -> HttpResponse:
     client = client_from_request(request)
     next_url = _next_url(request)
+    limited = _login_limited(request, client, {"form": SignInForm(), "next": next_url})
+    if limited is not None:
+        return limited
     form = OtpForm(request.POST)
     if form.is_valid():
         result = login_ex_continue(
             params={"mechanism": "OTP_TOKEN", **form.cleaned_data},
             client=client,
-            pending_secret=request.COOKIES.get(PENDING_COOKIE),
+            pending_secret=pending_cookie(request),
             replaces=request.auth_session,  # type: ignore[attr-defined]
         )
         if result.ok:
             return _finish(request, result, next_url)
-        if result.pending_cleared or not request.COOKIES.get(PENDING_COOKIE):
+        if result.pending_cleared or not pending_cookie(request):
             response = _render(
                 request,
                 "sign_in.html",
                 {"form": SignInForm(), "next": next_url, "error": GENERIC_ERROR},
                 status=401,
             )
-            response.delete_cookie(PENDING_COOKIE)
+            clear_pending_cookie(response)
             return response
         form.add_error("otp_token", "That code is not valid. Try the current code.")
     return _render(request, "sign_in_otp.html", {"form": form, "next": next_url}, status=401)
@@ -258,19 +274,32 @@ def password_change(request: HttpRequest) -> HttpResponse:
     """
     session = request.auth_session  # type: ignore[attr-defined]
     forced = session.password_change_required
-    form = PasswordChangeForm(request.POST or None, user=request.user, current=not forced)
+    form = PasswordChangeForm(request.POST or None, current=not forced)
     if request.method == "POST" and form.is_valid():
-        secret = user_set_password(
-            user=request.user,
-            password=form.cleaned_data["new_password1"],
-            keep=session,
-            actor=request.user.get_username(),
-        )
-        response = HttpResponseRedirect(reverse("sessions_app:home"))
-        assert secret is not None
-        set_session_cookie(response, secret)
-        messages.success(request, "Your password was changed. Your other sessions have ended.")
-        return response
+        fields = {
+            "current_password": "current_password",
+            "new_password_again": "new_password2",
+            "new_password": "new_password1",
+        }
+        try:
+            secret = user_change_password(
+                user=request.user,
+                session=session,
+                client=client_from_request(request),
+                current_password=form.cleaned_data.get("current_password"),
+                new_password=form.cleaned_data["new_password1"],
+                new_password_again=form.cleaned_data["new_password2"],
+                purpose="web.password_change",
+            )
+        except InvalidParams as exc:
+            for field, message in exc.errors:
+                form.add_error(fields[field], _sentence(message))
+        else:
+            response = HttpResponseRedirect(reverse("sessions_app:home"))
+            assert secret is not None
+            set_session_cookie(response, secret)
+            messages.success(request, "Your password was changed. Your other sessions have ended.")
+            return response
     status = 400 if request.method == "POST" else 200
     return _render(request, "user_password_form.html", {"form": form, "forced": forced}, status=status)
 
@@ -442,7 +471,14 @@ def api_key_list(request: HttpRequest) -> HttpResponse:
     """The caller's API keys (everyone's with ``API_KEY_READ`` and ``?all=1``); create one."""
     can_choose_user = has_role(request.user, Role.API_KEY_WRITE)
     form = ApiKeyCreateForm(request.POST or None, can_choose_user=can_choose_user)
+    # A key is a new credential of the account: the password (and code) again first (F2).
+    submitted = request.method == "POST"
+    stepup_form = _stepup_form(request, second_factor=has_totp(request.user), submitted=submitted)
+    stepup_ok = True
     if request.method == "POST" and form.is_valid():
+        stepup_ok = _stepped_up(request, stepup_form, "api_key.create")
+        stepup_form = stepup_form if not stepup_ok else None
+    if request.method == "POST" and form.is_valid() and stepup_ok:
         owner = request.user
         username = form.cleaned_data.get("username")
         if username and username != request.user.get_username():
@@ -464,8 +500,14 @@ def api_key_list(request: HttpRequest) -> HttpResponse:
                 return _render(request, "apikey_created.html", {"key": key, "plaintext": plaintext})
     show_all = request.GET.get("all") == "1" and has_role(request.user, Role.API_KEY_READ)
     rows = selectors.api_key_rows(user=None if show_all else request.user)
-    status = 400 if form.errors else 200
-    context = {"form": form, "rows": rows, "show_all": show_all, "now": timezone.now()}
+    status = 400 if form.errors or not stepup_ok else 200
+    context = {
+        "form": form,
+        "stepup_form": stepup_form,
+        "rows": rows,
+        "show_all": show_all,
+        "now": timezone.now(),
+    }
     return _render(request, "apikey_list.html", context, status=status)
 
 
@@ -497,12 +539,16 @@ def api_key_update(request: HttpRequest, key_id: int) -> HttpResponse:
 
 @page(methods=("GET", "POST"))
 def api_key_reset(request: HttpRequest, key_id: int) -> HttpResponse:
-    """Confirm, then give a key a new secret (shown once); the old one stops working at once."""
+    """Confirm (with the step-up, F2), then give a key a new secret (shown once); the old one stops
+    working at once."""
     key = selectors.api_key_get(key_id=key_id, user=_key_scope(request, Role.API_KEY_WRITE))
     if key is None:
         raise Http404("No such API key.")
     form = ConfirmForm(request.POST if request.method == "POST" else None)
-    if request.method == "POST" and form.is_valid():
+    # Bound once the confirmation is posted: the list's button only opens this page.
+    submitted = request.method == "POST" and "confirm" in request.POST
+    stepup_form = _stepup_form(request, second_factor=has_totp(request.user), submitted=submitted)
+    if submitted and form.is_valid() and _stepped_up(request, stepup_form, "api_key.reset"):
         key, plaintext = api_key_services.api_key_update(
             key=key,
             reset=True,
@@ -510,7 +556,9 @@ def api_key_reset(request: HttpRequest, key_id: int) -> HttpResponse:
             address=client_from_request(request).origin,
         )
         return _render(request, "apikey_created.html", {"key": key, "plaintext": plaintext, "reset": True})
-    return _render(request, "apikey_confirm.html", {"form": form, "key": key, "action": "reset"})
+    context = {"form": form, "stepup_form": stepup_form, "key": key, "action": "reset"}
+    status = 400 if stepup_form is not None and stepup_form.errors else 200
+    return _render(request, "apikey_confirm.html", context, status=status)
 
 
 @page(methods=("GET", "POST"))
@@ -569,30 +617,103 @@ def _grouped(secret: str) -> str:
     return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
 
 
+def _stepup_form(request: HttpRequest, *, second_factor: bool, submitted: bool) -> PasswordConfirmForm | None:
+    """The password (and code) fields a form needs when the session has not proven the password
+    within the step-up window (security.md F2), or None when it has; bound when ``submitted``."""
+    if stepup.stepup_recent(session=request.auth_session):  # type: ignore[attr-defined]
+        return None
+    data = request.POST if submitted else None
+    return PasswordConfirmForm(data, prefix="stepup", second_factor=second_factor)
+
+
+def _stepped_up(request: HttpRequest, form: PasswordConfirmForm | None, purpose: str) -> bool:
+    """Check a step-up form (None: not needed); a wrong answer is an error on its fields."""
+    if form is None:
+        return True
+    if not form.is_valid():
+        return False
+    if stepup.stepup_verify(
+        user=request.user,
+        session=request.auth_session,  # type: ignore[attr-defined]
+        client=client_from_request(request),
+        password=form.cleaned_data["password"],
+        otp_token=form.cleaned_data.get("otp_token"),
+        purpose=purpose,
+    ):
+        return True
+    form.add_error(None, STEPUP_ERROR)
+    return False
+
+
+STEPUP_ERROR = "That password (or code) is not correct, or the account cannot sign in right now."
+SECOND_FACTOR_SESSION_ONLY = (
+    "Two-factor sign-in can only be changed in a session that was signed in with your password. "
+    "Sign out, then sign in with your password."
+)
+
+
+def _second_factor_refused(request: HttpRequest) -> HttpResponse | None:
+    """403 for a session that did not start with the password (API key, token, one-time password)."""
+    if stepup.second_factor_change_allowed(session=request.auth_session):  # type: ignore[attr-defined]
+        return None
+    return permission_denied(request, PermissionDenied(SECOND_FACTOR_SESSION_ONLY))
+
+
 @page(methods=("GET", "POST"))
 def totp_detail(request: HttpRequest) -> HttpResponse:
-    """Whether two-factor sign-in is on; POST starts an enrolment (a new unconfirmed device)."""
+    """Whether two-factor sign-in is on; POST starts an enrolment (a new unconfirmed device) after
+    the step-up (the password again, unless it was proven in this session within the window)."""
     confirmed = selectors.totp_device_get(user=request.user)
+    allowed = stepup.second_factor_change_allowed(session=request.auth_session)  # type: ignore[attr-defined]
+    submitted = request.method == "POST"
+    start_form = (
+        _stepup_form(request, second_factor=False, submitted=submitted) if confirmed is None else None
+    )
+    status = 200
     if request.method == "POST":
-        if confirmed is None:
-            totp_services.totp_device_start(user=request.user, client=client_from_request(request))
-        return HttpResponseRedirect(reverse("sessions_app:totp-enrol"))
-    context = {"device": confirmed, "form": PasswordConfirmForm()}
-    return _render(request, "totpdevice_detail.html", context)
+        refused = _second_factor_refused(request)
+        if refused is not None:
+            return refused
+        if confirmed is not None:
+            return HttpResponseRedirect(reverse("sessions_app:totp-detail"))
+        if _stepped_up(request, start_form, "two_factor.start"):
+            totp_services.totp_device_start(
+                user=request.user,
+                session=request.auth_session,  # type: ignore[attr-defined]
+                client=client_from_request(request),
+            )
+            return HttpResponseRedirect(reverse("sessions_app:totp-enrol"))
+        status = 400
+    context = {
+        "device": confirmed,
+        "allowed": allowed,
+        "form": PasswordConfirmForm(second_factor=True),
+        "start_form": start_form,
+    }
+    return _render(request, "totpdevice_detail.html", context, status=status)
 
 
 @page(methods=("GET", "POST"))
 def totp_enrol(request: HttpRequest) -> HttpResponse:
-    """The QR code and secret of the unconfirmed device, and the code that confirms it."""
+    """The QR code and secret of the unconfirmed device, and the code that confirms it. Shown only
+    within the step-up window of a password session: the secret is the second factor."""
+    refused = _second_factor_refused(request)
+    if refused is not None:
+        return refused
     if selectors.totp_device_get(user=request.user) is not None:
         return HttpResponseRedirect(reverse("sessions_app:totp-detail"))
     device = selectors.totp_device_get(user=request.user, confirmed=False)
-    if device is None:
+    if device is None or not stepup.stepup_recent(session=request.auth_session):  # type: ignore[attr-defined]
+        if device is not None:
+            messages.info(request, "Enter your password again to continue setting up the app.")
         return HttpResponseRedirect(reverse("sessions_app:totp-detail"))
     form = TotpConfirmForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         if totp_services.totp_device_confirm(
-            device=device, code=form.cleaned_data["otp_token"], client=client_from_request(request)
+            device=device,
+            session=request.auth_session,  # type: ignore[attr-defined]
+            code=form.cleaned_data["otp_token"],
+            client=client_from_request(request),
         ):
             messages.success(request, "Two-factor sign-in is on. Next time, you will be asked for a code.")
             return HttpResponseRedirect(reverse("sessions_app:totp-detail"))
@@ -611,19 +732,28 @@ def totp_enrol(request: HttpRequest) -> HttpResponse:
 
 @page(methods=("POST",))
 def totp_disable(request: HttpRequest) -> HttpResponse:
-    """Turn two-factor sign-in off after the password is entered again; every session ends."""
+    """Turn two-factor sign-in off after the password and a current code are entered again; every
+    session ends. Only a session that signed in with the password may do it."""
+    refused = _second_factor_refused(request)
+    if refused is not None:
+        return refused
     device = selectors.totp_device_get(user=request.user)
-    form = PasswordConfirmForm(request.POST)
+    form = PasswordConfirmForm(request.POST, second_factor=True)
     if device is not None and form.is_valid():
         if totp_services.totp_device_disable(
-            user=request.user, password=form.cleaned_data["password"], client=client_from_request(request)
+            user=request.user,
+            session=request.auth_session,  # type: ignore[attr-defined]
+            password=form.cleaned_data["password"],
+            otp_token=form.cleaned_data["otp_token"],
+            client=client_from_request(request),
         ):
             # Removing the device ended the user's sessions (this one too): sign in again.
             response = HttpResponseRedirect(reverse("sessions_app:sign-in"))
             clear_session_cookie(response)
             messages.success(request, "Two-factor sign-in is off. Sign in again with your password.")
             return response
-        form.add_error("password", "This is not your password.")
+        form.add_error(None, STEPUP_ERROR)
     if device is None:
         return HttpResponseRedirect(reverse("sessions_app:totp-detail"))
-    return _render(request, "totpdevice_detail.html", {"device": device, "form": form}, status=400)
+    context = {"device": device, "allowed": True, "form": form}
+    return _render(request, "totpdevice_detail.html", context, status=400)

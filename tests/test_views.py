@@ -476,8 +476,16 @@ def test_totp_enrolment_by_the_shown_secret_then_disable(signed_in: Any) -> None
     response = alice.post("/two-factor/enrol/", {"otp_token": f"{code:06d}"})
     assert response.status_code == 302
     assert TOTPDevice.objects.get(user__username="alice").confirmed
-    assert _field_errors(alice.post("/two-factor/disable/", {"password": "nope"}), "password")
-    response = alice.post("/two-factor/disable/", {"password": PASSWORD})
+    # Turning it off needs the password and a current code (step-up, security.md F2).
+    assert _field_errors(alice.post("/two-factor/disable/", {"password": PASSWORD}), "otp_token")
+    next_code = TOTP(key)
+    next_code.time = next_code.time + 30  # the enrolment used this step's code; one step on is valid
+    wrong = alice.post("/two-factor/disable/", {"password": "nope", "otp_token": f"{next_code.token():06d}"})
+    assert wrong.status_code == 400
+    assert TOTPDevice.objects.filter(user__username="alice").exists()
+    response = alice.post(
+        "/two-factor/disable/", {"password": PASSWORD, "otp_token": f"{next_code.token():06d}"}
+    )
     assert response["Location"] == "/sign-in/"
     assert not TOTPDevice.objects.filter(user__username="alice").exists()
     assert alice.get("/me/sessions/").status_code == 302  # every session ended

@@ -35,7 +35,7 @@ from sessions_app.api.methods import METHODS, CallContext
 from sessions_app.audit import audit_record
 from sessions_app.clients import client_from_request
 from sessions_app.exceptions import Busy, CallError, InvalidParams, NotAuthenticated
-from sessions_app.middleware import PENDING_COOKIE, clear_session_cookie, set_session_cookie
+from sessions_app.middleware import clear_session_cookie, pending_cookie, set_session_cookie
 from sessions_app.models import AuditEvent
 from sessions_app.query import MatchNotFound, QueryError
 
@@ -314,14 +314,16 @@ def _call(method: Any, envelope: Envelope, context: CallContext) -> Outcome:
     request_id, method_name, params = envelope.request_id, envelope.method_name, envelope.params
     client = context.client
     try:
-        if context.user is None or not context.user.is_authenticated:
-            if method.auth_required:
-                raise NotAuthenticated()
-            if method.rate_limited:
-                retry_after = throttle.hit_rate_limit(method=method_name, address=client.rate_key)
-                if retry_after is not None:
-                    audit_rate_limited(method_name, params, client)
-                    raise Busy(retry_after)
+        if method.auth_required and (context.user is None or not context.user.is_authenticated):
+            # The reason a right per-request credential was refused, if any (F8: Basic and a second factor).
+            raise NotAuthenticated(getattr(context.request, "auth_refusal", None))
+        if method.rate_limited:
+            # A login: counted per address whatever the caller already presents, one limit shared by
+            # every login entrance (F4).
+            retry_after = throttle.hit_login_limit(address=client.rate_key)
+            if retry_after is not None:
+                audit_rate_limited(method_name, params, client)
+                raise Busy(retry_after)
         result = method(context, params)
     except InvalidParams as exc:
         return Outcome(error_reply(request_id, -32602, "Invalid params", invalid_params_data(exc.errors)))
@@ -400,7 +402,7 @@ def jsonrpc_view(request: HttpRequest) -> HttpResponse:
         client=client_from_request(request),
         user=request.user,
         session=request.auth_session,  # type: ignore[attr-defined]
-        pending_secret=request.COOKIES.get(PENDING_COOKIE),
+        pending_secret=pending_cookie(request),
     )
     outcome = execute(envelope, context)
     if outcome.http_body is not None:

@@ -20,7 +20,12 @@ from sessions_app import selectors
 from sessions_app.audit import audit_record
 from sessions_app.clients import Client
 from sessions_app.exceptions import InvalidParams, NotAuthenticated, NotAuthorized, NotFound
-from sessions_app.middleware import PENDING_COOKIE, clear_session_cookie, set_session_cookie
+from sessions_app.middleware import (
+    clear_pending_cookie,
+    clear_session_cookie,
+    set_pending_cookie,
+    set_session_cookie,
+)
 from sessions_app.models import ApiKey, AuditEvent, UserSession
 from sessions_app.roles import Role, has_role
 from sessions_app.services import api_keys as api_key_services
@@ -151,13 +156,9 @@ def _apply_login(context: CallContext, result: LoginResult) -> None:
     if result.pending_secret is not None:
         secret = result.pending_secret
         context.pending_secret = secret
-        context.cookie_actions.append(
-            lambda r: r.set_cookie(
-                PENDING_COOKIE, secret, max_age=300, secure=_secure(), httponly=True, samesite="Lax"
-            )
-        )
+        context.cookie_actions.append(lambda r: set_pending_cookie(r, secret, max_age=300))
     elif result.pending_cleared:
-        context.cookie_actions.append(lambda r: r.delete_cookie(PENDING_COOKIE, samesite="Lax"))
+        context.cookie_actions.append(clear_pending_cookie)
     if result.new_session is not None:
         # The login service ended the client's previous session (``replaces``) in the transaction
         # that created this one (B2: no fixation; D5: both or neither).
@@ -165,12 +166,6 @@ def _apply_login(context: CallContext, result: LoginResult) -> None:
         context.session = new.session
         context.user = new.session.user
         context.cookie_actions.append(lambda r: set_session_cookie(r, new.secret))
-
-
-def _secure() -> bool:
-    from django.conf import settings
-
-    return bool(settings.SESSION_COOKIE_SECURE)
 
 
 @method("auth.login_ex", auth=False, rate_limited=True, max_params=1)
@@ -299,11 +294,7 @@ def auth_set_password(context: CallContext, params: list[Any]) -> bool:
     The current session survives with a new id and secret (the cookie is replaced); every other
     session of the user ends. A one-time-password session needs no old password.
     """
-    from django.contrib.auth.password_validation import validate_password
-    from django.core.exceptions import ValidationError
-
-    from sessions_app.services.login import check_password
-    from sessions_app.services.users import user_set_password
+    from sessions_app.services.users import user_change_password
 
     data = _param(params, 0)
     if not isinstance(data, dict) or set(data) - {"old_password", "new_password"}:
@@ -311,14 +302,18 @@ def auth_set_password(context: CallContext, params: list[Any]) -> bool:
     new, old = data.get("new_password"), data.get("old_password")
     if not isinstance(new, str) or not 1 <= len(new) <= 1024 or "\x00" in new:
         raise InvalidParams.one("set_password.new_password", "a password of 1 to 1024 characters is required")
-    onetime = context.session is not None and context.session.password_change_required
-    if not onetime and (not isinstance(old, str) or not check_password(context.user, old)):
-        raise InvalidParams.one("set_password.old_password", "the current password is not correct")
+    names = {"current_password": "set_password.old_password", "new_password": "set_password.new_password"}
     try:
-        validate_password(new, context.user)
-    except ValidationError as exc:
-        raise InvalidParams([("set_password.new_password", message) for message in exc.messages]) from None
-    secret = user_set_password(user=context.user, password=new, keep=context.session, actor=context.username)
+        secret = user_change_password(
+            user=context.user,
+            session=context.session,
+            client=context.client,
+            current_password=old,
+            new_password=new,
+            purpose="auth.set_password",
+        )
+    except InvalidParams as exc:
+        raise InvalidParams([(names[field], message) for field, message in exc.errors]) from None
     if secret is not None:
         context.cookie_actions.append(lambda r: set_session_cookie(r, secret))
     return True

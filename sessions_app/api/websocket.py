@@ -14,6 +14,13 @@ socket run concurrently (up to `MAX_IN_FLIGHT`; clients match replies by id), ex
 change who the connection is, which run one at a time. Before each call the connection's session is
 re-checked in the database, as every HTTP request is. Caps as in TrueNAS: 8 KiB per message before
 login (close 1007), 64 KiB after (close 1009).
+
+A subscription that needs a role ends when the user loses it (security.md F3), before any event
+committed after the change is sent (`sessions_app.live`): the client gets what TrueNAS sends when it
+drops a subscription, ``notify_unsubscribed`` with ``{"collection": name, "error": {"error": 13,
+"errname": "EACCES", ...}}``, and the socket stays open, since its session is still valid (``auth.*``
+calls keep working; ``core.subscribe`` to it answers ``EACCES``). A disabled account's sessions end,
+which closes the socket (1000) as a termination does.
 """
 
 from __future__ import annotations
@@ -99,9 +106,19 @@ def _core_subscribe(context: CallContext, params: list[Any]) -> str:
     if not isinstance(name, str) or name not in SUBSCRIBABLE:
         raise InvalidParams.one("event", f"one of {sorted(SUBSCRIBABLE)} is required")
     role = SUBSCRIBABLE[name]
-    if role is not None and not has_role(context.user, role):
+    if role is None:
+        return context.connection.subscribe(name)
+    if not has_role(context.user, role):
         raise NotAuthorized()
-    return context.connection.subscribe(name)
+    # The role read afresh, and no role change handled by the hub meanwhile (F3).
+    subscribed: list[str] = []
+    if not hub.admitted(
+        context.user.pk,
+        lambda: subscribed.append(context.connection.subscribe(name)),
+        lambda: context.connection.unsubscribe(subscribed.pop()),
+    ):
+        raise NotAuthorized()
+    return subscribed[0]
 
 
 def _core_unsubscribe(context: CallContext, params: list[Any]) -> None:
@@ -155,6 +172,21 @@ class Connection:
         self.session = None
         self.user = AnonymousUser()
         self.loop.create_task(self.close(CLOSE_NORMAL))
+
+    @property
+    def reader_pk(self) -> int | None:
+        gated = any(SUBSCRIBABLE.get(name) is not None for name, _ in list(self.subscriptions.values()))
+        return self.user.pk if gated and self.user.is_authenticated else None
+
+    def read_role_lost(self) -> None:
+        """The user lost the role of the ``auth.sessions`` events: end those subscriptions, as
+        TrueNAS ends a subscription it no longer allows (``notify_unsubscribed``, EACCES)."""
+        for subscription, (name, _) in list(self.subscriptions.items()):
+            if SUBSCRIBABLE.get(name) is not None and self.subscriptions.pop(subscription, None):
+                reason = f"{SUBSCRIBABLE[name]} role required"
+                params = {"collection": name, "error": error_data("EACCES", reason)}
+                message = {"jsonrpc": "2.0", "method": "notify_unsubscribed", "params": params}
+                self.loop.create_task(self.send_json(message))
 
     def deliver(self, event: SessionEvent) -> None:
         if self.user.is_authenticated and any(

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connections, router
 from django.db.models import BooleanField, Case, F, IntegerField, Q, QuerySet, Value, When
 from django.db.models.expressions import Expression, OrderBy
@@ -98,7 +99,9 @@ class Column:
     ``name``: ORM field name (or annotation name) holding the value. ``present``: condition under
     which the row has the key at all (None: always). ``folded``: ORM field holding ``casefold()`` of
     the value. ``domain``: the closed set of values the column can hold (booleans implicitly).
-    ``condition``: for a computed boolean, the ``Q`` that makes it true (``current``).
+    ``condition``: for a computed boolean, the ``Q`` that makes it true (``current``), or `TRUE` /
+    `FALSE` when it holds for every row or for none (``current`` of a caller without a session):
+    never a ``Q`` that is always false, such as ``Q(pk__in=[])``, which Django refuses to compile.
     ``constant``: the value every row has (no column at all).
     """
 
@@ -106,7 +109,7 @@ class Column:
     present: Q | None = None
     folded: str | None = None
     domain: tuple[Any, ...] | None = None
-    condition: Callable[[Mapping[str, Any]], Q] | None = None
+    condition: Callable[[Mapping[str, Any]], Cond] | None = None
     constant: Any = None
 
 
@@ -137,6 +140,8 @@ class Compiler:
         self.schema = schema
         self.context = context
         self.first_inexact: Leaf | None = None
+        #: Shared by every regex this query evaluates in Python (F11: bounded per query, not per row).
+        self.budget = engine.RegexBudget()
 
     # --- filters -----------------------------------------------------------------------------
 
@@ -179,8 +184,8 @@ class Compiler:
         if fld.nullable:
             domain.append(None)
         probe = Leaf(_PROBE_PATH, leaf.op, leaf.casefold, leaf.value, leaf.where)
-        predicate = engine.make_predicate(probe)
-        matching = [v for v in domain if predicate({"v": v})]
+        predicate = engine.make_predicate(probe, self.budget)
+        matching = [v for v in domain if self._probe(predicate, v)]
         if col.constant is not None:
             return TRUE if col.constant in matching else FALSE
         if col.condition is not None:
@@ -193,6 +198,17 @@ class Compiler:
         if None in matching:
             parts.append(Q(**{f"{col.name}__isnull": True}))
         return _or(*parts)
+
+    @staticmethod
+    def _probe(predicate: Callable[[Any], bool], value: Any) -> bool:
+        try:
+            return predicate({"v": value})
+        except QueryError:
+            if value is None:
+                # A null cannot be tested (``null in "abc"``): `schema.check` guards such leaves with
+                # ``!= null``, so a null row does not match -- never an error naming the probe.
+                return False
+            raise
 
     def _op(self, leaf: Leaf, fld: Field, name: str, value: Any) -> Cond:
         op = leaf.op
@@ -254,13 +270,16 @@ class Compiler:
             if resolved.source is None or col.constant is not None:
                 continue  # the same value for every row: the order is unchanged
             fld = self.schema.fields[resolved.source]
-            if col.condition is not None:
-                # Cast: when the condition can hold for no row (``current`` of a caller without a
-                # session), Django renders the Case as the bare literal ``false``, which PostgreSQL
-                # refuses in ORDER BY ("non-integer constant"); a cast expression is accepted.
+            condition = col.condition(self.context) if col.condition is not None else None
+            if isinstance(condition, _Const):
+                continue  # holds for every row or for none: the order is unchanged
+            if condition is not None:
+                # Cast: should Django still find the condition constant, it renders the Case as the
+                # bare literal ``false``, which PostgreSQL refuses in ORDER BY ("non-integer
+                # constant"); a cast expression is accepted.
                 expr: Expression = Cast(
                     Case(
-                        When(col.condition(self.context), then=Value(True)),
+                        When(condition, then=Value(True)),
                         default=Value(False),
                         output_field=BooleanField(),
                     ),
@@ -448,9 +467,16 @@ class _Statement:
 
     __slots__ = ("converters", "params", "sql")
 
+    sql: str | None
+
     def __init__(self, qs: QuerySet[Any], alias: str) -> None:
         compiler = qs.query.get_compiler(alias)
-        self.sql, params = compiler.as_sql()
+        try:
+            self.sql, params = compiler.as_sql()
+        except EmptyResultSet:
+            # Django proved the WHERE clause false for every row (an empty ``__in``): nothing to
+            # run, no row, whatever the database. Without this, the cached path answered a 500.
+            self.sql, params = None, ()
         self.params = tuple(params)
         converters = compiler.get_converters([col for col, _, _ in compiler.select])
         self.converters = tuple(
@@ -459,6 +485,8 @@ class _Statement:
         )
 
     def rows(self, alias: str) -> list[tuple[Any, ...]]:
+        if self.sql is None:
+            return []
         connection = connections[alias]
         with connection.cursor() as cursor:
             cursor.execute(self.sql, self.params)
@@ -508,7 +536,8 @@ def _from_statement(
     select, count, opts, context = statement
     if opts.count:
         assert count is not None
-        (value,) = count.rows(alias)[0]
+        counted = count.rows(alias)
+        value = counted[0][0] if counted else 0  # no row: a statement proved empty, see `_Statement`
         return min(int(value), 1) if opts.get else int(value)
     assert select is not None
     rows = [spec.build_row(values, context) for values in select.rows(alias)]
@@ -586,7 +615,8 @@ def run_query(
                 unordered = qs.order_by()  # the order does not change a count: no sort in the subquery
                 inner = unordered[:1] if opts.get else unordered
                 counted = _Statement(inner.values_list("pk"), alias)
-                counted.sql = f"SELECT COUNT(*) FROM ({counted.sql}) counted"
+                if counted.sql is not None:
+                    counted.sql = f"SELECT COUNT(*) FROM ({counted.sql}) counted"
                 counted.converters = ()
                 statement = (None, counted, opts, context)
             else:
@@ -606,7 +636,7 @@ def run_query(
             return qs.count()
         rows = list(iter_rows(qs[opts.offset : stop], spec, context, stream=stop is None))
     else:
-        predicate = engine.make_predicate(tree)
+        predicate = engine.make_predicate(tree, compiler.budget)
         matched = (row for row in iter_rows(qs, spec, context) if predicate(row))
         if opts.count:
             if opts.get:

@@ -16,6 +16,7 @@ filters left to right, OR branches left to right, with short-circuiting, and ``g
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -24,10 +25,12 @@ from sessions_app.query.ast import AllOf, AnyOf, Leaf, Node, OrderKey, Path, Que
 from sessions_app.query.errors import MatchNotFound, QueryError
 from sessions_app.query.operators import (
     OPERATORS,
+    REGEX_QUERY_BUDGET_SECONDS,
     REGEX_TIMEOUT_SECONDS,
     NotApplicable,
     casefold_value,
     json_type,
+    regex_subject,
 )
 from sessions_app.query.parser import parse_filters, parse_options
 
@@ -170,9 +173,57 @@ def _aware(value: Any) -> Any:
 # --- predicates ------------------------------------------------------------------------------------
 
 
-def _leaf_predicate(leaf: Leaf) -> Predicate:
+class RegexBudget:
+    """The time the regular-expression matches of one query evaluation may take together.
+
+    One budget is shared by every row and every ``~`` leaf of a query (`make_predicate` makes one
+    per call unless it is given one), so the cost of a query is bounded per query, not per row: a
+    pattern that backtracks for just under `REGEX_TIMEOUT_SECONDS` on each of many rows is stopped
+    once `REGEX_QUERY_BUDGET_SECONDS` have been spent in matches in total. A single match is still
+    bounded by `REGEX_TIMEOUT_SECONDS` (or what is left of the budget, if less). Either way the
+    match raises `TimeoutError`, which the leaf turns into a `QueryError`.
+
+    The budget is spent in CPU time of the thread (``time.thread_time``), not wall-clock time: on a
+    busy machine a query's thread waits for the CPU, and that wait must not turn the thousands of
+    cheap matches of an ordinary query into a refusal. Matching is deterministic, so a (pattern,
+    value) pair is matched once per query and its answer reused: rows repeat values (usernames,
+    origins), and repeated leaves repeat patterns. At most `MEMO_SIZE` answers are kept.
+    ``matches`` counts the matches actually run (for tests).
+    """
+
+    MEMO_SIZE = 65_536
+
+    __slots__ = ("_memo", "matches", "remaining")
+
+    def __init__(self, seconds: float = REGEX_QUERY_BUDGET_SECONDS) -> None:
+        self.remaining = seconds
+        self.matches = 0
+        self._memo: dict[tuple[int, str], bool] = {}
+
+    def match(self, x: Any, pattern: Any) -> bool:
+        """``pattern.match(x)`` (null as ``""``) within the budget; raises `TimeoutError` when spent."""
+        subject = regex_subject(x)
+        key = (id(pattern), subject)  # the leaf's closure keeps `pattern` alive: ids stay unique
+        found = self._memo.get(key)
+        if found is not None:
+            return found
+        if self.remaining <= 0:
+            raise TimeoutError
+        self.matches += 1
+        started = time.thread_time()
+        try:
+            found = pattern.match(subject, timeout=min(self.remaining, REGEX_TIMEOUT_SECONDS)) is not None
+        finally:
+            self.remaining -= time.thread_time() - started
+        if len(self._memo) >= self.MEMO_SIZE:
+            self._memo.clear()
+        self._memo[key] = found
+        return found
+
+
+def _leaf_predicate(leaf: Leaf, budget: RegexBudget) -> Predicate:
     operator = OPERATORS[leaf.op]
-    evaluate = operator.evaluate
+    evaluate = budget.match if leaf.op == "~" else operator.evaluate
     segments = leaf.path.segments
     only_dates = leaf.path.date
     fold = leaf.casefold and operator.casefold_mode == "fold"
@@ -202,7 +253,9 @@ def _leaf_predicate(leaf: Leaf) -> Predicate:
             ) from None
         except TimeoutError:
             raise QueryError(
-                leaf.where, f"the regular expression ran longer than {REGEX_TIMEOUT_SECONDS} s"
+                leaf.where,
+                f"the regular expressions ran longer than their time budget ({REGEX_TIMEOUT_SECONDS} s "
+                f"for one match, {REGEX_QUERY_BUDGET_SECONDS} s for the whole query)",
             ) from None
         except RecursionError:
             raise QueryError(leaf.where, "the value is nested too deeply to compare") from None
@@ -218,8 +271,11 @@ def _never(row: Any) -> bool:
     return False
 
 
-def make_predicate(node: Node) -> Predicate:
+def make_predicate(node: Node, budget: RegexBudget | None = None) -> Predicate:
     """Compile a parsed filter tree into ``predicate(row) -> bool``.
+
+    Its ``~`` leaves share ``budget`` (a new `RegexBudget` if None): use one predicate, or one
+    budget, per query evaluation.
 
     `AllOf` matches when every child matches (none: always), `AnyOf` when a branch matches (none:
     never), children and branches evaluated left to right with short-circuiting. A leaf matches
@@ -227,10 +283,12 @@ def make_predicate(node: Node) -> Predicate:
     matches, whatever the operator. Evaluation errors raise `QueryError` naming the leaf
     (``leaf.where``) when that leaf is evaluated.
     """
+    if budget is None:
+        budget = RegexBudget()
     if isinstance(node, Leaf):
-        return _leaf_predicate(node)
+        return _leaf_predicate(node, budget)
     if isinstance(node, AllOf):
-        children = [make_predicate(child) for child in node.children]
+        children = [make_predicate(child, budget) for child in node.children]
         if not children:
             return _always
         if len(children) == 1:
@@ -241,7 +299,7 @@ def make_predicate(node: Node) -> Predicate:
 
         return all_of
     if isinstance(node, AnyOf):
-        branches = [make_predicate(branch) for branch in node.branches]
+        branches = [make_predicate(branch, budget) for branch in node.branches]
         if not branches:
             return _never
 

@@ -11,6 +11,7 @@ import datetime as dt
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -62,11 +63,20 @@ def api_key_create(
     actor: str | None = None,
     address: str = "",
 ) -> tuple[ApiKey, str]:
-    """Create a key for ``user``; returns it and the plaintext key, which is never shown again."""
+    """Create a key for ``user``; returns it and the plaintext key, which is never shown again.
+
+    A user holds at most ``SESSIONS_MAX_KEYS_PER_USER`` keys (security.md F11): at the cap the
+    answer is a validation error (`InvalidParams`) and nothing is written. Every stored key counts,
+    revoked and expired ones included -- they are rows that the user's queries scan, and if they
+    did not count, creating and revoking would grow the table without bound; deleting a key frees
+    its place. The count is taken inside the transaction with the user's row locked, so concurrent
+    creations cannot overshoot the cap.
+    """
     name = _validate_name(name)
     secret = keys.new_api_key_secret()
     try:
         with transaction.atomic():
+            _check_key_cap(user)
             key = ApiKey.objects.create(
                 name=name,
                 user=user,
@@ -77,6 +87,17 @@ def api_key_create(
     except IntegrityError:
         raise InvalidParams.one("api_key_create.name", "an API key with this name already exists") from None
     return key, f"{key.pk}-{secret}"
+
+
+def _check_key_cap(user: Any) -> None:
+    """Lock ``user``'s row (serialising their key creations) and refuse a key over the cap."""
+    cap = int(conf.get("SESSIONS_MAX_KEYS_PER_USER"))
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+    if ApiKey.objects.filter(user=user).count() >= cap:
+        raise InvalidParams.one(
+            "api_key_create",
+            f"this account already has {cap} API keys, the most allowed; delete one to create another",
+        )
 
 
 def api_key_update(

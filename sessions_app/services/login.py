@@ -26,6 +26,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from sessions_app import conf, keys, policy, throttle
 from sessions_app.audit import audit_record
+from sessions_app.auth.fieldcrypt import FieldKeyError
 from sessions_app.clients import Client
 from sessions_app.exceptions import InvalidParams
 from sessions_app.models import (
@@ -103,14 +104,22 @@ def has_totp(user: Any) -> bool:
     return TOTPDevice.objects.filter(user=user, confirmed=True).exists()
 
 
-def _open_session(*, user: Any, client: Client, replaces: UserSession | None, **kwargs: Any) -> NewSession:
-    """Create the session of a successful login, reset the account's failure counter and end the
-    session this client had (B2) -- in one transaction, so that a database that stays busy past its
-    timeout on any of these writes leaves none of them: no session the client never received (D5).
+def _open_session(
+    *,
+    user: Any,
+    client: Client,
+    replaces: UserSession | None,
+    lockout_name: str | None = None,
+    **kwargs: Any,
+) -> NewSession:
+    """Create the session of a successful login, reset its failure counter (the account's, or
+    ``lockout_name``: an API key's, F7) and end the session this client had (B2) -- in one
+    transaction, so that a database that stays busy past its timeout on any of these writes leaves
+    none of them: no session the client never received (D5).
     """
     with transaction.atomic():
         new = session_create(user=user, client=client, **kwargs)
-        throttle.record_success(username=user.get_username())
+        throttle.record_success(username=lockout_name or user.get_username())
         if replaces is not None:
             session_end(
                 session=replaces, reason=EndReason.LOGOUT, actor=replaces.username, address=client.origin
@@ -158,10 +167,12 @@ def _fail(
     username: str | None,
     reason: str,
     count: bool = True,
+    lockout_name: str | None = None,
     response: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> LoginResult:
-    """Record and delay a failed attempt; the answer never says why."""
+    """Record and delay a failed attempt; the answer never says why. ``count``: toward the lockout
+    counter ``lockout_name`` (an API key's, F7), else toward the account ``username``."""
     with transaction.atomic():
         audit_record(
             event=AuditEvent.AUTHENTICATION,
@@ -170,8 +181,9 @@ def _fail(
             address=client.origin,
             event_data={"mechanism": mechanism, "error": reason, **(extra or {})},
         )
-    if count and username:
-        throttle.record_failure(username=username[:150], address=client.origin, mechanism=mechanism)
+    counter = lockout_name or (username or "")[:150]
+    if count and counter:
+        throttle.record_failure(username=counter, address=client.origin, mechanism=mechanism)
     throttle.sleep_after_failure()
     return LoginResult(response or AUTH_ERR)
 
@@ -372,20 +384,11 @@ def login_ex_continue(
     if not user.is_active:
         return _otp_failed(pending, client, "inactive user")
     with transaction.atomic():
-        # Lock the device row: concurrent checks of one code are serialised, so it is accepted once
-        # and every failure is counted (stock django-otp verification is not race-safe).
-        devices = list(
-            TOTPDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk")
-        )
-        verified = None
-        for device in devices:
-            allowed, _ = device.verify_is_allowed()
-            if allowed and device.verify_token(code):
-                verified = device
-                break
+        verified = totp_code_matches(user=user, code=code)
         if verified is not None and not PendingLogin.objects.filter(pk=pending.pk).delete()[0]:
             verified = None  # the pending login was used by a concurrent request
     if verified is None:
+        devices = TOTPDevice.objects.filter(user=user, confirmed=True)
         reused = any(_matches_ignoring_replay(d, code) for d in devices)
         return _otp_failed(pending, client, "reused code" if reused else "wrong code")
     new = _open_session(
@@ -398,9 +401,29 @@ def login_ex_continue(
     return _success(user, new, params.get("login_options", {}))
 
 
+def totp_code_matches(*, user: Any, code: str) -> TOTPDevice | None:
+    """The confirmed device of ``user`` that accepts ``code`` now, or None (run inside a transaction).
+
+    The device rows are locked while verifying: concurrent checks of one code are serialised, so it
+    is accepted once and every failure is counted (stock django-otp verification is not race-safe).
+    A device whose seed no configured field key opens accepts nothing (`auth.totp_seeds`).
+    """
+    if not (code.isascii() and code.isdigit() and 6 <= len(code) <= 8):
+        return None
+    for device in TOTPDevice.objects.select_for_update().filter(user=user, confirmed=True).order_by("pk"):
+        allowed, _ = device.verify_is_allowed()
+        if allowed and device.verify_token(code):
+            return device
+    return None
+
+
 def _matches_ignoring_replay(device: TOTPDevice, code: str) -> bool:
     """Whether ``code`` is a currently valid code that was refused only because it was used (A12)."""
-    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
+    try:
+        seed = device.bin_key
+    except FieldKeyError:
+        return False  # logged by the failed verification
+    totp = TOTP(seed, device.step, device.t0, device.digits, device.drift)
     totp.time = time.time()
     return bool(totp.verify(int(code), device.tolerance)) if code.isdigit() else False
 
@@ -434,26 +457,33 @@ def _api_key_login(
         key = ApiKey.objects.select_related("user").filter(pk=parsed[0]).first()
     digest = keys.api_key_hash(parsed[1] if parsed else api_key[:200], pepper=api_key_pepper())
     key_label = f"{key.pk}:{key.name}" if key is not None else "<INVALID>"
-    if throttle.locked_until(username=username[:150]) is not None:
+    # F7: a guess against key N counts toward key N (keyed by the id as presented, known or not) and
+    # the client address (the login rate limit), never toward the owner or the name presented: nobody
+    # can lock a user out, or learn who owns key N, by guessing its secret. Text that names no key id
+    # counts toward the address only.
+    counter = throttle.api_key_lockout_name(parsed[0]) if parsed is not None else None
+    ref = {"api_key_ref": key_label}
+    if counter is not None and throttle.locked_until(username=counter) is not None:
         return _fail(
-            client=client, mechanism="API_KEY_PLAIN", username=username, reason="locked", count=False
-        )
+            client=client, mechanism="API_KEY_PLAIN", username=username, reason="locked key",
+            count=False, extra=ref,
+        )  # fmt: skip
     if key is None or not keys.same_hash(key.key_hash, digest) or key.user.get_username() != username:
         return _fail(
-            client=client,
-            mechanism="API_KEY_PLAIN",
-            username=username,
-            reason="invalid key",
-            extra={"api_key_ref": key_label},
-        )
+            client=client, mechanism="API_KEY_PLAIN", username=username, reason="invalid key",
+            count=counter is not None, lockout_name=counter, extra=ref,
+        )  # fmt: skip
+    # The right secret: the owner's own lock (password and second-factor failures) still covers
+    # every pathway of the account (A6); asked only now, so it tells a guesser nothing.
+    if throttle.locked_until(username=username[:150]) is not None:
+        return _fail(
+            client=client, mechanism="API_KEY_PLAIN", username=username, reason="locked",
+            count=False, extra=ref,
+        )  # fmt: skip
     if key.revoked or not key.user.is_active:
         reason = "revoked key" if key.revoked else "inactive user"
         return _fail(
-            client=client,
-            mechanism="API_KEY_PLAIN",
-            username=username,
-            reason=reason,
-            extra={"api_key_ref": key_label},
+            client=client, mechanism="API_KEY_PLAIN", username=username, reason=reason, count=False, extra=ref
         )
     if policy.assurance_level() != "LEVEL_1":
         return _fail(
@@ -480,6 +510,7 @@ def _api_key_login(
         client=client,
         user=key.user,
         replaces=replaces,
+        lockout_name=counter,
         api_key=key,
         audit_data={"mechanism": "API_KEY_PLAIN", "api_key_ref": key_label},
     )

@@ -3,9 +3,14 @@
 Enrolment is two steps, as authenticator apps expect: `totp_device_start` creates an *unconfirmed*
 device (its secret is shown once, as a QR code and in base32), and `totp_device_confirm` confirms it
 with a code the app computed from that secret. Only confirmed devices count at sign-in
-(`services.login.has_totp`). Disabling needs the account password again (`totp_device_disable`):
-a wrong one counts towards the account lockout like any failed login; removing a confirmed device
-ends the user's sessions (`sessions_app.signals`), so the caller signs in again.
+(`services.login.has_totp`). Disabling needs the account password and a current code again
+(`totp_device_disable`): a wrong one counts towards the account lockout like any failed login;
+removing a confirmed device ends the user's sessions (`sessions_app.signals`), so the caller signs
+in again.
+
+Step-up (security.md F2, `services.stepup`): every change is refused with `NotAuthorized` unless
+the session started with the password, and starting or confirming an enrolment also needs the
+password proven within the step-up window. The interfaces check first, to show a page instead.
 """
 
 from __future__ import annotations
@@ -15,11 +20,11 @@ from typing import Any
 from django.db import transaction
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from sessions_app import throttle
 from sessions_app.audit import audit_record
 from sessions_app.clients import Client
-from sessions_app.models import AuditEvent
-from sessions_app.services.login import check_password
+from sessions_app.exceptions import NotAuthorized
+from sessions_app.models import AuditEvent, UserSession
+from sessions_app.services import stepup
 
 
 def _audit(method: str, user: Any, client: Client, success: bool = True, **data: Any) -> None:
@@ -32,8 +37,17 @@ def _audit(method: str, user: Any, client: Client, success: bool = True, **data:
     )
 
 
-def totp_device_start(*, user: Any, client: Client) -> TOTPDevice:
+def _require_stepup(*, user: Any, session: UserSession | None, client: Client, method: str) -> None:
+    if stepup.second_factor_change_allowed(session=session) and stepup.stepup_recent(session=session):
+        return
+    with transaction.atomic():
+        _audit(method, user, client, success=False, error="step-up required")
+    raise NotAuthorized("the password must be entered again in a session that signed in with it")
+
+
+def totp_device_start(*, user: Any, session: UserSession | None, client: Client) -> TOTPDevice:
     """A new unconfirmed device for ``user`` (any earlier unconfirmed one is replaced)."""
+    _require_stepup(user=user, session=session, client=client, method="two_factor.start")
     with transaction.atomic():
         TOTPDevice.objects.filter(user=user, confirmed=False).delete()
         device = TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=False)
@@ -41,8 +55,11 @@ def totp_device_start(*, user: Any, client: Client) -> TOTPDevice:
     return device
 
 
-def totp_device_confirm(*, device: TOTPDevice, code: str, client: Client) -> bool:
+def totp_device_confirm(
+    *, device: TOTPDevice, session: UserSession | None, code: str, client: Client
+) -> bool:
     """Confirm an unconfirmed ``device`` with a current code; False (audited) when the code is wrong."""
+    _require_stepup(user=device.user, session=session, client=client, method="two_factor.confirm")
     with transaction.atomic():
         locked = TOTPDevice.objects.select_for_update().filter(pk=device.pk, confirmed=False).first()
         allowed = locked is not None and locked.verify_is_allowed()[0]
@@ -56,18 +73,44 @@ def totp_device_confirm(*, device: TOTPDevice, code: str, client: Client) -> boo
     return True
 
 
-def totp_device_disable(*, user: Any, password: str, client: Client) -> bool:
-    """Remove ``user``'s TOTP devices after checking ``password``; False when it is wrong or the
-    account is locked (the failure is counted and audited, and delayed like a failed login)."""
-    username = user.get_username()
-    if throttle.locked_until(username=username) is not None or not check_password(user, password):
+def totp_device_disable(
+    *, user: Any, session: UserSession | None, password: str, otp_token: str, client: Client
+) -> bool:
+    """Remove ``user``'s TOTP devices after the step-up (password and a current code); False when
+    either is wrong or the account is locked (counted, audited and delayed like a failed login)."""
+    if not stepup.second_factor_change_allowed(session=session):
+        _require_stepup(user=user, session=session, client=client, method="two_factor.disable")
+    if not stepup.stepup_verify(
+        user=user,
+        session=session,
+        client=client,
+        password=password,
+        otp_token=otp_token,
+        purpose="two_factor.disable",
+    ):
         with transaction.atomic():
-            _audit("two_factor.disable", user, client, success=False, error="password not confirmed")
-        throttle.record_failure(username=username, address=client.origin, mechanism="PASSWORD_PLAIN")
-        throttle.sleep_after_failure()
+            _audit("two_factor.disable", user, client, success=False, error="step-up failed")
         return False
     with transaction.atomic():
         _audit("two_factor.disable", user, client)
         for device in TOTPDevice.objects.filter(user=user):
             device.delete()  # per row, so that the post_delete cascade ends the user's sessions
     return True
+
+
+def totp_devices_reset(*, devices: list[TOTPDevice], actor: str, client: Client) -> int:
+    """An administrator removes second-factor devices of other users (the admin's delete): one
+    ``two_factor.reset`` audit record per device, by ``actor``, in the transaction of the removal;
+    removing a confirmed device ends its user's sessions (`sessions_app.signals`)."""
+    with transaction.atomic():
+        for device in devices:
+            target = device.user.get_username() if device.user_id is not None else None
+            audit_record(
+                event=AuditEvent.METHOD_CALL,
+                success=True,
+                username=actor,
+                address=client.origin,
+                event_data={"method": "two_factor.reset", "target_username": target, "device": device.pk},
+            )
+            device.delete()
+    return len(devices)

@@ -5,13 +5,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from sessions_app import keys
 from sessions_app.audit import audit_record
+from sessions_app.clients import Client
+from sessions_app.exceptions import InvalidParams
 from sessions_app.models import AuditEvent, EndReason, OneTimePassword, UserSession
 from sessions_app.services.sessions import session_rotate, sessions_end_for_user
+from sessions_app.services.stepup import password_confirm
 
 ONETIME_PASSWORD_LIFETIME = dt.timedelta(hours=24)
 
@@ -60,6 +65,38 @@ def user_set_password(
             event_data={"method": "user.set_password", "target_username": user.get_username()},
         )
     return secret
+
+
+def user_change_password(
+    *,
+    user: Any,
+    session: UserSession | None,
+    client: Client,
+    current_password: Any,
+    new_password: str,
+    new_password_again: str | None = None,
+    purpose: str,
+) -> str | None:
+    """Change one's own password: the current one first, checked as a login (security.md F1), then
+    the confirmation of the new one (pages ask twice), Django's validators on it, then
+    `user_set_password`.
+
+    A session that must set a password (one-time password) is not asked for the current one. Errors
+    are `InvalidParams` on ``current_password`` or ``new_password``; the answer to a wrong current
+    password is always the same, whatever the new one is. Returns the kept session's new secret.
+    """
+    forced = session is not None and session.password_change_required
+    if not forced and not password_confirm(
+        user=user, password=current_password, client=client, session=session, purpose=purpose
+    ):
+        raise InvalidParams.one("current_password", "the current password is not correct")
+    if new_password_again is not None and new_password_again != new_password:
+        raise InvalidParams.one("new_password_again", "the two new passwords differ")
+    try:
+        validate_password(new_password, user)
+    except ValidationError as exc:
+        raise InvalidParams([("new_password", message) for message in exc.messages]) from None
+    return user_set_password(user=user, password=new_password, keep=session, actor=user.get_username())
 
 
 def user_sessions_end(*, user: Any, reason: str = EndReason.USER_DISABLED, actor: str | None = None) -> int:

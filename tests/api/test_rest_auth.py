@@ -10,11 +10,13 @@ import pytest
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from sessions_app.middleware import PENDING_COOKIE, session_cookie_name
+from sessions_app.middleware import pending_cookie_name, session_cookie_name
 from sessions_app.models import AuditRecord, Credentials, UserSession
 from sessions_app.services.users import onetime_password_issue
 from tests.api.conftest import attributes, errors
 from tests.conftest import PASSWORD
+
+PENDING_COOKIE = pending_cookie_name()  # __Host-otp_pending: cookies are Secure in tests
 
 LOGIN = {"mechanism": "PASSWORD_PLAIN", "username": "alice", "password": PASSWORD}
 

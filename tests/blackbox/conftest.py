@@ -185,6 +185,15 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+def fresh_address_budget() -> None:
+    """Forget this address's login and failed-credential counts (security.md F4/F9): tests that send
+    bad credentials to every endpoint check each one from a fresh budget; the limit itself is tested
+    in tests/security/test_f_limiter.py."""
+    from sessions_app.models import RateCounter
+
+    RateCounter.objects.all().delete()
+
+
 @pytest.fixture(scope="module")
 def server(django_db_setup: Any, server_tmp: Path) -> Iterator[Server]:  # noqa: F811
     """One gunicorn (1 sync worker) on 127.0.0.1 for the whole module."""

@@ -15,7 +15,16 @@ from typing import Any
 import pytest
 
 from sessions_app.roles import Role
-from tests.blackbox.conftest import API, COOKIE, CSRF_COOKIE, Answer, Http, another_session, bearer
+from tests.blackbox.conftest import (
+    API,
+    COOKIE,
+    CSRF_COOKIE,
+    Answer,
+    Http,
+    another_session,
+    bearer,
+    fresh_address_budget,
+)
 from tests.blackbox.shapes import (
     API_KEY_KEYS,
     API_KEY_RE,
@@ -131,6 +140,7 @@ PROTECTED: list[tuple[str, str]] = [
 def test_anonymous_is_401(client: Client, subtests: pytest.Subtests) -> None:
     for method, path in PROTECTED:
         with subtests.test(f"{method} {path}"):
+            fresh_address_budget()
             http = client()
             answer = http.rest(method, path, {} if method in ("POST", "PATCH") else None)
             assert_errors(answer, 401, errno=207)

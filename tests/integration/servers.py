@@ -39,6 +39,7 @@ from tests.conftest import PASSWORD
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 30.0
 COOKIE = "__Host-sid"  # the servers run with DEBUG off: Secure cookies, __Host- prefix
+PENDING = "__Host-otp_pending"  # the pending second factor's cookie, same flags (security.md F12)
 
 _hasher = Argon2PasswordHasher()
 PASSWORD_HASH = _hasher.encode(PASSWORD, _hasher.salt())

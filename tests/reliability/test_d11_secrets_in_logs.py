@@ -30,7 +30,7 @@ from sessions_app.audit import MASK, audit_record
 from sessions_app.models import AuditEvent, AuditRecord
 from sessions_app.services.users import onetime_password_issue
 from tests.conftest import PASSWORD
-from tests.integration.servers import COOKIE
+from tests.integration.servers import COOKIE, PENDING
 from tests.reliability.helpers_late import (
     LEAKS,
     Instance,
@@ -113,7 +113,8 @@ def run_workload(server: Instance) -> dict[str, int]:
     device = TOTPDevice.objects.create(
         user=olga, name="phone", key=random.token_hex(20), confirmed=True, tolerance=1
     )
-    secret(device.key)
+    secret(device.key)  # the sealed column value (security.md F6) ...
+    secret(device.bin_key.hex())  # ... and the seed itself
     done: dict[str, int] = {}
 
     # Passwords: right, wrong, unknown user, misspelled fields, legacy auth.login.
@@ -130,7 +131,7 @@ def run_workload(server: Instance) -> dict[str, int]:
     # Password + TOTP: a wrong code, then the right one (the pending step's cookie is a secret too).
     first = login_ex(server, username="olga", password=PASSWORD)
     assert first.result["response_type"] == "OTP_REQUIRED"
-    pending = {"Cookie": f"otp_pending={secret(first.cookies['otp_pending'])}"}
+    pending = {"Cookie": f"{PENDING}={secret(first.cookies[PENDING])}"}
     bad = secret(wrong_code(device))
     otp = {"mechanism": "OTP_TOKEN"}
     assert server.call("auth.login_ex_continue", {**otp, "otp_token": bad}, headers=pending).result == {
@@ -141,7 +142,7 @@ def run_workload(server: Instance) -> dict[str, int]:
         throttling_failure_count=0, throttling_failure_timestamp=None
     )
     first = login_ex(server, username="olga", password=PASSWORD)
-    pending = {"Cookie": f"otp_pending={secret(first.cookies['otp_pending'])}"}
+    pending = {"Cookie": f"{PENDING}={secret(first.cookies[PENDING])}"}
     good = secret(totp_code(device))
     answer = server.call("auth.login_ex_continue", {**otp, "otp_token": good}, headers=pending)
     assert answer.result["response_type"] == "SUCCESS", answer.payload

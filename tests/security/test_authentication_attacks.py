@@ -29,7 +29,7 @@ from sessions_app import conf, keys, throttle
 from sessions_app.api.methods import METHODS
 from sessions_app.clients import Client
 from sessions_app.exceptions import NotSupported
-from sessions_app.middleware import PENDING_COOKIE, session_cookie_name
+from sessions_app.middleware import pending_cookie_name, session_cookie_name
 from sessions_app.models import (
     AccountLockout,
     ApiKey,
@@ -47,6 +47,8 @@ from sessions_app.services import api_keys as key_services
 from sessions_app.services.login import check_password, login_ex
 from sessions_app.services.tokens import token_generate
 from sessions_app.services.users import onetime_password_issue, user_set_password
+
+PENDING_COOKIE = pending_cookie_name()  # __Host-otp_pending: cookies are Secure in tests
 
 PASSWORD = "correct horse battery staple"
 AUTH_ERR = {"response_type": "AUTH_ERR"}
@@ -302,7 +304,8 @@ def test_A4_lock_after_threshold_is_per_account_not_per_address(rpc: Any, make_u
 
 
 def test_A5_failures_on_every_pathway_share_one_counter(rpc: Any, make_user: Any, totp: Any) -> None:
-    """Two failures on each of five pathways (OTP step, login_ex, legacy login, API key, Basic)."""
+    """Failures on five pathways (OTP step, login_ex, legacy login, API key, Basic): one counter for
+    the account's own credentials; API-key guesses count toward the key instead (F7)."""
     alice = make_user("alice")
     device = totp.device(alice)
     key, _ = key_services.api_key_create(user=alice, name="alice-key")
@@ -321,17 +324,18 @@ def test_A5_failures_on_every_pathway_share_one_counter(rpc: Any, make_user: Any
     counted["auth.login (legacy)"] = lockout("alice").failures
     for _ in range(2):
         assert rpc().call("auth.login_ex", api_key("alice", f"{key.pk}-{'z' * 64}")) == AUTH_ERR
-    counted["API key"] = lockout("alice").failures
-    for _ in range(2):
+    counted["API key"] = lockout("alice").failures  # F7: counted toward the key, never the account
+    for _ in range(4):
         assert is_not_authenticated(rpc(), **basic("alice", "guess"))
     counted["Authorization: Basic"] = lockout("alice").failures
     assert counted == {
         "OTP step": 2,
         "auth.login_ex password": 4,
         "auth.login (legacy)": 6,
-        "API key": 8,
+        "API key": 6,
         "Authorization: Basic": 10,
     }
+    assert lockout(throttle.api_key_lockout_name(key.pk)).failures == 2
     assert throttle.locked_until(username="alice") is not None
 
 
@@ -499,7 +503,7 @@ def test_A10_forwarded_for_from_an_untrusted_peer_shares_the_peer_bucket(rpc: An
     ]
     assert statuses == [200, 200, 200, 429, 429]
     assert list(RateCounter.objects.values_list("key", flat=True)) == [
-        json.dumps(["auth.login_ex", "203.0.113.10"])
+        json.dumps(["login", "203.0.113.10"])  # one limit for every login entrance (F4)
     ]
     assert {r.address for r in AuditRecord.objects.all()} == {"203.0.113.10:0"}
 

@@ -35,6 +35,9 @@ class RegistryAuthentication(BaseAuthentication):
         django_request = request._request
         user = getattr(django_request, "user", None)
         if user is None or not user.is_authenticated:
+            refusal = getattr(django_request, "auth_refusal", None)
+            if refusal:  # a right credential that cannot be used here: say why (F8), 401
+                raise exceptions.AuthenticationFailed(refusal)
             return None
         if uses_cookie(django_request):
             self.enforce_csrf(django_request)

@@ -11,8 +11,8 @@ the one JSON-RPC uses: the body must be ``application/json`` even when empty (an
 send it, and a cross-site ``fetch`` with it needs a CORS preflight this service never grants), and a
 request whose ``Origin`` header names another site is refused with 403 (B16). A caller already
 holding a session cookie also needs ``X-CSRFToken``, like any cookie-authenticated request.
-Unauthenticated login calls share JSON-RPC's rate limit per (method, client address) → 429 with
-``Retry-After``.
+Login calls share one rate limit per client address with every other login entrance (JSON-RPC,
+the sign-in page, Basic), whatever the caller already presents (F4) → 429 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,13 @@ from sessions_app.api.rest.serializers import (
 )
 from sessions_app.clients import Client, client_from_request
 from sessions_app.exceptions import Busy, NotAuthorized, NotFound
-from sessions_app.middleware import PENDING_COOKIE, clear_session_cookie, set_session_cookie
+from sessions_app.middleware import (
+    clear_pending_cookie,
+    clear_session_cookie,
+    pending_cookie,
+    set_pending_cookie,
+    set_session_cookie,
+)
 from sessions_app.query import MatchNotFound, QueryError
 from sessions_app.roles import Role
 from sessions_app.services import sessions as session_services
@@ -390,11 +396,10 @@ def refuse_cross_origin(request: Request) -> None:
 
 
 def rate_limit(request: Request, method: str, params: Any) -> None:
-    """The unauthenticated-call limit shared with JSON-RPC: 429 + Retry-After beyond it (audited)."""
-    if request.user.is_authenticated:
-        return
+    """The login limit shared with every login entrance, whatever the caller already presents (F4):
+    429 + Retry-After beyond it (audited)."""
     client = client_of(request)
-    retry_after = throttle.hit_rate_limit(method=method, address=client.rate_key)
+    retry_after = throttle.hit_login_limit(address=client.rate_key)
     if retry_after is not None:
         audit_rate_limited(method, [params], client)
         raise Busy(retry_after)
@@ -407,16 +412,9 @@ def finish_login(request: Request, response: Response, result: LoginResult) -> N
     transaction (``replaces``; B2: no fixation).
     """
     if result.pending_secret is not None:
-        response.set_cookie(
-            PENDING_COOKIE,
-            result.pending_secret,
-            max_age=300,
-            secure=settings.SESSION_COOKIE_SECURE,
-            httponly=True,
-            samesite="Lax",
-        )
-    elif result.pending_cleared or (result.new_session is not None and PENDING_COOKIE in request.COOKIES):
-        response.delete_cookie(PENDING_COOKIE, samesite="Lax")
+        set_pending_cookie(response, result.pending_secret, max_age=300)
+    elif result.pending_cleared or (result.new_session is not None and pending_cookie(request) is not None):
+        clear_pending_cookie(response)
     if result.new_session is not None:
         set_session_cookie(response, result.new_session.secret)
         rotate_token(request._request)
@@ -431,7 +429,7 @@ def login_step(request: Request, method_name: str, service: Callable[..., LoginR
     result = service(
         params=params,
         client=client_of(request),
-        pending_secret=request.COOKIES.get(PENDING_COOKIE),
+        pending_secret=pending_cookie(request),
         replaces=request._request.auth_session,
     )
     response = Response(result.response)
@@ -595,6 +593,9 @@ class SchemaView(SpectacularAPIView):
 
 
 class DocsView(SpectacularSwaggerView):
+    # drf-spectacular's page, with the CSP nonce on its inline initialiser and style (F13).
+    template_name = "sessions_app/swagger_ui.html"
+
     def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
         response = super().finalize_response(request, response, *args, **kwargs)
         response["Cache-Control"] = "no-store"

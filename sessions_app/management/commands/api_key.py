@@ -43,7 +43,7 @@ class Command(RegistryCommand):
         )
         create.add_argument("--user", required=True, metavar="NAME", help="owner of the key")
         create.add_argument(
-            "--name", required=True, metavar="NAME", help="unique name of the key (1-200 chars)"
+            "--name", required=True, metavar="NAME", help="name, unique per user (1-200 chars)"
         )
         create.add_argument(
             "--expires",

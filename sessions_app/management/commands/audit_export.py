@@ -115,7 +115,11 @@ class Command(RegistryCommand):
 def _write_file(path: Path, chunks: Iterator[tuple[str, int]]) -> int:
     partial = path.with_name(f".{path.name}.partial")
     try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        # A new file, 0600 whatever the umask: a stale partial (mode unknown) is replaced, not reused.
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        os.fchmod(fd, 0o600)
     except OSError as exc:
         raise CommandError(f"--output: cannot write {quoted(str(path))}: {exc.strerror}") from None
     written = 0
