@@ -61,14 +61,20 @@ def _env_int(name: str, default: int) -> int:
 DEBUG = _env_bool("DJANGO_DEBUG", False)
 
 
-def _secret_key() -> str:
-    key = os.environ.get("DJANGO_SECRET_KEY", "")
-    key_file = os.environ.get("DJANGO_SECRET_KEY_FILE", "")
-    if not key and key_file:
+def _env_or_file(name: str) -> str:
+    """``$NAME``, else the contents of the file ``$NAME_FILE`` names (stripped), else ""."""
+    value = os.environ.get(name, "")
+    path = os.environ.get(f"{name}_FILE", "")
+    if not value and path:
         try:
-            key = Path(key_file).read_text().strip()
+            value = Path(path).read_text().strip()
         except OSError as exc:
-            raise ImproperlyConfigured(f"DJANGO_SECRET_KEY_FILE {key_file!r}: {exc.strerror}") from None
+            raise ImproperlyConfigured(f"{name}_FILE {path!r}: {exc.strerror}") from None
+    return value
+
+
+def _secret_key() -> str:
+    key = _env_or_file("DJANGO_SECRET_KEY")
     if not key:
         if not DEBUG:
             raise ImproperlyConfigured(
@@ -348,13 +354,7 @@ SESSIONS_EVENT_RETENTION = _env_int("SESSIONS_EVENT_RETENTION", 3600)
 
 def _field_key() -> str:
     """The key that seals secrets at rest (sessions_app/auth/fieldcrypt.py); "" derives it from SECRET_KEY."""
-    key = os.environ.get("SESSIONS_FIELD_KEY", "")
-    key_file = os.environ.get("SESSIONS_FIELD_KEY_FILE", "")
-    if not key and key_file:
-        try:
-            key = Path(key_file).read_text().strip()
-        except OSError as exc:
-            raise ImproperlyConfigured(f"SESSIONS_FIELD_KEY_FILE {key_file!r}: {exc.strerror}") from None
+    key = _env_or_file("SESSIONS_FIELD_KEY")
     if key and len(key) < 32:
         raise ImproperlyConfigured("SESSIONS_FIELD_KEY must be at least 32 characters")
     return key
