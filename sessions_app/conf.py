@@ -14,7 +14,7 @@ DEFAULTS: dict[str, Any] = {
     "SESSIONS_TRUSTED_PROXIES": [],
     "SESSIONS_NODE_SECRET": "",
     "SESSIONS_FAIL_DELAY": "",
-    "SESSIONS_LOGIN_RATE": 20,
+    "SESSIONS_LOGIN_RATE": 20,  # login attempts (every entrance) and failed credentials per window and address
     "SESSIONS_LOGIN_RATE_WINDOW": 60,  # seconds: the fixed window of SESSIONS_LOGIN_RATE
     "SESSIONS_LOCKOUT_THRESHOLD": 10,  # consecutive failed logins that lock an account
     "SESSIONS_LOCKOUT_SECONDS": 300,  # first lock; doubles on each further lock

@@ -257,7 +257,7 @@ ERROR_STATUSES: dict[str, str] = {
     "413": "The request body is too large.",
     "414": "The request line (URL and query) is too long; answered by the HTTP server, not as JSON.",
     "415": "The request body is not application/json.",
-    "429": "Too many unauthenticated calls (see Retry-After).",
+    "429": "Too many login attempts or failed credentials from this address (see Retry-After).",
     "503": "The database cannot be reached (see Retry-After).",
 }
 #: Answers made by the HTTP server in front of Django (gunicorn's request-line limit): no JSON body.
