@@ -85,7 +85,7 @@ def test_malformed_login_bodies_are_400(rest: Any, alice: Any, body: Any, attrib
         (json.dumps(LOGIN), "multipart/form-data; boundary=x"),
     ],
 )
-def test_login_needs_a_json_body(rest: Any, alice: Any, body: str, content_type: str) -> None:
+def test_B16_login_needs_a_json_body(rest: Any, alice: Any, body: str, content_type: str) -> None:
     """B16: a cross-site form cannot send application/json, so it cannot log anyone in."""
     response = rest().post("/auth/login", body, raw=True, content_type=content_type)
     assert response.status_code == 415
@@ -93,7 +93,7 @@ def test_login_needs_a_json_body(rest: Any, alice: Any, body: str, content_type:
     assert not UserSession.objects.exists()
 
 
-def test_cross_origin_login_is_403(rest: Any, alice: Any) -> None:
+def test_B16_cross_origin_login_is_403(rest: Any, alice: Any) -> None:
     response = rest().post("/auth/login", LOGIN, Origin="https://evil.example")
     assert response.status_code == 403
     assert not UserSession.objects.exists()
@@ -199,7 +199,7 @@ def test_generate_token(rest: Any, alice: Any, bearer: Any) -> None:
 # --- CSRF and per-request credentials ------------------------------------------------------------
 
 
-def test_cookie_authenticated_unsafe_requests_need_the_csrf_token(rest: Any, alice: Any) -> None:
+def test_B16_cookie_authenticated_unsafe_requests_need_the_csrf_token(rest: Any, alice: Any) -> None:
     """B16, measured: an authenticated POST without X-CSRFToken is refused."""
     client = rest("alice")
     for method, path, body in (
@@ -227,7 +227,7 @@ def test_form_post_with_the_session_cookie_is_refused(rest: Any, alice: Any) -> 
     assert client.get("/auth/me").status_code == 200
 
 
-def test_bearer_requests_need_no_csrf_token_and_ignore_cookies(
+def test_B17_bearer_requests_need_no_csrf_token_and_ignore_cookies(
     rest: Any, alice: Any, bob: Any, bearer: Any
 ) -> None:
     """B17: a request with an Authorization header is authenticated by it alone."""
@@ -241,6 +241,14 @@ def test_bearer_requests_need_no_csrf_token_and_ignore_cookies(
     response = client.get("/auth/me", Authorization="Bearer 1-" + "x" * 64)
     assert response.status_code == 401
     assert client.get("/auth/me", Authorization="Basic !!!").status_code == 401
+    # No CORS at all: never `*`, never credentials for another origin, preflight included.
+    for response in (
+        client.get("/auth/me", Origin="https://evil.example"),
+        client.get("/auth/me", Origin="https://evil.example", **headers),
+        client.send("OPTIONS", "/auth/me", None, Origin="https://evil.example"),
+    ):
+        assert "Access-Control-Allow-Origin" not in response
+        assert "Access-Control-Allow-Credentials" not in response
 
 
 def test_basic_credentials(rest: Any, alice: Any) -> None:

@@ -152,7 +152,9 @@ def fuzz(
             try:
                 _bounded_test(operation, mode, headers, statuses.setdefault(operation.label, set()))()
             except Unsatisfiable:
-                continue  # nothing to make invalid (no parameters, no body)
+                if mode is GenerationMode.POSITIVE:  # a valid request must always be possible
+                    failures.append(f"{operation.label} (positive): no valid request could be generated")
+                continue  # negative mode: nothing to make invalid (no parameters, no body)
             except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - reported together below
                 failures.append(f"{operation.label} ({mode.value}): {_short(str(exc))}")
     assert operations == 22, operations

@@ -154,7 +154,9 @@ def test_date_suffix_values_become_aware_utc_datetimes(value: object, expected: 
     ],
 )
 def test_valid_filters(filters: list[Any]) -> None:
-    parse_filters(filters)
+    tree = parse_filters(filters)
+    assert isinstance(tree, AllOf)
+    assert len(tree.children) == len(filters)  # one node per element, none dropped or merged
 
 
 # --- invalid filters -------------------------------------------------------------------------------
@@ -420,7 +422,7 @@ def test_invalid_options_name_the_offending_element(options: object, attribute: 
 
 @pytest.mark.parametrize("length", [1024])
 def test_option_strings_of_1024_characters_are_accepted(length: int) -> None:
-    parse_options(
+    opts = parse_options(
         {
             "order_by": ["o" * length],
             "select": ["s" * length, ["p", "a" * length]],
@@ -430,3 +432,7 @@ def test_option_strings_of_1024_characters_are_accepted(length: int) -> None:
             "extend_context": "c" * length,
         }
     )
+    assert opts.order_by[0].path.raw == "o" * length
+    assert [item.alias for item in opts.select] == [None, "a" * length]
+    assert opts.extra == {"k" * length: 1}
+    assert (opts.prefix, opts.extend, opts.extend_context) == ("p" * length, "e" * length, "c" * length)

@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 import json
 import logging
+import math
 import os
 import secrets
 import subprocess
@@ -233,7 +234,10 @@ def test_B3_ids_tokens_and_keys_are_unique_long_random_and_structureless(
     assert {len(r) for r in raw} == {48}
     assert {len(s) for s in api_secrets} == {64}
     assert {len(o) for o in onetime} == {24}
-    assert 24 * 5.95 >= 128  # log2(62) > 5.95
+    # The entropy follows from the alphabet the generator really draws from, not from a constant.
+    assert len(keys._ALNUM) == 62
+    assert len(onetime[0]) * math.log2(len(keys._ALNUM)) >= 128
+    assert len(api_secrets[0]) * math.log2(len(keys._ALNUM)) >= 128
     _bits_balanced(raw)
     alnum = "".join(sorted(keys._ALNUM))
     _alphabet_uniform(api_secrets, alnum)
@@ -557,6 +561,121 @@ def test_B13_terminate_needs_AUTH_SESSIONS_WRITE_and_users_end_only_their_own(
     assert not authed(second)
     assert authed(alice_client)
     assert authed(bob)
+
+
+# --- B14–B17, B27: methods, CSRF and headers of the terminate endpoints and every response --------------
+
+
+def _terminate_paths(own_id: str, other_id: str) -> list[str]:
+    """Every endpoint that ends sessions: the browser pages and the REST views."""
+    return [
+        f"/sessions/{other_id}/terminate/",
+        f"/me/sessions/{own_id}/terminate/",
+        "/sessions/terminate-others/",
+        "/me/sessions/terminate-others/",
+        f"/api/v2.0/auth/sessions/{other_id}/terminate",
+        f"/api/v2.0/auth/my_sessions/{own_id}/terminate",
+        "/api/v2.0/auth/sessions/terminate_others",
+        "/api/v2.0/auth/my_sessions/terminate_others",
+    ]
+
+
+def test_B14_safe_methods_never_terminate_and_other_verbs_are_405(
+    alice: Any, alice_client: Any, admin: Any, rpc: Any
+) -> None:
+    second = rpc()
+    password_login(second, "admin")  # an own other session for the /me/ endpoints
+    targets = [row_of(alice_client), row_of(second)]
+    paths = _terminate_paths(row_of(second).public_id, row_of(alice_client).public_id)
+    for path in paths:
+        for method in ("GET", "HEAD", "OPTIONS"):
+            response = admin.http.generic(method, path)
+            assert response.status_code in (200, 302, 405), (method, path, response.status_code)
+        for method in ("PUT", "PATCH", "DELETE", "TRACE"):
+            response = admin.http.generic(method, path)
+            assert response.status_code == 405, (method, path, response.status_code)
+            assert "POST" in response["Allow"], (method, path)
+        for target in targets:
+            target.refresh_from_db()
+            assert target.ended_at is None, (path, target)
+    assert authed(alice_client)
+    assert authed(second)
+
+
+def test_B15_cross_site_or_foreign_token_posts_to_the_terminate_page_are_403(
+    alice: Any, alice_client: Any, admin: Any, make_user: Any, rpc: Any
+) -> None:
+    from django.test import Client as Browser
+
+    target = row_of(alice_client)
+    victim = Browser(enforce_csrf_checks=True, REMOTE_ADDR="127.0.0.1")
+    victim.cookies[session_cookie_name()] = sid(admin)
+    victim.get("/sessions/")  # the administrator's own CSRF cookie
+    make_user("mallory", password=PASSWORD)
+    attacker = Browser(enforce_csrf_checks=True, REMOTE_ADDR="127.0.0.1")
+    attacker.get("/sign-in/")
+    attacker.post(
+        "/sign-in/",
+        {
+            "username": "mallory",
+            "password": PASSWORD,
+            "csrfmiddlewaretoken": attacker.cookies["csrftoken"].value,
+        },
+    )
+    attacker.get("/me/sessions/")
+    foreign_token = attacker.cookies["csrftoken"].value  # valid, but for mallory's browser and session
+    path = f"/sessions/{target.public_id}/terminate/"
+    attempts = [
+        {"data": {"confirm": "1"}, "HTTP_ORIGIN": "https://evil.example"},
+        {"data": {"confirm": "1", "csrfmiddlewaretoken": foreign_token}},
+        {
+            "data": {"confirm": "1", "csrfmiddlewaretoken": foreign_token},
+            "HTTP_ORIGIN": "https://evil.example",
+        },
+    ]
+    for attempt in attempts:
+        data = attempt.pop("data")
+        response = victim.post(path, data, **attempt)
+        assert response.status_code == 403, (attempt, response.status_code)
+        target.refresh_from_db()
+        assert target.ended_at is None
+    assert authed(alice_client)
+    # The administrator's own page, with its own token, does end it.
+    own_token = victim.cookies["csrftoken"].value
+    response = victim.post(path, {"confirm": "1", "csrfmiddlewaretoken": own_token})
+    assert response.status_code == 302
+    assert ended(target).end_reason == EndReason.TERMINATED
+
+
+def test_B27_security_headers_on_every_response(alice: Any, alice_client: Any) -> None:
+    from django.test import Client as Browser
+
+    browser = Browser(REMOTE_ADDR="127.0.0.1")
+    browser.cookies[session_cookie_name()] = sid(alice_client)
+    answers = {
+        "page": browser.get("/me/sessions/", secure=True),
+        "sign-in": browser.get("/sign-in/", secure=True),
+        "REST": browser.get("/api/v2.0/auth/me", secure=True),
+        "JSON-RPC": alice_client.http.post(
+            "/api/current",
+            json.dumps({"jsonrpc": "2.0", "id": 1, "method": "auth.me", "params": []}),
+            content_type="application/json",
+            secure=True,
+        ),
+        "404": browser.get("/no-such-page/", secure=True),
+    }
+    for name, response in answers.items():
+        assert response.status_code in (200, 404), name
+        hsts = dict(
+            part.strip().partition("=")[::2] for part in response["Strict-Transport-Security"].split(";")
+        )
+        assert int(hsts["max-age"]) >= 365 * 24 * 3600, name
+        assert response["X-Content-Type-Options"] == "nosniff", name
+        assert response["X-Frame-Options"] == "DENY", name
+        assert "frame-ancestors 'none'" in response["Content-Security-Policy"], name
+        assert response["Referrer-Policy"] == "same-origin", name
+    for name in ("page", "sign-in", "REST", "JSON-RPC"):
+        assert "no-store" in answers[name]["Cache-Control"], name
 
 
 # --- B18–B23: tokens --------------------------------------------------------------------------------
