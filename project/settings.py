@@ -194,6 +194,9 @@ TEMPLATES = [
 # transaction tries to upgrade. PostgreSQL (DATABASE_URL=postgres://...) is the scale-out engine.
 
 _default_sqlite = BASE_DIR / "var" / "db.sqlite3"
+#: PostgreSQL: the ceiling of every statement (query endpoints run under the lower
+#: SESSIONS_QUERY_TIMEOUT, sessions_app/db.py).
+PG_STATEMENT_TIMEOUT_MS = _env_int("PG_STATEMENT_TIMEOUT_MS", 30000)
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{_default_sqlite}"),
@@ -233,9 +236,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
                     f"cannot make {_var} private (mode 0700): {exc.strerror}"
                 ) from None
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # A ceiling for any statement; query endpoints lower it per transaction.
+    # A ceiling for any statement; query endpoints lower it (SESSIONS_QUERY_TIMEOUT).
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
-        "options", f"-c statement_timeout={_env_int('PG_STATEMENT_TIMEOUT_MS', 30000)}"
+        "options", f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}"
     )
     # A connection pool per process (psycopg_pool). Under ASGI every request runs its ORM code in a
     # thread of its own, so persistent per-thread connections would be opened per request and left

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "SESSIONS_EVENT_POLL_INTERVAL": 0.25,  # seconds between reads of the event outbox (per process)
     "SESSIONS_SOCKET_CHECK_INTERVAL": 1.0,  # seconds between validations of open sockets' sessions
     "SESSIONS_EVENT_RETENTION": 3600,  # seconds an outbox event is kept (purged by `sessions purge`)
+    "SESSIONS_QUERY_TIMEOUT": 10.0,  # seconds: statement budget of query endpoints (C20); 0 = none
     "SESSIONS_STEPUP_WINDOW": 300,  # seconds a re-authentication (step-up, security.md F2) stays valid
 }
 

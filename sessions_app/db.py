@@ -7,6 +7,11 @@ for seconds (ReDoS). Every new SQLite connection gets a ``REGEXP`` function with
 ("user-defined function raised exception"), which the interfaces map to a client error. On
 PostgreSQL, regexes run in the server and are bounded by ``statement_timeout``.
 
+Query endpoints run under a statement budget (`statement_budget`, ``SESSIONS_QUERY_TIMEOUT``,
+security.md C20): PostgreSQL ``statement_timeout`` for the query, SQLite a progress handler with a
+deadline; either way the database cancels the statement and the caller
+gets `QueryTimeout`.
+
 SQLite database files are also made private to the service's account on each new connection
 (`make_private`), and `atomic_or_give_up` runs a transaction that gives up on a lock after a
 short wait instead of the connection's long one.
@@ -14,17 +19,22 @@ short wait instead of the connection's long one.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
 
+from sessions_app import conf
+from sessions_app.exceptions import QueryTimeout
 from sessions_app.query.operators import REGEX_TIMEOUT_SECONDS, compile_regex
 
 logger = logging.getLogger(__name__)
@@ -103,3 +113,89 @@ def atomic_or_give_up(work: Callable[[], T], *, within: float, every: tuple[floa
                 time.sleep(pause)
     finally:
         raw.execute(f"PRAGMA busy_timeout = {previous}").close()
+
+
+#: SQLite virtual-machine instructions between two looks at the clock of a statement budget.
+_PROGRESS_STEPS = 10_000
+
+
+@contextlib.contextmanager
+def statement_budget(seconds: float) -> Iterator[None]:
+    """Let the database cancel any statement of the block still running ``seconds`` after the block
+    began (SQLite) or after it started (PostgreSQL), raising `QueryTimeout` (security.md C20).
+
+    PostgreSQL: ``statement_timeout`` for the block (`_postgresql_budget`). SQLite: a progress
+    handler that interrupts once the deadline has passed, removed after the block. Other database errors pass
+    through unchanged.
+    """
+    if seconds <= 0 or getattr(connection, "_sessions_in_budget", False):
+        yield  # no budget, or inside one already (the outer budget holds)
+        return
+    connection._sessions_in_budget = True  # type: ignore[attr-defined]
+    try:
+        with _statement_budget(seconds):
+            yield
+    finally:
+        connection._sessions_in_budget = False  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _statement_budget(seconds: float) -> Iterator[None]:
+    if connection.vendor == "postgresql":
+        ceiling = int(getattr(settings, "PG_STATEMENT_TIMEOUT_MS", 0) or 0)
+        if ceiling and seconds * 1000 >= ceiling:
+            yield  # the connection's own statement_timeout is already at most the budget
+            return
+        with _postgresql_budget(seconds):
+            yield
+        return
+    connection.ensure_connection()
+    raw = connection.connection
+    deadline = time.monotonic() + seconds
+    raw.set_progress_handler(lambda: int(time.monotonic() > deadline), _PROGRESS_STEPS)
+    try:
+        yield
+    except OperationalError as exc:
+        if "interrupted" in str(exc) and time.monotonic() > deadline:
+            raise QueryTimeout(seconds) from exc
+        raise
+    finally:
+        raw.set_progress_handler(None, 0)
+
+
+@contextlib.contextmanager
+def _postgresql_budget(seconds: float) -> Iterator[None]:
+    """One round trip before the block, and one after it outside a transaction.
+
+    In a transaction, ``set_config(..., is_local => true)``: the budget holds to the transaction's
+    end (the rest of a request's transaction is short; nothing is put back). In autocommit,
+    ``SET statement_timeout`` for the block and ``RESET`` (back to the connection's
+    ``PG_STATEMENT_TIMEOUT_MS``) after it, whatever happened -- no BEGIN/COMMIT round trips added.
+    """
+    from psycopg import errors
+
+    milliseconds = str(max(1, int(seconds * 1000)))
+    in_transaction = connection.in_atomic_block
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('statement_timeout', %s, %s)", [milliseconds, in_transaction])
+    try:
+        yield
+    except OperationalError as exc:
+        if isinstance(exc.__cause__, errors.QueryCanceled):
+            raise QueryTimeout(seconds) from exc
+        raise
+    finally:
+        if not in_transaction and connection.connection is not None:
+            with connection.cursor() as cursor:
+                cursor.execute("RESET statement_timeout")
+
+
+def within_query_budget(func: Callable[..., T]) -> Callable[..., T]:
+    """Run a query selector under `statement_budget` of ``SESSIONS_QUERY_TIMEOUT`` seconds."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        with statement_budget(float(conf.get("SESSIONS_QUERY_TIMEOUT"))):
+            return func(*args, **kwargs)
+
+    return wrapper

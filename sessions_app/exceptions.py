@@ -47,6 +47,20 @@ class NotFound(CallError):
     errno, errname, http_status, default_reason = _errno.ENOENT, "ENOENT", 404, "Not found"
 
 
+class QueryTimeout(CallError):
+    """A query ran past its statement budget (``SESSIONS_QUERY_TIMEOUT``): HTTP 503 with
+    ``Retry-After``, JSON-RPC ``ETIMEDOUT`` -- the database cancelled it; no worker is held."""
+
+    errno, errname, http_status = _errno.ETIMEDOUT, "ETIMEDOUT", 503
+    retry_after = 5
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"the query ran longer than its budget of {seconds:g} s and was cancelled; "
+            "narrow the filters or lower the limit, or retry later"
+        )
+
+
 class Busy(CallError):
     """Rate limited; ``retry_after`` seconds until the window ends."""
 

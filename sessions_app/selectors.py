@@ -16,6 +16,7 @@ from django.db.models.functions import Cast, TruncHour
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from sessions_app.db import within_query_budget
 from sessions_app.models import ApiKey, AuditEvent, AuditRecord, UserSession
 from sessions_app.query import make_predicate, parse_filters, parse_options
 from sessions_app.query.ast import QueryOptions
@@ -35,6 +36,7 @@ def session_scope(
     return qs, {"current_pk": current_pk, "history": history}
 
 
+@within_query_budget
 def session_query(
     *, filters: object = None, options: object = None, user: Any = None, current_pk: int | None = None
 ) -> list[dict[str, Any]] | dict[str, Any] | int:
@@ -60,6 +62,7 @@ def session_rows(
     return list(iter_rows(qs.order_by("created_at", "id"), SESSION_SPEC, context))
 
 
+@within_query_budget
 def api_key_query(*, filters: object = None, options: object = None, user: Any = None) -> Any:
     """``api_key.query``: keys (all, or ``user``'s own), filtered in the database."""
 
@@ -72,6 +75,7 @@ def api_key_query(*, filters: object = None, options: object = None, user: Any =
     )
 
 
+@within_query_budget
 def audit_query(*, filters: object = None, options: object = None) -> Any:
     """``audit.query``: audit records, filtered in the database (``event_data`` paths in Python)."""
 
@@ -247,6 +251,7 @@ def _keyset_page(
     return Page(rows, next_cursor, prev_cursor)
 
 
+@within_query_budget
 def session_page(
     *,
     filters: object = None,
@@ -287,6 +292,7 @@ def session_page(
     )
 
 
+@within_query_budget
 def audit_page(
     *,
     filters: object = None,

@@ -33,7 +33,7 @@ from django.views.defaults import page_not_found, permission_denied
 
 from sessions_app import charts, selectors, throttle
 from sessions_app.clients import client_from_request
-from sessions_app.exceptions import InvalidParams
+from sessions_app.exceptions import InvalidParams, QueryTimeout
 from sessions_app.forms import (
     ApiKeyCreateForm,
     ApiKeyRevokeForm,
@@ -326,6 +326,9 @@ def _filtered_page(form: QueryFilterForm, select: Callable[..., selectors.Page])
     except QueryError as exc:
         form.add_query_error(exc)
         return None, 400
+    except QueryTimeout as exc:  # the database cancelled it (security.md C20)
+        form.add_error(None, _sentence(exc.reason))
+        return None, 503
 
 
 CHARTS_TTL = 30  # seconds

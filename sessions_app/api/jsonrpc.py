@@ -34,7 +34,7 @@ from sessions_app import throttle
 from sessions_app.api.methods import METHODS, CallContext
 from sessions_app.audit import audit_record
 from sessions_app.clients import client_from_request
-from sessions_app.exceptions import Busy, CallError, InvalidParams, NotAuthenticated
+from sessions_app.exceptions import Busy, CallError, InvalidParams, NotAuthenticated, QueryTimeout
 from sessions_app.middleware import clear_session_cookie, pending_cookie, set_session_cookie
 from sessions_app.models import AuditEvent
 from sessions_app.query import MatchNotFound, QueryError
@@ -340,6 +340,12 @@ def _call(method: Any, envelope: Envelope, context: CallContext) -> Outcome:
         return Outcome(
             error_reply(request_id, -32001, "Method call error", call_error_data(exc)),
             429,
+            {"Retry-After": str(exc.retry_after)},
+        )
+    except QueryTimeout as exc:  # the database cancelled the query (C20): 503, like a busy database
+        return Outcome(
+            error_reply(request_id, -32001, "Method call error", call_error_data(exc)),
+            503,
             {"Retry-After": str(exc.retry_after)},
         )
     except CallError as exc:

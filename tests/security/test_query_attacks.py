@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
@@ -1165,59 +1165,83 @@ def test_C20_the_worst_allowed_query_over_100k_sessions_finishes(seeded: dict[st
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("name", ["jsonrpc", "rest"])
-def test_C20_a_cancelled_statement_is_503_not_a_stuck_worker(
-    seeded: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch
+def test_C20_a_query_past_its_budget_is_cancelled_and_503_not_a_stuck_worker(
+    seeded: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch, settings: Any
 ) -> None:
-    """A statement the database cancels -- PostgreSQL's ``statement_timeout`` for real; on SQLite an
-    interrupt, which is what a progress handler would do -- is answered 503 (``Retry-After``) at once,
-    and the worker serves the next request.
-
-    The product sets ``statement_timeout`` on every PostgreSQL connection (``PG_STATEMENT_TIMEOUT_MS``,
-    30 s); it has no lower per-query-endpoint timeout and no SQLite progress handler (reported)."""
+    """The product's own statement budget (``SESSIONS_QUERY_TIMEOUT``): PostgreSQL ``SET LOCAL
+    statement_timeout`` in the query's transaction, SQLite a progress handler with a deadline. A
+    query still running past it is cancelled by the database and answered 503 (``Retry-After``,
+    ``ETIMEDOUT``) at once; the worker serves the next request. The test only makes a statement
+    slow (an endless recursive count / ``pg_sleep``); nothing in it cancels anything."""
+    settings.SESSIONS_QUERY_TIMEOUT = 0.2
     client = login(name, "admin")
     real_scope = selectors.session_scope
-
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SHOW statement_timeout")
-            assert cursor.fetchone()[0] != "0", "no statement_timeout on PostgreSQL connections"
-
-        def slow_scope(**kwargs: Any) -> Any:
-            qs, context = real_scope(**kwargs)
-            return qs.extra(where=["pg_sleep(0.2) IS NOT NULL"]), context
-
-        monkeypatch.setattr(selectors, "session_scope", slow_scope)
-        with connection.cursor() as cursor:
-            cursor.execute("SET statement_timeout = 100")
-        try:
-            response = client.query([["origin", "^", "10."]], {"count": True})
-        finally:
-            with connection.cursor() as cursor:
-                cursor.execute("RESET statement_timeout")
+        slow = "pg_sleep(5) IS NOT NULL"
     else:
+        slow = (
+            "(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000000) "
+            "SELECT count(*) FROM n) > 0"
+        )
 
-        def slow_scope(**kwargs: Any) -> Any:
-            qs, context = real_scope(**kwargs)
-            # A statement that runs until interrupted (sqlite3.Connection.interrupt from a timer).
-            heavy = (
-                "(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000000) "
-                "SELECT count(*) FROM n) > 0"
-            )
-            return qs.extra(where=[heavy]), context
+    def slow_scope(**kwargs: Any) -> Any:
+        qs, context = real_scope(**kwargs)
+        return qs.extra(where=[slow]), context
 
-        monkeypatch.setattr(selectors, "session_scope", slow_scope)
-        connection.ensure_connection()
-        timer = threading.Timer(0.2, connection.connection.interrupt)
-        timer.start()
-        try:
-            response = client.query([["origin", "^", "10."]], {"count": True})
-        finally:
-            timer.cancel()
+    monkeypatch.setattr(selectors, "session_scope", slow_scope)
+    started = time.monotonic()
+    response = client.query([["origin", "^", "10."]], {"count": True})
+    waited = time.monotonic() - started
     assert response.status_code == 503, response.content
     assert response["Retry-After"] == "5"
     assert response["Content-Type"].startswith("application/json")
+    assert "budget of 0.2 s" in response.content.decode()
+    assert waited < 5 * 10, waited  # a hang ceiling only: the slow statement alone would take far longer
     monkeypatch.setattr(selectors, "session_scope", real_scope)
     assert client.ok(client.query([["origin", "^", "10.0."]], {"count": True})) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_C20_the_dashboard_reports_a_query_past_its_budget(
+    seeded: dict[str, Any], monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    settings.SESSIONS_QUERY_TIMEOUT = 0.2
+    sleep = (
+        "pg_sleep(5) IS NOT NULL"
+        if connection.vendor == "postgresql"
+        else "(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000000) "
+        "SELECT count(*) FROM n) > 0"
+    )
+    real_scope = selectors.session_scope
+    monkeypatch.setattr(
+        selectors,
+        "session_scope",
+        lambda **kw: (real_scope(**kw)[0].extra(where=[sleep]), real_scope(**kw)[1]),
+    )
+    browser = RPC()
+    browser.login("admin")  # its session cookie opens the pages too
+    page = browser.http.get("/sessions/", {"query": '[["origin", "^", "10."]]'})
+    assert page.status_code == 503
+    assert "budget of 0.2 s" in page.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_C20_the_budget_ends_with_the_query(seeded: dict[str, Any], settings: Any) -> None:
+    """Outside the query, statements keep the connection's ceiling (PostgreSQL) and no progress
+    handler is left behind (SQLite): a slow statement after a budgeted query is not cancelled."""
+    settings.SESSIONS_QUERY_TIMEOUT = 0.2
+    assert selectors.session_query(filters=[], options={"count": True}) >= 1
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT setting FROM pg_settings WHERE name = 'statement_timeout'")
+            assert int(cursor.fetchone()[0]) == django_settings.PG_STATEMENT_TIMEOUT_MS
+            cursor.execute("SELECT pg_sleep(0.4)")
+        else:
+            cursor.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) "
+                "SELECT count(*) FROM n"
+            )
+            assert cursor.fetchone()[0] == 3_000_000
 
 
 def test_C20_database_errors_of_the_query_are_503(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,7 +29,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from sessions_app.exceptions import ENOTAUTHENTICATED, Busy, CallError, InvalidParams
+from sessions_app.exceptions import ENOTAUTHENTICATED, Busy, CallError, InvalidParams, QueryTimeout
 from sessions_app.query import MatchNotFound, QueryError
 
 logger = logging.getLogger(__name__)
@@ -146,6 +146,10 @@ def _handle(exc: Exception) -> Response | None:
     if isinstance(exc, Busy):
         return error_response(
             429, [("", exc.reason)], errno=exc.errno, **{"Retry-After": str(exc.retry_after)}
+        )
+    if isinstance(exc, QueryTimeout):  # the database cancelled the query (C20)
+        return error_response(
+            503, [("", exc.reason)], errno=exc.errno, **{"Retry-After": str(exc.retry_after)}
         )
     if isinstance(exc, CallError):
         return error_response(exc.http_status, [("", exc.reason)], errno=exc.errno)
