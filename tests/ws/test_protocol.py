@@ -195,8 +195,13 @@ def test_subscribe_to_sessions_needs_the_sessions_read_role(
         alice_id = plain.session()["id"]
         assert plain.call("auth.logout") is True
         control.removed(alice_id)
-        time.sleep(0.6)  # more than two outbox polls: the other worker process has polled too
-        assert privileged.call("core.ping") == "pong"
+        # A synchronisation point instead of a sleep: subscribed again, the privileged socket waits
+        # for a later session's arrival; its worker delivers outbox events in order, so by then it
+        # has handled alice's logout, while it was not subscribed.
+        privileged.subscribe_sessions()
+        with open_socket(ws_server) as later:
+            later.login("admin")
+            privileged.added(later.session()["id"])
         assert [m for m in privileged.notifications if removed_id(m) == alice_id] == []
 
 
