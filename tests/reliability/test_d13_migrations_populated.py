@@ -50,8 +50,8 @@ pytestmark = [
 APP = "sessions_app"
 #: Before 0004, which added columns to the session table (a table rebuild on SQLite).
 ROLLBACK_POINT = "0003_role_groups"
-#: A forward migration of this release on the full-size database must fit this window (seconds);
-#: README.md "Operations" gives the measured figures.
+#: A hang ceiling for a forward migration of the full-size database (seconds): about 100 times the
+#: measured 1-3 s that README.md "Operations" reports (the figures are reported, not asserted).
 WINDOW_SECONDS = 300
 
 

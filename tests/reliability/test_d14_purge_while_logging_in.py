@@ -56,8 +56,10 @@ pytestmark = [
 ]
 
 PROBES = 10
-#: Generous: SQLite's busy timeout (20 s) is where a blocked login would fail; a batch takes ~0.1 s.
-MAX_LOGIN_SECONDS = 5.0
+#: A hang ceiling, not a latency target: ten times the slowest login measured during a full-size
+#: purge (1.4 s, README §7, where the measured p50/p95/max are reported). A login blocked until
+#: SQLite's busy timeout (20 s) fails, which `all(ok ...)` catches first.
+MAX_LOGIN_SECONDS = 15.0
 LOOP_SECONDS = 300.0
 LOOP_LOGINS = 2_000
 #: Each client starts a login at most this often: ~8 logins/s in all, about half a core of password

@@ -168,7 +168,7 @@ def stuck_phase_asgi(server: Instance, db_locks: Any, alice: str, bob: str) -> d
     assert outcome.get("answer", (0,))[0] == 200, outcome
     assert {name for _, name in outcome["served"]} == {"alice"}
     assert {pid for pid, _ in outcome["served"]} == workers
-    assert outcome["slowest"] < 5.0
+    assert outcome["slowest"] < 5.0  # a hang ceiling: answers take ~0.05-0.3 s; the stuck one takes 60 s
     session = UserSession.objects.get(username="hang")
     assert AuditRecord.objects.filter(session=session.public_id, event=AuditEvent.AUTHENTICATION).count() == 1
     outcome["workers"] = workers

