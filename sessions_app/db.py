@@ -190,12 +190,17 @@ def _postgresql_budget(seconds: float) -> Iterator[None]:
                 cursor.execute("RESET statement_timeout")
 
 
+def query_budget() -> contextlib.AbstractContextManager[None]:
+    """`statement_budget` of ``SESSIONS_QUERY_TIMEOUT`` seconds: the budget of query endpoints."""
+    return statement_budget(float(conf.get("SESSIONS_QUERY_TIMEOUT")))
+
+
 def within_query_budget(func: Callable[..., T]) -> Callable[..., T]:
-    """Run a query selector under `statement_budget` of ``SESSIONS_QUERY_TIMEOUT`` seconds."""
+    """Run a selector under `query_budget`."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> T:
-        with statement_budget(float(conf.get("SESSIONS_QUERY_TIMEOUT"))):
+        with query_budget():
             return func(*args, **kwargs)
 
     return wrapper

@@ -36,7 +36,6 @@ def session_scope(
     return qs, {"current_pk": current_pk, "history": history}
 
 
-@within_query_budget
 def session_query(
     *, filters: object = None, options: object = None, user: Any = None, current_pk: int | None = None
 ) -> list[dict[str, Any]] | dict[str, Any] | int:
@@ -62,7 +61,6 @@ def session_rows(
     return list(iter_rows(qs.order_by("created_at", "id"), SESSION_SPEC, context))
 
 
-@within_query_budget
 def api_key_query(*, filters: object = None, options: object = None, user: Any = None) -> Any:
     """``api_key.query``: keys (all, or ``user``'s own), filtered in the database."""
 
@@ -75,7 +73,6 @@ def api_key_query(*, filters: object = None, options: object = None, user: Any =
     )
 
 
-@within_query_budget
 def audit_query(*, filters: object = None, options: object = None) -> Any:
     """``audit.query``: audit records, filtered in the database (``event_data`` paths in Python)."""
 

@@ -40,6 +40,7 @@ from django.db.models import BooleanField, Case, F, IntegerField, Q, QuerySet, V
 from django.db.models.expressions import Expression, OrderBy
 from django.db.models.functions import Cast, Length, Right, StrIndex
 
+from sessions_app.db import query_budget
 from sessions_app.query import engine
 from sessions_app.query.ast import AnyOf, Leaf, Node, Path, QueryOptions
 from sessions_app.query.errors import MatchNotFound, QueryError
@@ -582,77 +583,79 @@ def run_query(
         hit = _STATEMENTS.get(key)
         if hit is not None:
             _STATEMENTS.move_to_end(key)
-            return _from_statement(spec, hit, key[1])
+            with query_budget():
+                return _from_statement(spec, hit, key[1])
     tree = parse_filters(filters)
     opts = parse_options(options)
     schema = spec.schema_for(opts)
     tree, opts = check(tree, opts, schema)
-    queryset, context = scope(opts)
-    compiler = Compiler(spec, schema, context)
-    cond, exact = compiler.compile(tree)
-    if opts.force_sql_filters and not exact:
-        leaf = compiler.first_inexact
-        raise QueryError(
-            leaf.where if leaf else "filters",
-            f"{leaf.operator if leaf else 'filter'!r} on {leaf.path.raw if leaf else ''!r} cannot be "
-            "evaluated by the database (options.force_sql_filters)",
-        )
-    if cond is FALSE:
-        qs = queryset.none()
-    elif cond is TRUE:
-        qs = queryset
-    else:
-        qs = queryset.filter(cond)
-    qs = qs.order_by(*compiler.order_by(opts))
+    with query_budget():  # the database work, after validation: a refused query runs no SQL
+        queryset, context = scope(opts)
+        compiler = Compiler(spec, schema, context)
+        cond, exact = compiler.compile(tree)
+        if opts.force_sql_filters and not exact:
+            leaf = compiler.first_inexact
+            raise QueryError(
+                leaf.where if leaf else "filters",
+                f"{leaf.operator if leaf else 'filter'!r} on {leaf.path.raw if leaf else ''!r} cannot be "
+                "evaluated by the database (options.force_sql_filters)",
+            )
+        if cond is FALSE:
+            qs = queryset.none()
+        elif cond is TRUE:
+            qs = queryset
+        else:
+            qs = queryset.filter(cond)
+        qs = qs.order_by(*compiler.order_by(opts))
 
-    if exact:
-        stop = opts.offset + opts.limit if opts.limit else None
-        if opts.get:
-            stop = opts.offset + 1
-        if key is not None and cond is not FALSE:
-            alias = key[1]
+        if exact:
+            stop = opts.offset + opts.limit if opts.limit else None
+            if opts.get:
+                stop = opts.offset + 1
+            if key is not None and cond is not FALSE:
+                alias = key[1]
+                if opts.count:
+                    unordered = qs.order_by()  # the order does not change a count: no sort in the subquery
+                    inner = unordered[:1] if opts.get else unordered
+                    counted = _Statement(inner.values_list("pk"), alias)
+                    if counted.sql is not None:
+                        counted.sql = f"SELECT COUNT(*) FROM ({counted.sql}) counted"
+                    counted.converters = ()
+                    statement = (None, counted, opts, context)
+                else:
+                    statement = (
+                        _Statement(qs[opts.offset : stop].values_list(*spec.row_fields), alias),
+                        None,
+                        opts,
+                        context,
+                    )
+                _STATEMENTS[key] = statement
+                if len(_STATEMENTS) > STATEMENT_CACHE_SIZE:
+                    _STATEMENTS.popitem(last=False)
+                return _from_statement(spec, statement, alias)
             if opts.count:
-                unordered = qs.order_by()  # the order does not change a count: no sort in the subquery
-                inner = unordered[:1] if opts.get else unordered
-                counted = _Statement(inner.values_list("pk"), alias)
-                if counted.sql is not None:
-                    counted.sql = f"SELECT COUNT(*) FROM ({counted.sql}) counted"
-                counted.converters = ()
-                statement = (None, counted, opts, context)
-            else:
-                statement = (
-                    _Statement(qs[opts.offset : stop].values_list(*spec.row_fields), alias),
-                    None,
-                    opts,
-                    context,
-                )
-            _STATEMENTS[key] = statement
-            if len(_STATEMENTS) > STATEMENT_CACHE_SIZE:
-                _STATEMENTS.popitem(last=False)
-            return _from_statement(spec, statement, alias)
-        if opts.count:
-            if opts.get:
-                return 1 if qs.exists() else 0
-            return qs.count()
-        rows = list(iter_rows(qs[opts.offset : stop], spec, context, stream=stop is None))
-    else:
-        predicate = engine.make_predicate(tree, compiler.budget)
-        matched = (row for row in iter_rows(qs, spec, context) if predicate(row))
-        if opts.count:
-            if opts.get:
-                return 1 if next(matched, None) is not None else 0
-            return sum(1 for _ in matched)
-        rows = []
-        skipped = 0
-        want = 1 if opts.get else opts.limit
-        for row in matched:
-            if skipped < opts.offset:
-                skipped += 1
-                continue
-            rows.append(row)
-            if want and len(rows) >= want:
-                break
-    return _finish(rows, opts)
+                if opts.get:
+                    return 1 if qs.exists() else 0
+                return qs.count()
+            rows = list(iter_rows(qs[opts.offset : stop], spec, context, stream=stop is None))
+        else:
+            predicate = engine.make_predicate(tree, compiler.budget)
+            matched = (row for row in iter_rows(qs, spec, context) if predicate(row))
+            if opts.count:
+                if opts.get:
+                    return 1 if next(matched, None) is not None else 0
+                return sum(1 for _ in matched)
+            rows = []
+            skipped = 0
+            want = 1 if opts.get else opts.limit
+            for row in matched:
+                if skipped < opts.offset:
+                    skipped += 1
+                    continue
+                rows.append(row)
+                if want and len(rows) >= want:
+                    break
+        return _finish(rows, opts)
 
 
 def _strip_prefix(row: dict[str, Any], prefix: str) -> dict[str, Any]:
