@@ -39,11 +39,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, PING, Gunicorn, machine, write_section  # noqa: E402
+from common import DATA, PING, Gunicorn, fresh_database, machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
-PG_BASE = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 PG_NAME = "bench_auth"
 SECRET_KEY = "benchmark-only-secret-key-not-for-production-use-0123456789"
 PASSWORD = "bench correct horse battery staple"
@@ -374,17 +373,7 @@ def bench_hash(count: int) -> dict[str, Any]:
 
 
 def database_url(engine: str) -> str:
-    """A freshly created, empty database."""
-    DATA.mkdir(parents=True, exist_ok=True)
-    if engine == "sqlite":
-        path = DATA / "auth_bench.sqlite3"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        return f"sqlite:///{path}"
-    pg = ["-h", "127.0.0.1", "-U", "postgres"]
-    subprocess.run(["dropdb", *pg, "--if-exists", PG_NAME], check=True, capture_output=True)
-    subprocess.run(["createdb", *pg, PG_NAME], check=True, capture_output=True)
-    return f"{PG_BASE}/{PG_NAME}"
+    return fresh_database(engine, sqlite=DATA / "auth_bench.sqlite3", postgres=PG_NAME)
 
 
 def run_worker(*args: str) -> Any:

@@ -38,12 +38,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_section  # noqa: E402
+from common import fresh_database, machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
 DATA = ROOT / "bench" / "data"
-PG_BASE = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 PG_NAME = "bench_commands"
 SQLITE_PATH = DATA / "commands.sqlite3"
 SECRET_KEY = "benchmark-only-secret-key-not-for-production-use-0123456789"
@@ -256,16 +255,7 @@ def manage(*args: str) -> list[str]:
 
 
 def database_url(engine: str) -> str:
-    """A freshly created, empty database."""
-    DATA.mkdir(parents=True, exist_ok=True)
-    if engine == "sqlite":
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{SQLITE_PATH}{suffix}").unlink(missing_ok=True)
-        return f"sqlite:///{SQLITE_PATH}"
-    pg = ["-h", "127.0.0.1", "-U", "postgres"]
-    subprocess.run(["dropdb", *pg, "--if-exists", PG_NAME], check=True, capture_output=True)
-    subprocess.run(["createdb", *pg, PG_NAME], check=True, capture_output=True)
-    return f"{PG_BASE}/{PG_NAME}"
+    return fresh_database(engine, sqlite=SQLITE_PATH, postgres=PG_NAME)
 
 
 def bench_export(url: str, records: int) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
 DATA = ROOT / "bench" / "data"
 ASGI_WORKER = "sessions_app.asgi_worker.PeerCredUvicornWorker"
+PG_BASE = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 PING = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "core.ping", "params": []}).encode()
 
 
@@ -48,6 +49,20 @@ def write_section(name: str, text: str) -> None:
     else:
         current = current.rstrip() + "\n\n" + text
     RESULTS.write_text(current.rstrip() + "\n")
+
+
+def fresh_database(engine: str, *, sqlite: Path, postgres: str) -> str:
+    """The URL of a freshly created, empty database: the SQLite file ``sqlite`` (and its -wal/-shm)
+    removed, or the PostgreSQL database ``postgres`` on ``BENCH_PG_URL`` dropped and created."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    if engine == "sqlite":
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{sqlite}{suffix}").unlink(missing_ok=True)
+        return f"sqlite:///{sqlite}"
+    pg = ["-h", "127.0.0.1", "-U", "postgres"]
+    subprocess.run(["dropdb", *pg, "--if-exists", postgres], check=True, capture_output=True)
+    subprocess.run(["createdb", *pg, postgres], check=True, capture_output=True)
+    return f"{PG_BASE}/{postgres}"
 
 
 def free_port() -> int:

@@ -37,12 +37,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Gunicorn, machine, write_section  # noqa: E402
+from common import DATA, Gunicorn, fresh_database, machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "bench" / "data"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
-PG_BASE = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 SECRET_KEY = "benchmark-only-secret-key-not-for-production-use-load-0123456789"
 PASSWORD = "bench correct horse battery staple"
 COOKIE = "__Host-sid"
@@ -91,16 +89,7 @@ def env_for(database_url: str) -> dict[str, str]:
 
 
 def database_url(engine: str) -> str:
-    if engine == "sqlite":
-        DATA.mkdir(parents=True, exist_ok=True)
-        path = DATA / "load_bench.sqlite3"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        return f"sqlite:///{path}"
-    name = "bench_load"
-    subprocess.run(["psql", f"{PG_BASE}/postgres", "-qc", f"DROP DATABASE IF EXISTS {name}"], check=True)
-    subprocess.run(["psql", f"{PG_BASE}/postgres", "-qc", f"CREATE DATABASE {name}"], check=True)
-    return f"{PG_BASE}/{name}"
+    return fresh_database(engine, sqlite=DATA / "load_bench.sqlite3", postgres="bench_load")
 
 
 def seed(url: str, sessions: int) -> dict[str, Any]:

@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, Gunicorn, machine, write_section  # noqa: E402
+from common import DATA, Gunicorn, fresh_database, machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_BASE = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 PG_NAME = "bench_revocation"
 SECRET_KEY = "benchmark-only-secret-key-not-for-production-use-revocation"
 COOKIE = "__Host-sid"
@@ -58,16 +57,7 @@ def environment(database_url: str) -> dict[str, str]:
 
 
 def database_url(engine: str) -> str:
-    DATA.mkdir(parents=True, exist_ok=True)
-    if engine == "sqlite":
-        path = DATA / "revocation_bench.sqlite3"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        return f"sqlite:///{path}"
-    pg = ["-h", "127.0.0.1", "-U", "postgres"]
-    subprocess.run(["dropdb", *pg, "--if-exists", PG_NAME], check=True, capture_output=True)
-    subprocess.run(["createdb", *pg, PG_NAME], check=True, capture_output=True)
-    return f"{PG_BASE}/{PG_NAME}"
+    return fresh_database(engine, sqlite=DATA / "revocation_bench.sqlite3", postgres=PG_NAME)
 
 
 def worker_seed(url: str, count: int) -> dict[str, Any]:
