@@ -475,12 +475,12 @@ def api_key_list(request: HttpRequest) -> HttpResponse:
     can_choose_user = has_role(request.user, Role.API_KEY_WRITE)
     form = ApiKeyCreateForm(request.POST or None, can_choose_user=can_choose_user)
     # A key is a new credential of the account: the password (and code) again first (F2).
-    submitted = request.method == "POST"
-    stepup_form = _stepup_form(request, second_factor=has_totp(request.user), submitted=submitted)
+    stepup_form = _stepup_form(request, submitted=request.method == "POST")
     stepup_ok = True
     if request.method == "POST" and form.is_valid():
         stepup_ok = _stepped_up(request, stepup_form, "api_key.create")
-        stepup_form = stepup_form if not stepup_ok else None
+        if stepup_ok:
+            stepup_form = None  # proven now: not asked again on this page
     if request.method == "POST" and form.is_valid() and stepup_ok:
         owner = request.user
         username = form.cleaned_data.get("username")
@@ -550,7 +550,7 @@ def api_key_reset(request: HttpRequest, key_id: int) -> HttpResponse:
     form = ConfirmForm(request.POST if request.method == "POST" else None)
     # Bound once the confirmation is posted: the list's button only opens this page.
     submitted = request.method == "POST" and "confirm" in request.POST
-    stepup_form = _stepup_form(request, second_factor=has_totp(request.user), submitted=submitted)
+    stepup_form = _stepup_form(request, submitted=submitted)
     if submitted and form.is_valid() and _stepped_up(request, stepup_form, "api_key.reset"):
         key, plaintext = api_key_services.api_key_update(
             key=key,
@@ -620,11 +620,17 @@ def _grouped(secret: str) -> str:
     return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
 
 
-def _stepup_form(request: HttpRequest, *, second_factor: bool, submitted: bool) -> PasswordConfirmForm | None:
+def _stepup_form(
+    request: HttpRequest, *, submitted: bool, second_factor: bool | None = None
+) -> PasswordConfirmForm | None:
     """The password (and code) fields a form needs when the session has not proven the password
-    within the step-up window (security.md F2), or None when it has; bound when ``submitted``."""
+    within the step-up window (security.md F2), or None when it has; bound when ``submitted``.
+    With ``second_factor`` None the code is asked when the account has a second factor (a query
+    made only when the fields are needed)."""
     if stepup.stepup_recent(session=request.auth_session):  # type: ignore[attr-defined]
         return None
+    if second_factor is None:
+        second_factor = has_totp(request.user)
     data = request.POST if submitted else None
     return PasswordConfirmForm(data, prefix="stepup", second_factor=second_factor)
 
@@ -670,7 +676,7 @@ def totp_detail(request: HttpRequest) -> HttpResponse:
     allowed = stepup.second_factor_change_allowed(session=request.auth_session)  # type: ignore[attr-defined]
     submitted = request.method == "POST"
     start_form = (
-        _stepup_form(request, second_factor=False, submitted=submitted) if confirmed is None else None
+        _stepup_form(request, submitted=submitted, second_factor=False) if confirmed is None else None
     )
     status = 200
     if request.method == "POST":

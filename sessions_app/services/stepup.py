@@ -3,7 +3,7 @@ that would let one credential become the account.
 
 Policy
     * **A check of the current password is a login** (F1). `password_confirm` — used by
-      ``auth.set_password``, the password page, turning the second factor off and the step-up page —
+      ``auth.set_password``, the password page and every step-up (`stepup_verify`) —
       answers exactly like a password login: while the account is locked even the right password is
       refused; a wrong one counts towards the same account lockout (`throttle.record_failure`), is
       audited (method, address, session) and waits the failed-login delay. A right one resets the
@@ -63,18 +63,38 @@ def stepup_recent(*, session: UserSession | None, now: dt.datetime | None = None
     return latest is not None and now - latest <= stepup_window()
 
 
-def _refuse(
-    *, user: Any, client: Client, session: UserSession | None, purpose: str, mechanism: str, reason: str
+def _audit(
+    *,
+    user: Any,
+    client: Client,
+    session: UserSession | None,
+    purpose: str,
+    mechanism: str,
+    error: str | None = None,
 ) -> None:
+    """The step-up's audit record: refused with ``error``, or successful (call inside the change's
+    transaction)."""
+    data = {"mechanism": mechanism, "method": purpose, "step_up": True, **({"error": error} if error else {})}
+    audit_record(
+        event=AuditEvent.AUTHENTICATION,
+        success=error is None,
+        username=user.get_username(),
+        address=client.origin,
+        session=session.public_id if session is not None else None,
+        event_data=data,
+    )
+
+
+def _refuse(
+    *, user: Any, client: Client, mechanism: str, reason: str, count: bool = True, **where: Any
+) -> None:
+    """Audit a refused check, count it towards the account lockout (``count``: not while the account
+    is locked already) and wait the failed-login delay."""
     with transaction.atomic():
-        audit_record(
-            event=AuditEvent.AUTHENTICATION,
-            success=False,
-            username=user.get_username(),
-            address=client.origin,
-            session=session.public_id if session is not None else None,
-            event_data={"mechanism": mechanism, "method": purpose, "error": reason, "step_up": True},
-        )
+        _audit(user=user, client=client, mechanism=mechanism, error=reason, **where)
+    if count:
+        throttle.record_failure(username=user.get_username(), address=client.origin, mechanism=mechanism)
+    throttle.sleep_after_failure()
 
 
 def password_confirm(
@@ -87,7 +107,7 @@ def password_confirm(
     """
     username = user.get_username()
     locked = throttle.locked_until(username=username) is not None
-    ok = check_password(user, password) if isinstance(password, str) else check_password(user, "")
+    ok = check_password(user, password if isinstance(password, str) else "")  # the same work either way
     if locked or not ok:
         reason = "locked" if locked else "wrong password"
         _refuse(
@@ -97,10 +117,8 @@ def password_confirm(
             purpose=purpose,
             mechanism="PASSWORD_PLAIN",
             reason=reason,
+            count=not locked,
         )
-        if not locked:
-            throttle.record_failure(username=username, address=client.origin, mechanism="PASSWORD_PLAIN")
-        throttle.sleep_after_failure()
         return False
     throttle.record_success(username=username)
     return True
@@ -131,14 +149,7 @@ def stepup_verify(
             if session is not None:
                 UserSession.objects.filter(pk=session.pk).update(reauthenticated_at=now)
                 session.reauthenticated_at = now
-            audit_record(
-                event=AuditEvent.AUTHENTICATION,
-                success=True,
-                username=user.get_username(),
-                address=client.origin,
-                session=session.public_id if session is not None else None,
-                event_data={"mechanism": "PASSWORD_PLAIN", "method": purpose, "step_up": True},
-            )
+            _audit(user=user, client=client, session=session, purpose=purpose, mechanism="PASSWORD_PLAIN")
     if not verified:
         _refuse(
             user=user,
@@ -148,6 +159,4 @@ def stepup_verify(
             mechanism="OTP_TOKEN",
             reason="wrong code",
         )
-        throttle.record_failure(username=user.get_username(), address=client.origin, mechanism="OTP_TOKEN")
-        throttle.sleep_after_failure()
     return verified

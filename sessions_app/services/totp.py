@@ -37,8 +37,14 @@ def _audit(method: str, user: Any, client: Client, success: bool = True, **data:
     )
 
 
-def _require_stepup(*, user: Any, session: UserSession | None, client: Client, method: str) -> None:
-    if stepup.second_factor_change_allowed(session=session) and stepup.stepup_recent(session=session):
+def _require_stepup(
+    *, user: Any, session: UserSession | None, client: Client, method: str, recent: bool = True
+) -> None:
+    """Refuse (audited, `NotAuthorized`) unless ``session`` started with the password and, with
+    ``recent``, proved it within the step-up window."""
+    if stepup.second_factor_change_allowed(session=session) and (
+        not recent or stepup.stepup_recent(session=session)
+    ):
         return
     with transaction.atomic():
         _audit(method, user, client, success=False, error="step-up required")
@@ -78,8 +84,7 @@ def totp_device_disable(
 ) -> bool:
     """Remove ``user``'s TOTP devices after the step-up (password and a current code); False when
     either is wrong or the account is locked (counted, audited and delayed like a failed login)."""
-    if not stepup.second_factor_change_allowed(session=session):
-        _require_stepup(user=user, session=session, client=client, method="two_factor.disable")
+    _require_stepup(user=user, session=session, client=client, method="two_factor.disable", recent=False)
     if not stepup.stepup_verify(
         user=user,
         session=session,
