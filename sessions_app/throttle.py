@@ -75,8 +75,8 @@ Failed credentials on ordinary requests (F9)
     can sign in) from its next request on.
     Audit records of these failures are aggregated (`record_request_failure`): the first failure of
     a window writes one ``AUTHENTICATION`` record (``success`` false, ``per_request`` true, the first
-    failure's mechanism, reason and account name, ``failures_from`` = the address) stamped with the
-    window's start; every further failure in the window raises its ``event_data.count``. Counter and
+    failure's mechanism, reason and account name, ``failures_from`` = the address), written as the
+    window starts; every further failure in the window raises its ``event_data.count``. Counter and
     record change in one transaction under the counter's row lock (``SELECT … FOR UPDATE`` on
     PostgreSQL, the IMMEDIATE write lock on SQLite), so concurrent failures are all counted, on one
     record. Repeated failures from one address within a window are thus one record with a count,
@@ -314,9 +314,7 @@ def hit_rate_limit(*, method: str, address: str, now: datetime | None = None) ->
         if now >= row.window_start + window:
             row.window_start, row.count = now, 0
         if row.count >= limit:
-            # Clamped: ``now`` was read before the lock, so it can be a little older than window_start.
-            remaining = math.ceil((row.window_start + window - now).total_seconds())
-            return min(max(1, remaining), math.ceil(window.total_seconds()))
+            return _retry_after(row.window_start, window, now)
         row.count += 1
         row.save(update_fields=["window_start", "count"])
     return None
@@ -334,8 +332,8 @@ def record_request_failure(
 ) -> int | None:
     """Count one failed per-request credential from ``address`` (``Client.rate_key``) and audit it.
 
-    The first failure of a window writes an ``AUTHENTICATION`` record (``origin`` as its address,
-    stamped with the window's start); later ones in the window raise its ``event_data.count`` --
+    The first failure of a window writes an ``AUTHENTICATION`` record (``origin`` as its address)
+    as the window starts; later ones in the window raise its ``event_data.count`` --
     in the transaction that counts them, under the counter's row lock. Returns None while the address
     is within ``SESSIONS_LOGIN_RATE`` failures in the window, else the ``Retry-After`` seconds (>= 1):
     the caller then answers 429 instead of serving the request as anonymous. Every failure is
@@ -376,7 +374,7 @@ def _count_request_failure(
     )
     if created or now >= row.window_start + window or row.count == 0:
         row.window_start, row.count = now, 1
-        record = audit_record(
+        audit_record(
             event=AuditEvent.AUTHENTICATION,
             success=False,
             username=(username or "")[:150] or None,
@@ -390,17 +388,17 @@ def _count_request_failure(
                 "count": 1,
             },
         )
-        # Stamped with the window's start: the window's later failures find it by that.
-        AuditRecord.objects.filter(pk=record.pk).update(timestamp=now)
     else:
         row.count += 1
         record = (
+            # The window's record: written at its first failure, so at or after the window's start.
             AuditRecord.objects.filter(
                 event=AuditEvent.AUTHENTICATION,
-                timestamp=row.window_start,
+                timestamp__gte=row.window_start,
                 event_data__failures_from=address,
             )
             .only("pk", "event_data")
+            .order_by("-pk")
             .first()
         )
         if record is not None:  # None only if an operator deleted it mid-window
@@ -410,7 +408,13 @@ def _count_request_failure(
     row.save(update_fields=["window_start", "count"])
     if limit <= 0 or row.count <= limit:
         return None
-    remaining = math.ceil((row.window_start + window - now).total_seconds())
+    return _retry_after(row.window_start, window, now)
+
+
+def _retry_after(window_start: datetime, window: timedelta, now: datetime) -> int:
+    """Seconds until the window that started at ``window_start`` ends: at least 1, at most the window
+    (clamped: ``now`` was read before the row lock, so it can be a little older than window_start)."""
+    remaining = math.ceil((window_start + window - now).total_seconds())
     return min(max(1, remaining), math.ceil(window.total_seconds()))
 
 
