@@ -228,9 +228,4 @@ def _socket_states(clients: dict[int, Any]) -> dict[int, bool]:
     return states
 
 
-def _still_valid(clients: dict[int, Any]) -> set[int]:
-    """The pks of ``clients`` whose session is still valid; the others are ended with their reason."""
-    return set(_socket_states(clients))
-
-
 hub = Hub()

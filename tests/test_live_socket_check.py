@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sessions_app.clients import Client
-from sessions_app.live import _still_valid
+from sessions_app.live import _socket_states
 from sessions_app.models import Credentials
 from sessions_app.services.api_keys import api_key_create, api_key_revoke
 from sessions_app.services.sessions import session_create
@@ -33,7 +33,7 @@ def test_one_query_however_many_key_and_token_sessions(
         child.save()
         pks += [parent.pk, child.pk]
     with django_assert_num_queries(1):
-        assert _still_valid(dict.fromkeys(pks, CLIENT)) == set(pks)
+        assert set(_socket_states(dict.fromkeys(pks, CLIENT))) == set(pks)
 
 
 def test_a_revoked_key_ends_its_session_and_the_tokens_under_it(make_user: Callable[..., Any]) -> None:
@@ -43,7 +43,7 @@ def test_a_revoked_key_ends_its_session_and_the_tokens_under_it(make_user: Calla
     child = factories.session(credentials=Credentials.TOKEN, user=user, parent=parent)
     child.save()
     api_key_revoke(key=key, reason="test", actor=None)
-    assert _still_valid({parent.pk: CLIENT, child.pk: CLIENT}) == set()
+    assert _socket_states({parent.pk: CLIENT, child.pk: CLIENT}) == {}
     parent.refresh_from_db()
     child.refresh_from_db()
     assert parent.ended_at is not None
