@@ -605,6 +605,7 @@ def test_f11_concurrent_creations_cannot_overshoot_the_key_cap(
         except InvalidParams:
             outcomes.append("refused")
 
+    threads.share()  # the user row, for the workers' connections (an in-memory test database)
     threads.run(6, work)
     assert sorted(outcomes) == ["created"] * 3 + ["refused"] * 3
-    assert ApiKey.objects.filter(user=user).count() == 3
+    assert threads.read(lambda: ApiKey.objects.filter(user=user).count()) == 3
