@@ -39,6 +39,7 @@ from common import DATA, fresh_database, machine, write_section  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench correct horse battery staple"
 EVIL = "a" * 30 + "!"
+LABELS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 PATTERNS = ["^(a+)+$", "(a|aa)+$", "(\\w+\\s?)+$", "^(a|a?)+$"]
 
 
@@ -172,7 +173,7 @@ def main() -> None:
         "|---|---|---:|---:|",
     ]
     for run in runs:
-        label = "SQLite" if run["vendor"] == "sqlite" else "PostgreSQL"
+        label = LABELS[run["vendor"]]
         base = statistics.median(run["logins"]["(a) wrong password"])
         for name, values in run["logins"].items():
             median = statistics.median(values)
@@ -186,7 +187,7 @@ def main() -> None:
         "|---|---|---:|---|",
     ]
     for run in runs:
-        label = "SQLite" if run["vendor"] == "sqlite" else "PostgreSQL"
+        label = LABELS[run["vendor"]]
         for name, (ms, outcome) in run["redos"].items():
             cell = name.replace("|", "\\|")  # a pattern's alternation is not a table column
             lines.append(f"| {label} | {cell} | {ms:.1f} | {outcome} |")
@@ -199,7 +200,7 @@ def main() -> None:
         "|---|---:|---:|---:|",
     ]
     for run in runs:
-        label = "SQLite" if run["vendor"] == "sqlite" else "PostgreSQL"
+        label = LABELS[run["vendor"]]
         c = run["cancelled"]
         lines.append(f"| {label} | {len(c)} of 5 | {statistics.median(c):.0f} | {max(c):.0f} |")
     lines.append("<!-- security_bench:end -->")
