@@ -198,14 +198,27 @@ class DatabaseLocks:
                 holder.rollback()
             holder.close()
 
-    def pg_backends(self, application_name: str, *, waiting_on_lock: bool = False) -> list[int]:
-        """Backend pids of a server's connections (found by their ``application_name``)."""
-        query = "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = %s"
+    def pg_backends(
+        self, application_name: str | None, *, waiting_on_lock: bool = False, in_transaction: bool = False
+    ) -> list[int]:
+        """Backend pids of a server's connections (found by their ``application_name``; ``None``: any
+        backend on the test database but this holder's and the caller's own), optionally only those
+        waiting on a lock or inside a transaction."""
+        query = "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+        params: list[Any] = [connection.settings_dict["NAME"]]
+        if application_name is None:
+            query += " AND application_name <> 'reliability-lock-holder' AND pid <> %s"
+            params.append(connection.connection.info.backend_pid if connection.connection else 0)
+        else:
+            query += " AND application_name = %s"
+            params.append(application_name)
         if waiting_on_lock:
             query += " AND wait_event_type = 'Lock'"
+        if in_transaction:
+            query += " AND xact_start IS NOT NULL"
         with contextlib.closing(self.pg_connect()) as admin:
             admin.autocommit = True
-            rows = admin.execute(query, [application_name, connection.settings_dict["NAME"]]).fetchall()
+            rows = admin.execute(query, params).fetchall()
         return [pid for (pid,) in rows]
 
     def pg_terminate(self, pid: int) -> bool:

@@ -42,6 +42,7 @@ from tests.reliability.helpers_late import (
     reload_workers,
     spread,
     wait_for_workers,
+    wait_until,
 )
 
 pytestmark = [
@@ -62,9 +63,10 @@ def hold_database(db_locks: Any) -> contextlib.AbstractContextManager[None]:
     return db_locks.pg_table_lock(UserSession._meta.db_table, "SHARE")
 
 
-def hanging_login(server: Instance, outcome: dict[str, Any]) -> None:
+def hanging_login(server: Instance, outcome: dict[str, Any], accepted: threading.Event) -> None:
     """A login that waits on the lock: its worker killed (sync), it gets no answer or gunicorn's; with
-    uvicorn workers it is answered once the lock is released."""
+    uvicorn workers it is answered once the lock is released. ``accepted`` is set, with
+    ``outcome["worker"]``, once a worker holds the connection and the request is on its way."""
     body = json.dumps(
         {
             "jsonrpc": "2.0",
@@ -77,7 +79,10 @@ def hanging_login(server: Instance, outcome: dict[str, Any]) -> None:
     connection_ = server.connect()
     connection_.timeout = 60
     try:
+        connection_.connect()
+        outcome["worker"] = server.owner(connection_.sock.getsockname()[1], wait=30)
         connection_.request("POST", "/api/current", body, {"Content-Type": "application/json"})
+        accepted.set()
         response = connection_.getresponse()
         outcome["answer"] = (response.status, response.read()[:300])
     except (http.client.RemoteDisconnected, ConnectionResetError, http.client.BadStatusLine) as exc:
@@ -85,8 +90,28 @@ def hanging_login(server: Instance, outcome: dict[str, Any]) -> None:
     except OSError as exc:
         outcome["error"] = repr(exc)
     finally:
+        accepted.set()  # also on failure: the caller then finds no worker and says so
         connection_.close()
         outcome["seconds"] = time.monotonic() - started
+
+
+def start_stuck_login(server: Instance, db_locks: Any, outcome: dict[str, Any]) -> threading.Thread:
+    """Start `hanging_login` and return once it is stuck: a worker has accepted it (found through
+    /proc), and on PostgreSQL its backend waits on the held lock. On SQLite the wait in the busy
+    handler cannot be observed from outside; once accepted, nothing the login does can finish while
+    the write lock is held, so the worker is busy with it from then on."""
+    accepted = threading.Event()
+    stuck = threading.Thread(target=hanging_login, args=(server, outcome, accepted))
+    stuck.start()
+    assert accepted.wait(30), "the login was not sent"
+    assert "worker" in outcome, outcome
+    if connection.vendor == "postgresql":
+        wait_until(
+            lambda: bool(db_locks.pg_backends(None, waiting_on_lock=True)),
+            timeout=30,
+            what="the login's backend to wait on the session table's lock",
+        )
+    return stuck
 
 
 def start_server(tmp_path: Any, served: str) -> contextlib.AbstractContextManager[list[Instance]]:
@@ -108,15 +133,13 @@ def stuck_phase_sync(server: Instance, db_locks: Any, alice: str, bob: str) -> d
     workers = server.worker_pids()
     outcome: dict[str, Any] = {"served": []}
     with hold_database(db_locks):
-        stuck = threading.Thread(target=hanging_login, args=(server, outcome))
-        stuck.start()
-        time.sleep(0.3)  # the login reaches its worker and waits on the lock
-        deadline = time.monotonic() + 45
+        stuck = start_stuck_login(server, db_locks, outcome)
+        deadline = time.monotonic() + 45  # a hang ceiling: the master kills the worker after TIMEOUT
         while stuck.is_alive() and time.monotonic() < deadline:
             pid, reply = server.via_worker("auth.me", cookie=alice)
             outcome["served"].append((pid, reply.result["pw_name"]))
             assert refused(server.via_worker("auth.me", cookie=bob)[1])
-            time.sleep(0.2)
+            time.sleep(0.2)  # pacing, not synchronisation: a few requests per second while it hangs
         stuck.join(10)
     assert not stuck.is_alive()
     # The killed request gets no answer (SQLite: the abort signal cannot interrupt SQLite's busy wait,
@@ -131,10 +154,17 @@ def stuck_phase_sync(server: Instance, db_locks: Any, alice: str, bob: str) -> d
     assert len(served) >= 3
     assert {name for _, name in served} == {"alice"}
     # All answered by the worker that was not stuck, one of the original two.
-    assert len({pid for pid, _ in served}) == 1
-    assert {pid for pid, _ in served} < workers
-    # Nothing of the killed login was committed; the stuck worker was replaced.
-    time.sleep(0.5)  # PostgreSQL: the dead worker's backend notices it is gone once the lock is free
+    assert outcome["worker"] in workers
+    assert {pid for pid, _ in served} == workers - {outcome["worker"]}
+    # Nothing of the killed login was committed; the stuck worker was replaced. On PostgreSQL the dead
+    # worker's backend runs on once the lock is free, finds its client gone and rolls back: wait for
+    # that, so that what is checked is the end state, not a moment before it.
+    if connection.vendor == "postgresql":
+        wait_until(
+            lambda: not db_locks.pg_backends(None, in_transaction=True),
+            timeout=30,
+            what="the killed worker's transaction to end",
+        )
     assert not UserSession.objects.filter(username="hang").exists()
     assert not AuditRecord.objects.filter(username="hang", event=AuditEvent.AUTHENTICATION).exists()
     outcome["workers"] = wait_for_workers(server, replacing=workers - {pid for pid, _ in served})
@@ -149,9 +179,7 @@ def stuck_phase_asgi(server: Instance, db_locks: Any, alice: str, bob: str) -> d
     workers = server.worker_pids()
     outcome: dict[str, Any] = {"served": []}
     with hold_database(db_locks):
-        stuck = threading.Thread(target=hanging_login, args=(server, outcome))
-        stuck.start()
-        time.sleep(0.3)
+        stuck = start_stuck_login(server, db_locks, outcome)
         held_until = time.monotonic() + TIMEOUT + 1.5  # past --timeout
         while time.monotonic() < held_until:
             started = time.monotonic()
@@ -161,7 +189,7 @@ def stuck_phase_asgi(server: Instance, db_locks: Any, alice: str, bob: str) -> d
             outcome["slowest"] = max(outcome["slowest"], time.monotonic() - started)
             assert refused(server.via_worker("auth.me", cookie=bob)[1])
             assert stuck.is_alive()
-            time.sleep(0.2)
+            time.sleep(0.2)  # pacing, not synchronisation
         assert server.worker_pids() == workers  # nobody was killed
     stuck.join(30)
     assert not stuck.is_alive()

@@ -689,9 +689,12 @@ def test_B18_single_use_token_works_once(alice_client: Any, rpc: Any) -> None:
 
 
 def test_B18_token_expires_after_its_ttl(alice_client: Any, rpc: Any) -> None:
+    before = timezone.now()
     token = alice_client.call("auth.generate_token", 60, {}, False, False)
+    after = timezone.now()
     row = Token.objects.get()
-    assert dt.timedelta(seconds=55) < row.expires_at - timezone.now() <= dt.timedelta(seconds=60)
+    # Bracketed by the clock read around the call: no slack that a slow machine could outrun.
+    assert before + dt.timedelta(seconds=60) <= row.expires_at <= after + dt.timedelta(seconds=60)
     Token.objects.filter(pk=row.pk).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
     assert token_login(rpc(), token) == "AUTH_ERR"
 
@@ -702,9 +705,12 @@ def test_B18_multi_use_token_expiry_slides_on_use(alice_client: Any, rpc: Any) -
     token = alice_client.call("auth.generate_token", 600, {}, False, False)
     row = Token.objects.get()
     Token.objects.filter(pk=row.pk).update(expires_at=timezone.now() + dt.timedelta(seconds=5))
+    before = timezone.now()
     assert token_login(rpc(), token) == "SUCCESS"
+    after = timezone.now()
     row.refresh_from_db()
-    assert row.expires_at - timezone.now() > dt.timedelta(seconds=590)  # slid to now + ttl
+    ttl = dt.timedelta(seconds=600)
+    assert before + ttl <= row.expires_at <= after + ttl  # slid to the time of use + ttl
     assert token_login(rpc(), token) == "SUCCESS"  # multi-use
     Token.objects.filter(pk=row.pk).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
     assert token_login(rpc(), token) == "AUTH_ERR"  # not used in time: no slide brings it back
