@@ -354,6 +354,15 @@ SESSIONS_EVENT_POLL_INTERVAL = _env_float("SESSIONS_EVENT_POLL_INTERVAL", 0.25)
 SESSIONS_SOCKET_CHECK_INTERVAL = _env_float("SESSIONS_SOCKET_CHECK_INTERVAL", 1.0)
 SESSIONS_EVENT_RETENTION = _env_int("SESSIONS_EVENT_RETENTION", 3600)
 
+# SCRAM-SHA-512 API-key logins (sessions_app/auth/scram.py). New verifiers are computed with this many
+# PBKDF2 rounds; the official TrueNAS client refuses fewer than 50 000 and more than 5 000 000.
+SESSIONS_SCRAM_ITERATIONS = _env_int("SESSIONS_SCRAM_ITERATIONS", 500_000)
+if not 1_000 <= SESSIONS_SCRAM_ITERATIONS <= 5_000_000:
+    raise ImproperlyConfigured("SESSIONS_SCRAM_ITERATIONS must be between 1000 and 5000000")
+# The certificate clients see (PEM or DER), for SCRAM's tls-server-end-point channel binding:
+# bin/serve's TLS_CERT when it serves TLS itself, else the TLS proxy's certificate; empty: no binding.
+SESSIONS_TLS_BINDING_CERT = os.environ.get("SESSIONS_TLS_BINDING_CERT", "")
+
 
 def _field_key() -> str:
     """The key that seals secrets at rest (sessions_app/auth/fieldcrypt.py); "" derives it from SECRET_KEY."""

@@ -35,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
     "SESSIONS_EVENT_RETENTION": 3600,  # seconds an outbox event is kept (purged by `sessions purge`)
     "SESSIONS_QUERY_TIMEOUT": 10.0,  # seconds: statement budget of query endpoints (C20); 0 = none
     "SESSIONS_STEPUP_WINDOW": 300,  # seconds a re-authentication (step-up, security.md F2) stays valid
+    "SESSIONS_SCRAM_ITERATIONS": 500_000,  # PBKDF2 rounds of new SCRAM verifiers (client accepts 50k-5M)
+    "SESSIONS_SCRAM_EXCHANGE_SECONDS": 60,  # how long a SCRAM exchange may wait for its final message
+    "SESSIONS_TLS_BINDING_CERT": "",  # certificate clients see (PEM/DER): SCRAM's tls-server-end-point
 }
 
 

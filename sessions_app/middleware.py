@@ -39,6 +39,7 @@ from sessions_app.services.api_keys import (
     api_key_revoke,
     api_key_touch,
     api_key_touch_due,
+    verifier_backfill,
 )
 from sessions_app.services.login import check_password, has_totp
 from sessions_app.services.sessions import session_authenticate, session_check, session_create, session_end
@@ -241,6 +242,8 @@ def bearer_api_key(text: str, client: Client) -> ApiKey | None:
             api_key_ref=label,
         )
         return None
+    if key.scram_verifier is None and parsed:
+        verifier_backfill(key=key, secret=parsed[1])  # a key older than SCRAM: once, at its first use
     if not api_key_touch_due(key=key, now=now):
         return key  # used within the minute: nothing to record, no transaction
     with transaction.atomic():  # the use and its audit record commit together (D10)

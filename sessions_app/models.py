@@ -79,6 +79,10 @@ class ApiKey(models.Model):
     revoked = models.BooleanField(default=False)
     revoked_reason = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # SCRAM-SHA-512 verifier (salt, iterations, stored key, server key), sealed at rest with the
+    # field key (auth/fieldcrypt.py, associated data: this key's id). Null for a key made before
+    # SCRAM existed, until its next successful plain-text use (services/scram_login.py).
+    scram_verifier = models.CharField(max_length=400, null=True, blank=True)  # noqa: DJ001
 
     class Meta:
         verbose_name = "API key"
@@ -159,6 +163,9 @@ class UserSession(models.Model):
     user_auth_hash = models.CharField(max_length=64, blank=True, default="")
     # One-time-password sessions must set a password before anything else.
     password_change_required = models.BooleanField(default=False)
+    # The login mechanism that opened the session (PASSWORD_PLAIN, API_KEY_PLAIN, SCRAM, ...); null
+    # for sessions opened without one (unix socket, REST Bearer, rows from before it was kept).
+    login_mechanism = BinaryCharField(max_length=32, null=True, blank=True)  # noqa: DJ001
     # When the password (and second factor) was last proven again in this session (step-up, F2).
     reauthenticated_at = models.DateTimeField(null=True, blank=True)
 
@@ -310,6 +317,30 @@ class PendingLogin(models.Model):
 
     def __str__(self) -> str:
         return f"pending second factor for user {self.user_id}"
+
+
+class ScramExchange(models.Model):
+    """A SCRAM exchange between its client-first and client-final messages; not a session.
+
+    Found, like `PendingLogin`, by the hash of a secret the client holds (a cookie over HTTP, the
+    connection over WebSocket); used once by the final message whatever its outcome; expires after
+    ``SESSIONS_SCRAM_EXCHANGE_SECONDS``. Nothing here is secret: the messages travel in the clear and
+    the proof needs the key's secret. ``key_id`` and ``username`` are as presented (the key may not
+    exist or not be theirs: the exchange then runs on a stand-in salt and fails at the end).
+    """
+
+    secret_hash = models.CharField(max_length=64, unique=True)
+    key_id = models.BigIntegerField()
+    username = models.CharField(max_length=1024)
+    gs2_header = models.CharField(max_length=32)
+    client_first_bare = models.TextField()
+    server_first = models.TextField()
+    origin = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"SCRAM exchange for API key {self.key_id}"
 
 
 class NodeNonce(models.Model):

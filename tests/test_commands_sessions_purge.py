@@ -20,6 +20,7 @@ from sessions_app.models import (
     OneTimePassword,
     PendingLogin,
     RateCounter,
+    ScramExchange,
     Token,
     UserSession,
 )
@@ -79,6 +80,15 @@ def world(make_user: Any) -> dict[str, Any]:
     w["live_token"] = Token.objects.create(token_hash="c" * 64, session=w["active"], expires_at=now + DAY)
     PendingLogin.objects.create(secret_hash="d" * 64, user=alice, expires_at=now - dt.timedelta(minutes=1))
     w["pending"] = PendingLogin.objects.create(secret_hash="e" * 64, user=alice, expires_at=now + DAY)
+    exchange = {
+        "key_id": 1,
+        "username": "alice",
+        "gs2_header": "n,,",
+        "client_first_bare": "n=",
+        "server_first": "r=",
+    }
+    ScramExchange.objects.create(secret_hash="i" * 64, expires_at=now - dt.timedelta(minutes=1), **exchange)
+    w["scram"] = ScramExchange.objects.create(secret_hash="j" * 64, expires_at=now + DAY, **exchange)
     OneTimePassword.objects.create(user=alice, password_hash="f" * 64, expires_at=now + DAY, used_at=now)
     OneTimePassword.objects.create(user=alice, password_hash="g" * 64, expires_at=now - DAY)
     w["otp"] = OneTimePassword.objects.create(user=alice, password_hash="h" * 64, expires_at=now + DAY)
@@ -99,6 +109,7 @@ EXPECTED = {
     "ended sessions deleted (ended before the cutoff)": 3,
     "expired tokens deleted": 2,
     "expired pending second factors deleted": 1,
+    "abandoned SCRAM exchanges deleted": 1,
     "used or expired one-time passwords deleted": 2,
     "node nonces past the replay window deleted": 1,
     "stale throttle counters deleted": 2,
@@ -122,6 +133,7 @@ def test_purge_sweeps_then_deletes_everything_past_retention(world: dict[str, An
     assert survivors == {world[k].pk for k in ("recent_ended", "active", "expired", "idle", "fresh_idle")}
     assert list(Token.objects.all()) == [world["live_token"]]
     assert list(PendingLogin.objects.all()) == [world["pending"]]
+    assert list(ScramExchange.objects.all()) == [world["scram"]]
     assert list(OneTimePassword.objects.all()) == [world["otp"]]
     assert list(NodeNonce.objects.all()) == [world["nonce"]]
     assert list(AccountLockout.objects.values_list("username", flat=True)) == ["fresh"]

@@ -16,7 +16,7 @@ from typing import Any
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
-from sessions_app import selectors
+from sessions_app import policy, selectors
 from sessions_app.audit import audit_record
 from sessions_app.clients import Client
 from sessions_app.exceptions import InvalidParams, NotAuthenticated, NotAuthorized, NotFound
@@ -158,6 +158,7 @@ def _apply_login(context: CallContext, result: LoginResult) -> None:
         context.pending_secret = secret
         context.cookie_actions.append(lambda r: set_pending_cookie(r, secret, max_age=300))
     elif result.pending_cleared:
+        context.pending_secret = None
         context.cookie_actions.append(clear_pending_cookie)
     if result.new_session is not None:
         # The login service ended the client's previous session (``replaces``) in the transaction
@@ -247,7 +248,12 @@ def auth_login_with_token(context: CallContext, params: list[Any]) -> bool:
 
 @method("auth.mechanism_choices", auth=False, max_params=0)
 def auth_mechanism_choices(context: CallContext, params: list[Any]) -> list[str]:
-    return ["PASSWORD_PLAIN", "API_KEY_PLAIN", "TOKEN_PLAIN", "OTP_TOKEN"]
+    """TrueNAS's lists (spec/scram.md §1): the official client looks for ``"SCRAM"`` before an API-key
+    login. At ``LEVEL_2`` only ``PASSWORD_PLAIN`` is offered, as TrueNAS does; a single-use token is
+    still accepted there (A19), as it is by TrueNAS."""
+    if policy.assurance_level() != "LEVEL_1":
+        return ["PASSWORD_PLAIN"]
+    return ["API_KEY_PLAIN", "TOKEN_PLAIN", "PASSWORD_PLAIN", "SCRAM"]
 
 
 @method("core.ping", auth=False, max_params=0)
@@ -284,7 +290,7 @@ def auth_logout(context: CallContext, params: list[Any]) -> bool:
 
 @method("auth.me", max_params=0, before_password_change=True)
 def auth_me(context: CallContext, params: list[Any]) -> dict[str, Any]:
-    return user_info(context.user)
+    return user_info(context.user, context.session)
 
 
 @method("auth.set_password", max_params=1, before_password_change=True)

@@ -1,13 +1,16 @@
 """API keys: create (the key is shown once), update / reset, revoke, delete -- with cascades.
 
 A key is ``"<id>-<64 alphanumerics>"``; only an HMAC-SHA256 of the secret part is stored
-(`sessions_app.keys`). Revoking, expiring or deleting a key ends the sessions opened with it
+(`sessions_app.keys`), and its SCRAM-SHA-512 verifier, sealed (`services.scram_login`): computed
+when the key is made or reset -- one PBKDF2 of ``SESSIONS_SCRAM_ITERATIONS`` rounds, before the
+transaction, so that no row lock is held meanwhile. Revoking, expiring or deleting a key ends the sessions opened with it
 (``CREDENTIAL_REVOKED``) in the same transaction; expiry is also enforced on every request.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -19,8 +22,11 @@ from django.utils.crypto import salted_hmac
 
 from sessions_app import conf, keys
 from sessions_app.audit import audit_record
+from sessions_app.auth import fieldcrypt, scram
 from sessions_app.exceptions import InvalidParams
 from sessions_app.models import ApiKey, AuditEvent, EndReason, UserSession
+
+logger = logging.getLogger(__name__)
 
 LAST_USED_INTERVAL = dt.timedelta(seconds=60)
 
@@ -37,6 +43,46 @@ def api_key_pepper() -> bytes:
     return salted_hmac(
         "sessions_app.api_key_pepper", "v1", secret=settings.SECRET_KEY, algorithm="sha256"
     ).digest()
+
+
+# --- SCRAM verifiers ------------------------------------------------------------------------------------
+
+
+def verifier_aad(key_id: int) -> bytes:
+    """Associated data of a key's sealed verifier: the column and the key (a verifier copied onto
+    another key does not open)."""
+    return b"sessions_app.apikey.scram_verifier|key:%d" % key_id
+
+
+def verifier_seal(verifier: scram.Verifier, *, key_id: int) -> str:
+    return fieldcrypt.seal(verifier.to_bytes(), aad=verifier_aad(key_id))
+
+
+def verifier_open(key: ApiKey) -> scram.Verifier | None:
+    """The key's verifier, or None (none yet, or sealed under no configured field key: logged)."""
+    if not key.scram_verifier:
+        return None
+    try:
+        return scram.Verifier.from_bytes(fieldcrypt.unseal(key.scram_verifier, aad=verifier_aad(key.pk)))
+    except (fieldcrypt.FieldKeyError, scram.ScramError) as exc:
+        logger.error("API key %s: its SCRAM verifier cannot be opened: %s", key.pk, exc)
+        return None
+
+
+def verifier_derive(secret: str) -> scram.Verifier:
+    """A new verifier for a key's secret (one PBKDF2 of ``SESSIONS_SCRAM_ITERATIONS`` rounds)."""
+    return scram.derive_verifier(secret, iterations=int(conf.get("SESSIONS_SCRAM_ITERATIONS")))
+
+
+def verifier_backfill(*, key: ApiKey, secret: str) -> None:
+    """Give a key made before SCRAM existed its verifier, now that its secret is known (its first
+    successful plain-text use). Conditional on the column still being empty: of concurrent first
+    uses one writes; the others change nothing."""
+    if key.scram_verifier or not secret.isascii() or not secret.isalnum():
+        return
+    sealed = verifier_seal(verifier_derive(secret), key_id=key.pk)
+    if ApiKey.objects.filter(pk=key.pk, scram_verifier__isnull=True).update(scram_verifier=sealed):
+        key.scram_verifier = sealed
 
 
 def _validate_name(name: Any) -> str:
@@ -74,6 +120,7 @@ def api_key_create(
     """
     name = _validate_name(name)
     secret = keys.new_api_key_secret()
+    verifier = verifier_derive(secret)
     try:
         with transaction.atomic():
             _check_key_cap(user)
@@ -83,6 +130,9 @@ def api_key_create(
                 key_hash=keys.api_key_hash(secret, pepper=api_key_pepper()),
                 expires_at=expires_at,
             )
+            # Sealed with the key's id in its associated data, known once the row exists.
+            key.scram_verifier = verifier_seal(verifier, key_id=key.pk)
+            key.save(update_fields=["scram_verifier"])
             _audit("api_key.create", key, actor, address)
     except IntegrityError:
         raise InvalidParams.one("api_key_create.name", "an API key with this name already exists") from None
@@ -109,8 +159,11 @@ def api_key_update(
     actor: str | None = None,
     address: str = "",
 ) -> tuple[ApiKey, str | None]:
-    """Rename, change expiry or ``reset`` (new secret: the old value stops working at once)."""
+    """Rename, change expiry or ``reset`` (new secret and verifier: the old value stops working at
+    once)."""
     plaintext = None
+    secret = keys.new_api_key_secret() if reset else None
+    verifier = verifier_derive(secret) if secret is not None else None
     fields: list[str] = []
     if name is not None:
         key.name = _validate_name(name)
@@ -120,11 +173,11 @@ def api_key_update(
         fields.append("expires_at")
     try:
         with transaction.atomic():
-            if reset:
-                secret = keys.new_api_key_secret()
+            if secret is not None and verifier is not None:
                 key.key_hash = keys.api_key_hash(secret, pepper=api_key_pepper())
+                key.scram_verifier = verifier_seal(verifier, key_id=key.pk)
                 key.revoked, key.revoked_reason = False, None
-                fields += ["key_hash", "revoked", "revoked_reason"]
+                fields += ["key_hash", "scram_verifier", "revoked", "revoked_reason"]
                 plaintext = f"{key.pk}-{secret}"
                 _end_key_sessions(key, EndReason.CREDENTIAL_REVOKED, actor, address)
             if fields:

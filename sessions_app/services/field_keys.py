@@ -7,8 +7,7 @@ values under an old key keep opening, so the service never stops accepting codes
 
 All or nothing: the rows are locked and rewritten in one transaction, with its audit record; when
 any value cannot be opened with the configured keys nothing is changed and the error lists them.
-Today the sealed columns are the TOTP seeds; the SCRAM verifiers of API keys join `field_key_rotate`
-when they exist.
+The sealed columns are the TOTP seeds and the SCRAM verifiers of API keys.
 """
 
 from __future__ import annotations
@@ -21,7 +20,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from sessions_app.audit import audit_record
 from sessions_app.auth import fieldcrypt
 from sessions_app.auth.totp_seeds import seal_seed
-from sessions_app.models import AuditEvent
+from sessions_app.models import ApiKey, AuditEvent
+from sessions_app.services.api_keys import verifier_aad
 
 BATCH = 500
 
@@ -76,6 +76,31 @@ def _rotate_totp_seeds(*, check_only: bool) -> ColumnRotation:
     return report
 
 
+def _rotate_scram_verifiers(*, check_only: bool) -> ColumnRotation:
+    report = ColumnRotation(column="SCRAM verifiers")
+    changed = []
+    rows = (
+        ApiKey.objects.select_for_update().filter(scram_verifier__isnull=False).only("pk", "scram_verifier")
+    )
+    for key in rows.order_by("pk"):
+        value = key.scram_verifier or ""
+        try:
+            was_current = fieldcrypt.is_current(value)
+            resealed = fieldcrypt.reseal(value, aad=verifier_aad(key.pk))
+        except (fieldcrypt.FieldKeyError, ValueError):
+            report.unreadable.append(key.pk)
+            continue
+        if was_current:
+            report.current += 1
+            continue
+        report.resealed += 1
+        key.scram_verifier = resealed
+        changed.append(key)
+    if not check_only and not report.unreadable:
+        ApiKey.objects.bulk_update(changed, ["scram_verifier"], batch_size=BATCH)
+    return report
+
+
 def field_key_rotate(*, check_only: bool = False, actor: str | None = None) -> list[ColumnRotation]:
     """Re-seal every sealed value under the current field key (and seal any left in plain text).
 
@@ -83,7 +108,7 @@ def field_key_rotate(*, check_only: bool = False, actor: str | None = None) -> l
     `FieldKeyRotationError` (nothing changed) when a value opens with none of the configured keys.
     """
     with transaction.atomic():
-        report = [_rotate_totp_seeds(check_only=check_only)]
+        report = [_rotate_totp_seeds(check_only=check_only), _rotate_scram_verifiers(check_only=check_only)]
         if any(r.unreadable for r in report):
             raise FieldKeyRotationError(report)
         if not check_only:

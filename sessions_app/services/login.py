@@ -27,8 +27,9 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from sessions_app import conf, keys, policy, throttle
 from sessions_app.audit import audit_record
 from sessions_app.auth.fieldcrypt import FieldKeyError
+from sessions_app.auth.scram import CLIENT_FINAL, SCRAM_TYPES
 from sessions_app.clients import Client
-from sessions_app.exceptions import InvalidParams
+from sessions_app.exceptions import InvalidParams, NotSupported
 from sessions_app.models import (
     ApiKey,
     AuditEvent,
@@ -36,20 +37,22 @@ from sessions_app.models import (
     EndReason,
     OneTimePassword,
     PendingLogin,
+    ScramExchange,
     Token,
     UserSession,
 )
 from sessions_app.selectors import user_get_by_username
-from sessions_app.services.api_keys import api_key_pepper, api_key_revoke, api_key_touch
+from sessions_app.services.api_keys import api_key_pepper, api_key_revoke, api_key_touch, verifier_backfill
 from sessions_app.services.sessions import NewSession, session_check, session_create, session_end
 
 PENDING_LIFETIME = dt.timedelta(minutes=5)
-MECHANISMS = ("PASSWORD_PLAIN", "API_KEY_PLAIN", "TOKEN_PLAIN", "NODE_HMAC")
+MECHANISMS = ("PASSWORD_PLAIN", "API_KEY_PLAIN", "TOKEN_PLAIN", "SCRAM", "NODE_HMAC")
 _PARAMS = {
     "PASSWORD_PLAIN": {"mechanism", "username", "password", "login_options"},
     "NODE_HMAC": {"mechanism", "node", "timestamp", "nonce", "signature", "login_options"},
     "API_KEY_PLAIN": {"mechanism", "username", "api_key", "login_options"},
     "TOKEN_PLAIN": {"mechanism", "token", "login_options"},
+    "SCRAM": {"mechanism", "scram_type", "rfc_str", "login_options"},
     "OTP_TOKEN": {"mechanism", "otp_token", "login_options"},
 }
 _LOGIN_OPTIONS = {"user_info"}
@@ -70,17 +73,30 @@ class LoginResult:
 
     @property
     def ok(self) -> bool:
-        return self.response["response_type"] == "SUCCESS"
+        """A session was opened (``SUCCESS``, or SCRAM's ``SERVER_FINAL_RESPONSE``)."""
+        return self.new_session is not None
 
 
 AUTH_ERR = {"response_type": "AUTH_ERR"}
 EXPIRED = {"response_type": "EXPIRED"}
 
 
-def user_info(user: Any) -> dict[str, Any]:
-    """A TrueNAS-like passwd entry of ``user`` (``auth.me`` / ``login_ex`` ``user_info``)."""
+def user_info(user: Any, session: UserSession | None = None) -> dict[str, Any]:
+    """A TrueNAS-like passwd entry of ``user`` (``auth.me`` / ``login_ex`` ``user_info``).
+
+    ``account_attributes`` also says how ``session`` was opened: ``API_KEY`` for an API-key session,
+    plus ``SCRAM`` when the key was proved by SCRAM, ``OTPW`` for a one-time-password session.
+    """
     from sessions_app.roles import user_roles
 
+    attributes = ["LOCAL", *(["2FA"] if has_totp(user) else [])]
+    if session is not None:
+        if session.credentials == Credentials.API_KEY:
+            attributes.append("API_KEY")
+            if session.login_mechanism == "SCRAM":
+                attributes.append("SCRAM")
+        elif session.credentials == Credentials.LOGIN_ONETIME_PASSWORD:
+            attributes.append("OTPW")
     roles = sorted(str(r) for r in user_roles(user))
     return {
         "pw_name": user.get_username(),
@@ -96,7 +112,7 @@ def user_info(user: Any) -> dict[str, Any]:
         "attributes": {},
         "two_factor_config": {"secret_configured": has_totp(user)},
         "privilege": {"roles": {"$set": roles}, "web_shell": False},
-        "account_attributes": ["LOCAL", *(["2FA"] if has_totp(user) else [])],
+        "account_attributes": attributes,
     }
 
 
@@ -104,7 +120,7 @@ def has_totp(user: Any) -> bool:
     return TOTPDevice.objects.filter(user=user, confirmed=True).exists()
 
 
-def _open_session(
+def open_session(
     *,
     user: Any,
     client: Client,
@@ -127,9 +143,11 @@ def _open_session(
     return new
 
 
-def _success(user: Any, new_session: NewSession, login_options: dict[str, Any]) -> LoginResult:
+def success(user: Any, new_session: NewSession, login_options: dict[str, Any]) -> LoginResult:
     response: dict[str, Any] = {"response_type": "SUCCESS", "authenticator": policy.assurance_level()}
-    response["user_info"] = user_info(user) if login_options.get("user_info", True) else None
+    response["user_info"] = (
+        user_info(user, new_session.session) if login_options.get("user_info", True) else None
+    )
     return LoginResult(response, new_session=new_session)
 
 
@@ -137,6 +155,8 @@ def _validate(params: Any, allowed: set[str]) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise InvalidParams.one("login_data", "must be an object")
     errors = [(f"login_data.{k}", "unexpected field") for k in params if k not in allowed]
+    if "scram_type" in allowed and params.get("scram_type") not in (None, *SCRAM_TYPES):
+        errors.append(("login_data.scram_type", f"must be one of {', '.join(SCRAM_TYPES)}"))
     for name in allowed - {"mechanism", "login_options"}:
         value = params.get(name)
         if name == "timestamp":
@@ -160,7 +180,7 @@ def _validate(params: Any, allowed: set[str]) -> dict[str, Any]:
     return params
 
 
-def _fail(
+def fail(
     *,
     client: Client,
     mechanism: str,
@@ -189,8 +209,12 @@ def _fail(
 
 
 def _discard_pending(pending_secret: str | None, client: Client) -> bool:
+    """Drop the client's login step in progress: a pending second factor (audited as abandoned) or a
+    SCRAM exchange. True when there was one."""
     if not pending_secret:
         return False
+    if ScramExchange.objects.filter(secret_hash=keys.hash_secret(pending_secret)).delete()[0]:
+        return True
     pending = (
         PendingLogin.objects.select_related("user")
         .filter(secret_hash=keys.hash_secret(pending_secret))
@@ -223,9 +247,18 @@ def login_ex(
     if mechanism not in _PARAMS:
         raise InvalidParams.one("login_data.mechanism", f"must be one of {', '.join(MECHANISMS)}")
     params = _validate(params, _PARAMS[mechanism])
+    from sessions_app.services.scram_login import scram_login  # it builds on this module
+
+    if mechanism == "SCRAM":
+        if policy.assurance_level() != "LEVEL_1":
+            raise NotSupported("API key authentication is not allowed at this assurance level")
+        if params["scram_type"] == CLIENT_FINAL:  # continues the exchange the pending secret names
+            return scram_login(params=params, client=client, pending_secret=pending_secret, replaces=replaces)
     cleared = _discard_pending(pending_secret, client)
     options = params.get("login_options", {})
-    if mechanism == "PASSWORD_PLAIN":
+    if mechanism == "SCRAM":
+        result = scram_login(params=params, client=client, pending_secret=None, replaces=replaces)
+    elif mechanism == "PASSWORD_PLAIN":
         result = _password_login(params["username"], params["password"], client, options, replaces)
     elif mechanism == "API_KEY_PLAIN":
         result = _api_key_login(params["username"], params["api_key"], client, options, replaces)
@@ -253,7 +286,7 @@ def _node_login(params: dict[str, Any], client: Client, replaces: UserSession | 
                 session=replaces, reason=EndReason.LOGOUT, actor=replaces.username, address=client.origin
             )
     if new is None:
-        return _fail(
+        return fail(
             client=client, mechanism="NODE_HMAC", username=None, reason="invalid node proof", count=False
         )
     response = {"response_type": "SUCCESS", "authenticator": policy.assurance_level(), "user_info": None}
@@ -292,12 +325,12 @@ def _password_login(
     locked = throttle.locked_until(username=username[:150]) if username else None
     password_ok = check_password(user, password)
     if locked is not None:
-        return _fail(
+        return fail(
             client=client, mechanism="PASSWORD_PLAIN", username=username, reason="locked", count=False
         )
     if user is None or not user.is_active:
         reason = "unknown user" if user is None else "inactive user"
-        return _fail(client=client, mechanism="PASSWORD_PLAIN", username=username, reason=reason)
+        return fail(client=client, mechanism="PASSWORD_PLAIN", username=username, reason=reason)
     if not password_ok:
         otpw = _onetime_password(user, password, now)
         new = None
@@ -305,7 +338,7 @@ def _password_login(
             # Used up in the transaction that opens the session and writes its audit record (D10).
             with transaction.atomic():
                 if OneTimePassword.objects.filter(pk=otpw.pk, used_at__isnull=True).update(used_at=now):
-                    new = _open_session(
+                    new = open_session(
                         credentials=Credentials.LOGIN_ONETIME_PASSWORD,
                         client=client,
                         user=user,
@@ -314,13 +347,13 @@ def _password_login(
                         audit_data={"mechanism": "PASSWORD_PLAIN", "onetime_password": True},
                     )
         if new is not None:
-            result = _success(user, new, options)
+            result = success(user, new, options)
             if result.response["user_info"] is not None:
                 # Flag the one-time-password session to the client, as TrueNAS does (A20).
                 result.response["user_info"]["account_attributes"].append("OTPW")
             result.extra["password_change_required"] = True
             return result
-        return _fail(client=client, mechanism="PASSWORD_PLAIN", username=username, reason="wrong password")
+        return fail(client=client, mechanism="PASSWORD_PLAIN", username=username, reason="wrong password")
     if has_totp(user):
         secret = keys.new_token()
         PendingLogin.objects.create(
@@ -333,21 +366,21 @@ def _password_login(
             {"response_type": "OTP_REQUIRED", "username": user.get_username()}, pending_secret=secret
         )
     if policy.assurance_level() != "LEVEL_1":
-        return _fail(
+        return fail(
             client=client,
             mechanism="PASSWORD_PLAIN",
             username=username,
             reason="second factor required",
             count=False,
         )
-    new = _open_session(
+    new = open_session(
         credentials=Credentials.LOGIN_PASSWORD,
         client=client,
         user=user,
         replaces=replaces,
         audit_data={"mechanism": "PASSWORD_PLAIN"},
     )
-    return _success(user, new, options)
+    return success(user, new, options)
 
 
 # --- second factor -----------------------------------------------------------------------------------
@@ -373,13 +406,13 @@ def login_ex_continue(
             .first()
         )
     if pending is None:
-        return _fail(
+        return fail(
             client=client, mechanism="OTP_TOKEN", username=None, reason="no pending login", count=False
         )
     user = pending.user
     username = user.get_username()
     if throttle.locked_until(username=username) is not None:
-        return _fail(client=client, mechanism="OTP_TOKEN", username=username, reason="locked", count=False)
+        return fail(client=client, mechanism="OTP_TOKEN", username=username, reason="locked", count=False)
     code = params["otp_token"]
     if not user.is_active:
         return _otp_failed(pending, client, "inactive user")
@@ -391,14 +424,14 @@ def login_ex_continue(
         devices = TOTPDevice.objects.filter(user=user, confirmed=True)
         reused = any(_matches_ignoring_replay(d, code) for d in devices)
         return _otp_failed(pending, client, "reused code" if reused else "wrong code")
-    new = _open_session(
+    new = open_session(
         credentials=Credentials.LOGIN_TWOFACTOR,
         client=client,
         user=user,
         replaces=replaces,
         audit_data={"mechanism": "OTP_TOKEN", "device": verified.persistent_id},
     )
-    return _success(user, new, params.get("login_options", {}))
+    return success(user, new, params.get("login_options", {}))
 
 
 def totp_code_matches(*, user: Any, code: str) -> TOTPDevice | None:
@@ -433,7 +466,7 @@ def _otp_failed(pending: PendingLogin, client: Client, reason: str) -> LoginResu
     with transaction.atomic():
         PendingLogin.objects.filter(pk=pending.pk).update(failures=F("failures") + 1)
         dropped = PendingLogin.objects.filter(pk=pending.pk, failures__gte=limit).delete()[0] > 0
-    result = _fail(
+    result = fail(
         client=client,
         mechanism="OTP_TOKEN",
         username=pending.user.get_username(),
@@ -464,29 +497,29 @@ def _api_key_login(
     counter = throttle.api_key_lockout_name(parsed[0]) if parsed is not None else None
     ref = {"api_key_ref": key_label}
     if counter is not None and throttle.locked_until(username=counter) is not None:
-        return _fail(
+        return fail(
             client=client, mechanism="API_KEY_PLAIN", username=username, reason="locked key",
             count=False, extra=ref,
         )  # fmt: skip
     if key is None or not keys.same_hash(key.key_hash, digest) or key.user.get_username() != username:
-        return _fail(
+        return fail(
             client=client, mechanism="API_KEY_PLAIN", username=username, reason="invalid key",
             count=counter is not None, lockout_name=counter, extra=ref,
         )  # fmt: skip
     # The right secret: the owner's own lock (password and second-factor failures) still covers
     # every pathway of the account (A6); asked only now, so it tells a guesser nothing.
     if throttle.locked_until(username=username[:150]) is not None:
-        return _fail(
+        return fail(
             client=client, mechanism="API_KEY_PLAIN", username=username, reason="locked",
             count=False, extra=ref,
         )  # fmt: skip
     if key.revoked or not key.user.is_active:
         reason = "revoked key" if key.revoked else "inactive user"
-        return _fail(
+        return fail(
             client=client, mechanism="API_KEY_PLAIN", username=username, reason=reason, count=False, extra=ref
         )
     if policy.assurance_level() != "LEVEL_1":
-        return _fail(
+        return fail(
             client=client,
             mechanism="API_KEY_PLAIN",
             username=username,
@@ -494,18 +527,20 @@ def _api_key_login(
             count=False,
         )
     if key.expires_at is not None and key.expires_at <= now:
-        return _fail(
+        return fail(
             client=client, mechanism="API_KEY_PLAIN", username=username, reason="expired key", count=False,
             response=EXPIRED, extra={"api_key_ref": key_label},
         )  # fmt: skip
     if not client.secure_transport:
         api_key_revoke(key=key, reason="Attempt to use over an insecure transport", actor=None)
-        return _fail(
+        return fail(
             client=client, mechanism="API_KEY_PLAIN", username=username, reason="insecure transport: key revoked",
             count=False, response=EXPIRED, extra={"api_key_ref": key_label},
         )  # fmt: skip
     api_key_touch(key=key, now=now)
-    new = _open_session(
+    if key.scram_verifier is None and parsed is not None:
+        verifier_backfill(key=key, secret=parsed[1])  # a key older than SCRAM: once, at its first use
+    new = open_session(
         credentials=Credentials.API_KEY,
         client=client,
         user=key.user,
@@ -514,7 +549,7 @@ def _api_key_login(
         api_key=key,
         audit_data={"mechanism": "API_KEY_PLAIN", "api_key_ref": key_label},
     )
-    return _success(key.user, new, options)
+    return success(key.user, new, options)
 
 
 # --- tokens -----------------------------------------------------------------------------------------
@@ -531,17 +566,17 @@ def _token_login(
         if 0 < len(token_text) <= 256
         else None
     )
-    fail = {"client": client, "mechanism": "TOKEN_PLAIN", "username": None, "count": False}
+    refused = {"client": client, "mechanism": "TOKEN_PLAIN", "username": None, "count": False}
     if token is None or token.expires_at <= now:
-        return _fail(**fail, reason="unknown or expired token")
+        return fail(**refused, reason="unknown or expired token")
     parent = session_check(row=token.session, client=client, now=now)
     if parent is None or parent.user is None:
-        return _fail(**fail, reason="parent session ended")
+        return fail(**refused, reason="parent session ended")
     if token.attrs:
-        return _fail(**fail, reason="scoped token cannot open a session")
+        return fail(**refused, reason="scoped token cannot open a session")
     if not token.single_use and policy.assurance_level() != "LEVEL_1":
         # Minted before the level was raised: multi-use tokens are LEVEL_1 only (A19).
-        return _fail(**fail, reason="multi-use token refused at this level")
+        return fail(**refused, reason="multi-use token refused at this level")
     if token.match_origin:
         if token.origin_uid is not None:
             same = client.peer is not None and (client.peer[1], client.peer[2]) == (
@@ -551,7 +586,7 @@ def _token_login(
         else:
             same = client.peer is None and client.address is not None and client.address == token.origin_ip
         if not same:
-            return _fail(**fail, reason="origin does not match")
+            return fail(**refused, reason="origin does not match")
     # The token is used up (or its expiry slides) in the transaction that opens the session and writes
     # its audit record: a process killed in between leaves the token as it was (D10).
     with transaction.atomic():
@@ -564,7 +599,7 @@ def _token_login(
             )
         new = None
         if not used:
-            new = _open_session(
+            new = open_session(
                 credentials=Credentials.TOKEN,
                 client=client,
                 user=parent.user,
@@ -573,5 +608,5 @@ def _token_login(
                 audit_data={"mechanism": "TOKEN_PLAIN", "parent": parent.public_id},
             )
     if new is None:
-        return _fail(**fail, reason="token already used")
-    return _success(parent.user, new, options)
+        return fail(**refused, reason="token already used")
+    return success(parent.user, new, options)

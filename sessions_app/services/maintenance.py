@@ -35,6 +35,7 @@ from sessions_app.models import (
     NodeNonce,
     OneTimePassword,
     PendingLogin,
+    ScramExchange,
     SessionEvent,
     Token,
     UserSession,
@@ -171,6 +172,7 @@ class PurgeResult:
     ended_idle: int = 0
     tokens: int = 0
     pending_logins: int = 0
+    scram_exchanges: int = 0
     onetime_passwords: int = 0
     node_nonces: int = 0
     sessions: int = 0
@@ -196,6 +198,7 @@ def _purge_targets(now: dt.datetime, cutoff: dt.datetime) -> dict[str, tuple[Que
     return {
         "tokens": (Token.objects.filter(expires_at__lte=now), ("pk",)),
         "pending_logins": (PendingLogin.objects.filter(expires_at__lte=now), ("pk",)),
+        "scram_exchanges": (ScramExchange.objects.filter(expires_at__lte=now), ("pk",)),
         "onetime_passwords": (
             OneTimePassword.objects.filter(used_at__isnull=False)
             | OneTimePassword.objects.filter(expires_at__lte=now),

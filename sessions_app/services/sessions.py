@@ -91,6 +91,7 @@ def session_create(
         expires_at=now + life.max_age,
         idle_timeout=int(life.idle.total_seconds()) if life.idle else None,
         password_change_required=password_change_required,
+        login_mechanism=(audit_data or {}).get("mechanism"),
     )
     if client.peer is not None:
         row.peer_pid, row.peer_uid, row.peer_gid = client.peer

@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -34,7 +35,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import Argon2PasswordHasher
 from django.db import connection
 
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, TEST_SCRAM_ITERATIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 30.0
@@ -79,11 +80,14 @@ class Reply:
 @dataclass
 class Server:
     """One gunicorn instance; ``call`` sends a JSON-RPC request to ``POST /api/current`` through its
-    first ``--bind`` (or the one given as ``via``)."""
+    first ``--bind`` (or the one given as ``via``): HTTPS on a TCP bind when the server was started
+    with TLS (``tls`` is then a client context trusting its certificate), plain HTTP otherwise and
+    always on a unix socket."""
 
     binds: list[str]
     process: subprocess.Popen[bytes]
     log: Path
+    tls: ssl.SSLContext | None = None
 
     @property
     def bind(self) -> str:
@@ -94,6 +98,8 @@ class Server:
         if bind.startswith("unix:"):
             return UnixHTTPConnection(bind.removeprefix("unix:"))
         host, _, port = bind.rpartition(":")
+        if self.tls is not None:
+            return http.client.HTTPSConnection(host, int(port), timeout=10, context=self.tls)
         return http.client.HTTPConnection(host, int(port), timeout=10)
 
     def call(
@@ -243,6 +249,8 @@ def server_environment(**env: str) -> dict[str, str]:
         "DJANGO_DEBUG": "false",
         "SESSIONS_FAIL_DELAY": "0",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        # Keys made by a server get cheap SCRAM verifiers, as in this process (tests/conftest.py).
+        "SESSIONS_SCRAM_ITERATIONS": str(TEST_SCRAM_ITERATIONS),
     }
     environment.pop("DJANGO_SECRET_KEY_FILE", None)
     environment.pop("SQLITE_TEST_NAME", None)
@@ -261,23 +269,38 @@ def create_user(username: str, *, superuser: bool = False) -> Any:
 
 @contextlib.contextmanager
 def running_servers(
-    binds: list[list[str]], tmp: Path, *, asgi: bool = False, workers: int = 1, **env: str
+    binds: list[list[str]],
+    tmp: Path,
+    *,
+    asgi: bool = False,
+    workers: int = 1,
+    tls: tuple[Path, Path] | None = None,
+    **env: str,
 ) -> Iterator[list[Server]]:
     """Start one gunicorn per entry of ``binds`` (its ``--bind`` values) on the test database, with
     ``workers`` sync WSGI workers or (``asgi=True``) uvicorn workers serving HTTP and WebSocket; wait
-    until each answers ``core.ping``; always stop them."""
+    until each answers ``core.ping``; always stop them.
+
+    ``tls=(certfile, keyfile)`` serves TLS on the TCP binds as ``bin/serve`` does with ``TLS_CERT`` and
+    ``TLS_KEY`` (gunicorn's ``--certfile``/``--keyfile``, ``SESSIONS_TLS_BINDING_CERT`` pointing at
+    the certificate unless ``env`` names another); the servers' ``tls`` context trusts it."""
+    if tls is not None:
+        env = {"SESSIONS_TLS_BINDING_CERT": str(tls[0]), **env}
     environment = server_environment(**env)
+    client_tls = ssl.create_default_context(cafile=str(tls[0])) if tls is not None else None
     servers: list[Server] = []
     try:
         for number, bind in enumerate(binds):
             log = tmp / f"gunicorn-{number}.log"
             command = gunicorn_command(bind, asgi=asgi, workers=workers)
             command += ["--control-socket", str(tmp / f"gunicorn-{number}.ctl")]
+            if tls is not None:
+                command += ["--certfile", str(tls[0]), "--keyfile", str(tls[1])]
             with log.open("wb") as out:
                 process = subprocess.Popen(
                     command, cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT
                 )
-            servers.append(Server(bind, process, log))
+            servers.append(Server(bind, process, log, client_tls))
         deadline = time.monotonic() + STARTUP_TIMEOUT
         for server in servers:
             _ready(server, deadline)

@@ -196,6 +196,36 @@ def test_f06_rotate_field_key_then_codes_still_work(
         assert not any(SEED_HEX.search(str(value)) for value in row)
 
 
+def test_f06_scram_verifiers_are_sealed_and_rotated(make_user: Any, settings: Any) -> None:
+    """An API key's SCRAM verifier is sealed with its key id in the associated data (a verifier copied
+    onto another key does not open) and moves to a new field key with the TOTP seeds."""
+    from sessions_app.services.api_keys import api_key_create, verifier_open
+
+    alice = make_user("alice")
+    key, plaintext = api_key_create(user=alice, name="ci")
+    other, _ = api_key_create(user=alice, name="other")
+    key.refresh_from_db()
+    stored = key.scram_verifier or ""
+    assert fieldcrypt.is_sealed(stored)
+    assert plaintext.split("-", 1)[1] not in stored
+    verifier = verifier_open(key)
+    assert verifier is not None
+    assert verifier.iterations == settings.SESSIONS_SCRAM_ITERATIONS
+    ApiKey.objects.filter(pk=other.pk).update(scram_verifier=stored)
+    assert verifier_open(ApiKey.objects.get(pk=other.pk)) is None  # moved: does not open
+    ApiKey.objects.filter(pk=other.pk).delete()
+    settings.SESSIONS_FIELD_KEY = KEY_2
+    report = rotate()
+    assert (
+        "SCRAM verifiers: 1 re-encrypted under the current key, 0 plain sealed, 0 already current" in report
+    )
+    key.refresh_from_db()
+    assert key.scram_verifier != stored
+    assert fieldcrypt.is_current(key.scram_verifier)
+    settings.SECRET_KEY = "a new secret key"  # the previous field key is gone: the verifier still opens
+    assert verifier_open(key) == verifier
+
+
 def test_f06_rotation_is_all_or_nothing(make_user: Any, totp: Any, settings: Any) -> None:
     first = totp.device(make_user("alice"))
     settings.SESSIONS_FIELD_KEY = KEY_2

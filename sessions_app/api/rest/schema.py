@@ -189,15 +189,20 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     },
     "LoginResponse": {
         "type": "object",
-        "description": "auth.login_ex's answer; SUCCESS also sets the session and csrftoken cookies.",
+        "description": (
+            "auth.login_ex's answer; SUCCESS (and SCRAM's SERVER_FINAL_RESPONSE) also sets the session "
+            "and csrftoken cookies."
+        ),
         "properties": {
             "response_type": {
                 "type": "string",
-                "enum": ["SUCCESS", "OTP_REQUIRED", "AUTH_ERR", "EXPIRED", "REDIRECT"],
+                "enum": ["SUCCESS", "OTP_REQUIRED", "AUTH_ERR", "EXPIRED", "REDIRECT", "SCRAM_RESPONSE"],
             },
             "authenticator": _STR,
             "user_info": _nullable(ref("UserInfo")),
             "username": _STR,
+            "scram_type": {"type": "string", "enum": ["SERVER_FIRST_RESPONSE", "SERVER_FINAL_RESPONSE"]},
+            "rfc_str": _STR,
         },
         "required": ["response_type"],
     },

@@ -109,7 +109,7 @@ class LoginInputSerializer(StrictSerializer):
     """``auth.login_ex`` parameters (documentation: `login_ex` validates them, per mechanism)."""
 
     mechanism = serializers.ChoiceField(
-        choices=["PASSWORD_PLAIN", "API_KEY_PLAIN", "TOKEN_PLAIN", "NODE_HMAC"]
+        choices=["PASSWORD_PLAIN", "API_KEY_PLAIN", "TOKEN_PLAIN", "SCRAM", "NODE_HMAC"]
     )
     username = StrictCharField(required=False)
     password = StrictCharField(required=False)
@@ -119,6 +119,12 @@ class LoginInputSerializer(StrictSerializer):
     timestamp = StrictIntegerField(required=False)
     nonce = StrictCharField(required=False)
     signature = StrictCharField(required=False)
+    scram_type = serializers.ChoiceField(
+        choices=["CLIENT_FIRST_MESSAGE", "CLIENT_FINAL_MESSAGE"],
+        required=False,
+        help_text="SCRAM: the step (the exchange between them is kept by the pending-login cookie)",
+    )
+    rfc_str = StrictCharField(required=False, help_text="SCRAM: the RFC 5802 message of this step")
     login_options = serializers.DictField(required=False)
 
 

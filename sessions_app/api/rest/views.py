@@ -382,7 +382,7 @@ class MeView(ApiView):
 
     @extend_schema(operation_id="auth_me", summary="Who am I (auth.me)", responses={200: ref("UserInfo")})
     def get(self, request: Request) -> Response:
-        return Response(user_info(request.user))
+        return Response(user_info(request.user, getattr(request._request, "auth_session", None)))
 
 
 def refuse_cross_origin(request: Request) -> None:

@@ -28,7 +28,7 @@ def _ids(ids: list[int]) -> str:
 
 class Command(RegistryCommand):
     help = (
-        "Re-encrypt every secret sealed at rest (TOTP seeds) under the current SESSIONS_FIELD_KEY; "
+        "Re-encrypt every secret sealed at rest (TOTP seeds, SCRAM verifiers of API keys) under the current SESSIONS_FIELD_KEY; "
         "values under a key in SESSIONS_FIELD_KEY_PREVIOUS are opened and sealed again, plain ones "
         "are sealed. All or nothing, audited. Exit status 0 on success, 1 with a one-line reason on "
         "stderr (or, with --check, when a rotation is needed), 2 for usage errors."

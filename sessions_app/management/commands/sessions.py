@@ -389,6 +389,7 @@ class Command(RegistryCommand):
             "ended_idle": "active sessions past their idle limit, ended (IDLE)",
             "tokens": "expired tokens deleted",
             "pending_logins": "expired pending second factors deleted",
+            "scram_exchanges": "abandoned SCRAM exchanges deleted",
             "onetime_passwords": "used or expired one-time passwords deleted",
             "node_nonces": "node nonces past the replay window deleted",
             "sessions": "ended sessions deleted (ended before the cutoff)",
