@@ -8,7 +8,21 @@ socket they read ``SO_PEERCRED`` from the kernel once and add ``{"pid", "uid", "
 ``scope["extensions"]["peercred"]`` to every scope of that connection; `sessions_app.clients` reads
 it from there. TCP connections get nothing. This relies on uvicorn's protocol internals
 (``connection_made`` and ``self.app``): uvicorn is pinned to a minor range in pyproject.toml, and
-tests/integration/test_asgi_unix_socket.py connects over a real socket and checks the uid.
+tests/ws/test_unix_socket.py connects over a real socket and checks the uid.
+
+**TLS on TCP only.** With gunicorn's ``--certfile``/``--keyfile`` (``bin/serve`` with ``TLS_CERT``
+and ``TLS_KEY``) the TCP binds serve HTTPS and WSS on the same port, but the unix socket stays
+plain: local tools (``midclt -u ws+unix://…``) connect to it without TLS, and the kernel, not a
+certificate, tells who they are. uvicorn's ``Server.startup`` hands its one SSL context to every
+listening socket gunicorn passes it, so `PeerCredUvicornWorker` serves through `TLSOnTCPServer`,
+which gives the context to ``AF_INET``/``AF_INET6`` sockets alone and starts the others without
+TLS. The ASGI ``scope["scheme"]`` stays right per connection (uvicorn's protocols read it from the
+transport): ``https``/``wss`` on a TLS connection, ``http``/``ws`` on a plain TCP or unix one, and
+the application relies on it to know that a request came over TLS (`sessions_app.clients`, SCRAM's
+``tls-server-end-point`` channel binding). The context is a server-only one
+(``PROTOCOL_TLS_SERVER``, TLS 1.2 at least): gunicorn still hands uvicorn its deprecated, ignored
+``ssl_version`` default, the generic ``PROTOCOL_TLS``. tests/test_tls.py checks the scheme of every
+kind of connection against a real gunicorn.
 
 WebSocket frames larger than ``WS_MAX_SIZE`` are refused by uvicorn itself (close 1009); the
 TrueNAS caps below it (8 KiB before login, 64 KiB after) are the application's
@@ -18,15 +32,22 @@ TrueNAS caps below it (8 KiB before login, 64 KiB after) are the application's
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
+import sys
 from typing import Any
 
+from gunicorn.arbiter import Arbiter
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
 from sessions_app.clients import peer_credentials
 
 WS_MAX_SIZE = 1024 * 1024
+#: The address families that get TLS when it is configured; every other listener (AF_UNIX) is plain.
+TLS_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 class _PeerCredentials:
@@ -55,8 +76,35 @@ class PeerCredWebSocketProtocol(_PeerCredentials, WebSocketsSansIOProtocol):
     """WebSocket (websockets, sans-I/O) with unix-socket peer credentials in the scope."""
 
 
+class TLSOnTCPServer(Server):
+    """uvicorn's server, with the SSL context (if any) on the TCP listeners only: see the module."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if sockets is None or self.config.ssl is None:
+            await super().startup(sockets=sockets)
+            return
+        # uvicorn's own start-up (lifespan, protocol factory, bookkeeping) for the TLS listeners...
+        await super().startup(sockets=[sock for sock in sockets if sock.family in TLS_FAMILIES])
+        plain = [sock for sock in sockets if sock.family not in TLS_FAMILIES]
+        if not plain:
+            return
+        # ...and the same protocol factory as uvicorn's, without TLS, for the others.
+        config = self.config
+        loop = asyncio.get_running_loop()
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
+            )
+
+        for sock in plain:
+            server = await loop.create_server(create_protocol, sock=sock, ssl=None, backlog=config.backlog)
+            self.servers.append(server)
+
+
 class PeerCredUvicornWorker(UvicornWorker):
-    """uvicorn under gunicorn, with the protocol classes above and keep-alive pings every 20 s."""
+    """uvicorn under gunicorn, with the protocol classes above, keep-alive pings every 20 s, and TLS
+    (``--certfile``/``--keyfile``) on TCP binds only."""
 
     CONFIG_KWARGS = {
         "loop": "asyncio",
@@ -72,3 +120,17 @@ class PeerCredUvicornWorker(UvicornWorker):
         # No "server: uvicorn" banner (F13): the software and its version are nobody's business.
         "server_header": False,
     }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.cfg.is_ssl:
+            self.config.ssl_version = ssl.PROTOCOL_TLS_SERVER
+
+    async def _serve(self) -> None:
+        # UvicornWorker._serve (uvicorn-worker 0.4), with TLSOnTCPServer in place of uvicorn's Server.
+        self.config.app = self.wsgi
+        server = TLSOnTCPServer(config=self.config)
+        self._install_sigquit_handler()
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
