@@ -205,7 +205,7 @@ def fail(
     if count and counter:
         throttle.record_failure(username=counter, address=client.origin, mechanism=mechanism)
     throttle.sleep_after_failure()
-    return LoginResult(response or AUTH_ERR)
+    return LoginResult(dict(response or AUTH_ERR))  # a fresh dict: clients may change what they get
 
 
 def _discard_pending(pending_secret: str | None, client: Client) -> bool:

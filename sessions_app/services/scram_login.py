@@ -15,7 +15,12 @@ Decisions where the spec leaves room:
   verifiers is answered like a real one, with a stand-in salt derived from the principal (stable,
   so that asking twice does not tell them apart), and fails at the final message. A malformed
   message, or a channel binding this request cannot have, fails at once. So nobody learns which key
-  ids exist or who owns them without the key's secret (RFC 5802 §9; F7).
+  ids exist or who owns them without the key's secret (RFC 5802 §9; F7). The stand-in's iteration
+  count is the current ``SESSIONS_SCRAM_ITERATIONS``; a real key answers with the count it was
+  made with, so after a change of the setting older keys differ by ``i=`` (reset them to align).
+* Refusals at client-first that name a key (a binding this request cannot have, a downgrade)
+  count toward that key like a wrong proof; a message too malformed to name one counts toward the
+  address only (the login rate limit).
 * ``y,,`` (client supports binding, thinks the server does not) is refused when this request could
   have been bound: a downgrade (RFC 5802 §6). ``n,,`` is always accepted.
 * Revoked, expired, owner inactive or locked: ``AUTH_ERR`` only after a right proof, as the plain
@@ -81,16 +86,27 @@ def _bindable(client: Client) -> bool:
     return client.secure and client.peer is None and server_binding() is not None
 
 
+def _key_ref(key: ApiKey | None) -> dict[str, str]:
+    """The audit record's reference to the key presented (as a failed ``API_KEY_PLAIN`` names it)."""
+    return {"api_key_ref": f"{key.pk}:{key.name}" if key is not None else "<INVALID>"}
+
+
 def _first(text: str, client: Client) -> LoginResult:
     try:
         first = scram.parse_client_first(text)
-        if first.bound and not _bindable(client):
-            raise scram.ScramError("channel binding requested on a request that cannot be bound")
-        if first.gs2_header == scram.GS2_UNSUPPORTED and _bindable(client):
-            raise scram.ScramError("the client thinks this server cannot bind: a downgrade")
-    except scram.ScramError as exc:
+    except scram.ScramError as exc:  # names no key: counted toward the address only (login rate)
         return fail(client=client, mechanism=MECHANISM, username=None, reason=str(exc), count=False)
     key = ApiKey.objects.select_related("user").filter(pk=first.key_id).first()
+    refusal = None
+    if first.bound and not _bindable(client):
+        refusal = "channel binding requested on a request that cannot be bound"
+    elif first.gs2_header == scram.GS2_UNSUPPORTED and _bindable(client):
+        refusal = "the client thinks this server cannot bind: a downgrade"
+    if refusal is not None:  # a failed attempt at key N: counted toward key N (F7)
+        return fail(
+            client=client, mechanism=MECHANISM, username=first.username[:150], reason=refusal,
+            count=True, lockout_name=throttle.api_key_lockout_name(first.key_id), extra=_key_ref(key),
+        )  # fmt: skip
     verifier = None
     if key is not None and key.user.get_username() == first.username:
         verifier = verifier_open(key)
@@ -140,12 +156,12 @@ def _final(
     if exchange is None:
         raise ScramNotInProgress()
     username, counter = exchange.username[:150], throttle.api_key_lockout_name(exchange.key_id)
+    key = ApiKey.objects.select_related("user").filter(pk=exchange.key_id).first()
 
-    def refused(reason: str, *, count: bool, key: ApiKey | None = None) -> LoginResult:
-        ref = {"api_key_ref": f"{key.pk}:{key.name}" if key is not None else "<INVALID>"}
+    def refused(reason: str, *, count: bool) -> LoginResult:
         result = fail(
             client=client, mechanism=MECHANISM, username=username, reason=reason,
-            count=count, lockout_name=counter if count else None, extra=ref,
+            count=count, lockout_name=counter if count else None, extra=_key_ref(key),
         )  # fmt: skip
         result.pending_cleared = True
         return result
@@ -165,7 +181,6 @@ def _final(
     server_nonce = exchange.server_first.split(",", 1)[0][2:]
     if not hmac.compare_digest(final.nonce.encode(), server_nonce.encode()):
         return refused("nonce mismatch", count=True)
-    key = ApiKey.objects.select_related("user").filter(pk=exchange.key_id).first()
     owned = key is not None and key.user.get_username() == exchange.username
     verifier = verifier_open(key) if key is not None and owned else None
     answer = None
@@ -180,12 +195,12 @@ def _final(
         return refused("invalid key" if verifier is not None or key is None else "no verifier", count=True)
     # The right proof: now the same checks as a right plain-text key (login._api_key_login).
     if throttle.locked_until(username=username) is not None:
-        return refused("locked", count=False, key=key)
+        return refused("locked", count=False)
     if key.revoked or not key.user.is_active:
-        return refused("revoked key" if key.revoked else "inactive user", count=False, key=key)
+        return refused("revoked key" if key.revoked else "inactive user", count=False)
     now = timezone.now()
     if key.expires_at is not None and key.expires_at <= now:
-        return refused("expired key", count=False, key=key)
+        return refused("expired key", count=False)
     api_key_touch(key=key, now=now)
     new = open_session(
         credentials=Credentials.API_KEY,
