@@ -128,12 +128,31 @@ def client_from_environ(meta: Any, *, is_secure: bool, scope: Any = None) -> Cli
     return Client(address=address, port=port, secure=is_secure)
 
 
+def _over_tls(meta: Any, scheme: str) -> bool:
+    """Whether the request reached us over TLS: our own TLS (``https``/``wss``), or a trusted proxy's,
+    which says so in ``SECURE_PROXY_SSL_HEADER``. The header is believed from a trusted proxy only
+    (``SESSIONS_TRUSTED_PROXIES``), as ``X-Forwarded-For`` is: a client talking to the service
+    directly cannot claim TLS (which decides ``secure_transport``, the revocation of a plain-text API
+    key and SCRAM channel binding)."""
+    if scheme in ("https", "wss"):
+        return True
+    remote = _valid_ip(str(meta.get("REMOTE_ADDR") or ""))
+    if remote is None or not _trusted(remote):
+        return False
+    from django.conf import settings
+
+    proxy = settings.SECURE_PROXY_SSL_HEADER
+    return bool(proxy) and meta.get(proxy[0]) == proxy[1]
+
+
 def client_from_request(request: Any) -> Client:
     cached = getattr(request, "_sessions_client", None)
     if cached is None:
         # ASGI: Django's ASGIRequest keeps the scope; the WSGI bridge puts it in META.
         scope = getattr(request, "scope", None) or request.META.get("asgi.scope")
-        cached = client_from_environ(request.META, is_secure=request.is_secure(), scope=scope)
+        # _get_scheme: the connection's own scheme, before Django applies SECURE_PROXY_SSL_HEADER.
+        secure = _over_tls(request.META, request._get_scheme())
+        cached = client_from_environ(request.META, is_secure=secure, scope=scope)
         request._sessions_client = cached
     return cached
 
@@ -147,10 +166,4 @@ def client_from_scope(scope: Any) -> Client:
         headers[key] = f"{headers[key]},{text}" if key in headers else text
     client = scope.get("client") or (None, None)
     meta = {**headers, "REMOTE_ADDR": client[0] or "", "REMOTE_PORT": client[1] or ""}
-    secure = scope.get("scheme") in ("wss", "https")
-    if not secure and meta["REMOTE_ADDR"] and _trusted(str(_valid_ip(meta["REMOTE_ADDR"]) or "")):
-        from django.conf import settings
-
-        proxy = settings.SECURE_PROXY_SSL_HEADER
-        secure = bool(proxy) and meta.get(proxy[0]) == proxy[1]
-    return client_from_environ(meta, is_secure=secure, scope=scope)
+    return client_from_environ(meta, is_secure=_over_tls(meta, str(scope.get("scheme") or "")), scope=scope)

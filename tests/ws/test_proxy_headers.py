@@ -46,3 +46,30 @@ def test_forwarded_headers_from_an_untrusted_peer_are_ignored(
             )
         )
         assert json.loads(ws.recv(5))["result"]["origin"].startswith("127.0.0.1:")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("peer", "proto", "expected"),
+    [
+        ("203.0.113.5", "https", False),  # a client talking to the service directly claims TLS
+        ("10.0.0.2", "https", True),  # the trusted proxy received the request over TLS
+        ("10.0.0.2", "http", False),
+    ],
+)
+def test_x_forwarded_proto_is_believed_from_a_trusted_proxy_only(
+    rpc: Any, make_user: Any, settings: Any, peer: str, proto: str, expected: bool
+) -> None:
+    """Over HTTP as over the WebSocket: ``SECURE_PROXY_SSL_HEADER`` counts only when the direct peer
+    is in ``SESSIONS_TRUSTED_PROXIES`` (it decides ``secure_transport``, whether a plain-text API key
+    is revoked, and whether SCRAM may bind to the TLS certificate)."""
+    from sessions_app.models import UserSession
+
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SESSIONS_TRUSTED_PROXIES = ["10.0.0.0/24"]
+    make_user("alice")
+    client = rpc(remote_addr=peer)
+    headers = {"HTTP_X_FORWARDED_PROTO": proto, "HTTP_X_FORWARDED_FOR": "198.51.100.7"}
+    login = {"mechanism": "PASSWORD_PLAIN", "username": "alice", "password": PASSWORD}
+    assert client.call("auth.login_ex", login, **headers)["response_type"] == "SUCCESS"
+    assert UserSession.objects.get(username="alice").secure_transport is expected
