@@ -363,6 +363,30 @@ if not 1_000 <= SESSIONS_SCRAM_ITERATIONS <= 5_000_000:
 # bin/serve's TLS_CERT when it serves TLS itself, else the TLS proxy's certificate; empty: no binding.
 SESSIONS_TLS_BINDING_CERT = os.environ.get("SESSIONS_TLS_BINDING_CERT", "")
 
+# Devices, places and new-sign-in notices (sessions_app/devices, services/notices.py).
+# A MaxMind-format database (GeoLite2 City or Country); empty: no place is looked up.
+SESSIONS_GEOIP_PATH = os.environ.get("SESSIONS_GEOIP_PATH", "")
+SESSIONS_NOTICE_DAYS = _env_int("SESSIONS_NOTICE_DAYS", 90)
+SESSIONS_NOTICE_API_KEYS = _env_bool("SESSIONS_NOTICE_API_KEYS", True)
+# The service's address as users reach it, for links in emails ("This wasn't me"), e.g.
+# https://sessions.example.com; empty: taken from the login's own request when there is one.
+SESSIONS_BASE_URL = os.environ.get("SESSIONS_BASE_URL", "").rstrip("/")
+
+# Email (new-sign-in notices): printed to the console unless an SMTP host is configured.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_BACKEND = os.environ.get(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_PORT = _env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = _env_or_file("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = _env_bool("EMAIL_USE_TLS", True)
+EMAIL_TIMEOUT = _env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "sessions@localhost")
+
 
 def _field_key() -> str:
     """The key that seals secrets at rest (sessions_app/auth/fieldcrypt.py); "" derives it from SECRET_KEY."""

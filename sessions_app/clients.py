@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sessions_app import conf
+from sessions_app.devices.agents import clean
 
 _PEERCRED = struct.Struct("3i")
 
@@ -25,6 +26,10 @@ class Client:
     port: int | None = None
     secure: bool = False
     peer: tuple[int, int, int] | None = None
+    #: The ``User-Agent`` header as kept (`devices.agents.clean`: capped, printable), or None.
+    user_agent: str | None = None
+    #: A WebSocket connection (a login there without ``User-Agent`` is a TrueNAS client).
+    websocket: bool = False
 
     @property
     def origin(self) -> str:
@@ -111,6 +116,8 @@ def client_from_environ(meta: Any, *, is_secure: bool, scope: Any = None) -> Cli
     )
     if peer is not None:
         return Client(peer=peer, secure=True)
+    user_agent = clean(meta.get("HTTP_USER_AGENT"))
+    websocket = (scope or {}).get("type") == "websocket"
     remote = meta.get("REMOTE_ADDR") or ""
     address = _valid_ip(remote)
     port_text = str(meta.get("REMOTE_PORT") or "")
@@ -125,7 +132,7 @@ def client_from_environ(meta: Any, *, is_secure: bool, scope: Any = None) -> Cli
             address, port = hop_ip, None
             if not _trusted(hop_ip):
                 break
-    return Client(address=address, port=port, secure=is_secure)
+    return Client(address=address, port=port, secure=is_secure, user_agent=user_agent, websocket=websocket)
 
 
 def _over_tls(meta: Any, scheme: str) -> bool:

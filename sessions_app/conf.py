@@ -38,6 +38,10 @@ DEFAULTS: dict[str, Any] = {
     "SESSIONS_SCRAM_ITERATIONS": 500_000,  # PBKDF2 rounds of new SCRAM verifiers (client accepts 50k-5M)
     "SESSIONS_SCRAM_EXCHANGE_SECONDS": 60,  # how long a SCRAM exchange may wait for its final message
     "SESSIONS_TLS_BINDING_CERT": "",  # certificate clients see (PEM/DER): SCRAM's tls-server-end-point
+    "SESSIONS_GEOIP_PATH": "",  # MaxMind-format database (GeoLite2 City/Country); empty: no places
+    "SESSIONS_NOTICE_DAYS": 90,  # a device or network unused this long makes a login a new sign-in
+    "SESSIONS_NOTICE_API_KEYS": True,  # an API key's first use from a new network notifies its owner
+    "SESSIONS_BASE_URL": "",  # how users reach the service, for links in emails; empty: the request's
 }
 
 

@@ -166,6 +166,16 @@ class UserSession(models.Model):
     # The login mechanism that opened the session (PASSWORD_PLAIN, API_KEY_PLAIN, SCRAM, ...); null
     # for sessions opened without one (unix socket, REST Bearer, rows from before it was kept).
     login_mechanism = BinaryCharField(max_length=32, null=True, blank=True)  # noqa: DJ001
+    # Device and place, from the login's User-Agent and address (sessions_app/devices); null for
+    # sessions opened without HTTP headers (unix socket, node peers) and rows from before they were kept.
+    user_agent = BinaryCharField(max_length=512, null=True, blank=True)  # noqa: DJ001
+    client_address = BinaryCharField(max_length=45, null=True, blank=True)  # noqa: DJ001  (no port)
+    device_label = BinaryCharField(max_length=160, null=True, blank=True)  # noqa: DJ001  "Safari on iOS"
+    device_browser = BinaryCharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    device_os = BinaryCharField(max_length=64, null=True, blank=True)  # noqa: DJ001
+    device_family = BinaryCharField(max_length=64, null=True, blank=True)  # noqa: DJ001  "iPhone"
+    location_country = BinaryCharField(max_length=80, null=True, blank=True)  # noqa: DJ001
+    location_city = BinaryCharField(max_length=120, null=True, blank=True)  # noqa: DJ001
     # When the password (and second factor) was last proven again in this session (step-up, F2).
     reauthenticated_at = models.DateTimeField(null=True, blank=True)
 
@@ -231,6 +241,7 @@ class AuditEvent(models.TextChoices):
     AUTHENTICATION = "AUTHENTICATION"
     LOGOUT = "LOGOUT"
     METHOD_CALL = "METHOD_CALL"
+    NEW_SIGN_IN = "NEW_SIGN_IN"
 
 
 class AuditRecord(models.Model):
@@ -341,6 +352,70 @@ class ScramExchange(models.Model):
 
     def __str__(self) -> str:
         return f"SCRAM exchange for API key {self.key_id}"
+
+
+class KnownDevice(models.Model):
+    """A device signature and network a user has signed in from (new-sign-in notices, issue 16).
+
+    ``signature`` is browser family | system family | device family (`devices.agents`); ``network``
+    the country (``country:DE``) when GeoIP is on, else the /24 or /48 of the address
+    (`devices.places`). ``confirmed``: the user answered "it was me" to a notice about it.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="known_devices")
+    signature = models.CharField(max_length=200)
+    network = models.CharField(max_length=64)
+    label = models.CharField(max_length=160, blank=True, default="")
+    place = models.CharField(max_length=200, blank=True, default="")
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    confirmed = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "signature", "network"], name="knowndevice_unique")
+        ]
+        indexes = [models.Index(fields=["user", "last_seen_at"], name="knowndevice_user_seen")]
+
+    def __str__(self) -> str:
+        return f"{self.label or self.signature} ({self.network})"
+
+
+class SignInNotice(models.Model):
+    """A sign-in from a device or network the user had not used lately: shown in their other sessions
+    and mailed, with a single-use "This wasn't me" link (services/notices.py)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    session = models.ForeignKey(
+        UserSession, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    signature = models.CharField(max_length=200)
+    network = models.CharField(max_length=64)
+    device_label = models.CharField(max_length=160)
+    place = models.CharField(max_length=200, blank=True, default="")
+    address = models.CharField(max_length=45, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    answer = models.CharField(max_length=16, blank=True, default="")  # "confirmed" / "denied"
+    link_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "answered_at", "created_at"], name="notice_user_open")]
+
+    def __str__(self) -> str:
+        return f"new sign-in of user {self.user_id}: {self.device_label}"
+
+
+class PasswordChangeDemand(models.Model):
+    """The user must set a new password at their next interactive login ("This wasn't me")."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    reason = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"password change demanded of user {self.user_id}"
 
 
 class NodeNonce(models.Model):

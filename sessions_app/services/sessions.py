@@ -24,6 +24,8 @@ from django.utils.crypto import salted_hmac
 from sessions_app import conf, events, keys, policy
 from sessions_app.audit import audit_record
 from sessions_app.clients import Client
+from sessions_app.devices.agents import describe
+from sessions_app.devices.places import locate
 from sessions_app.models import AuditEvent, Credentials, EndReason, Token, UserSession
 from sessions_app.prepared import RowLoader
 
@@ -56,6 +58,19 @@ class NewSession:
 
     session: UserSession
     secret: str
+
+
+def _describe_client(row: UserSession, client: Client) -> None:
+    """Device and place of a login that came over HTTP or a WebSocket, parsed once, here
+    (`sessions_app.devices`); pages and queries read the columns."""
+    device = describe(client.user_agent, websocket=client.websocket)
+    row.user_agent = client.user_agent
+    row.client_address = client.address
+    row.device_label, row.device_browser = device.label, device.browser
+    row.device_os, row.device_family = device.os, device.device
+    place = locate(client.address)
+    if place is not None:
+        row.location_country, row.location_city = place.country, place.city
 
 
 def session_create(
@@ -95,6 +110,8 @@ def session_create(
     )
     if client.peer is not None:
         row.peer_pid, row.peer_uid, row.peer_gid = client.peer
+    else:
+        _describe_client(row, client)
     if user is not None:
         row.user = user
         row.username = user.get_username()
