@@ -369,6 +369,59 @@ def bench_hash(count: int) -> dict[str, Any]:
     return out
 
 
+def worker_device(count: int) -> dict[str, Any]:
+    """Login-time cost of naming the device and the place (issue 16): what `session_create` adds,
+    `describe(clean(user_agent))` + `locate(address)`, with a generated GeoLite2-City database."""
+    import tempfile
+
+    os.environ.update({**base_env("sqlite:///:memory:"), "DJANGO_SETTINGS_MODULE": "project.settings"})
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    from sessions_app.devices import agents, places
+
+    path = Path(tempfile.mkdtemp()) / "city.mmdb"
+    writer = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-City", languages=["en"])
+    for octet in range(1, 200):
+        record = {
+            "country": {"iso_code": "GB", "names": {"en": "United Kingdom"}},
+            "city": {"names": {"en": "London"}},
+        }
+        writer.insert_network(IPSet([f"81.{octet}.0.0/16"]), record)
+    writer.to_db_file(str(path))
+    template = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{}.0.{}.0 Safari/537.36"
+
+    def timed(user_agents: list[str], addresses: list[str]) -> float:
+        values = []
+        for user_agent, address in zip(user_agents, addresses, strict=True):
+            started = time.perf_counter()
+            agents.describe(agents.clean(user_agent))
+            places.locate(address)
+            values.append((time.perf_counter() - started) * 1e6)
+        return statistics.median(values)
+
+    out: dict[str, float] = {}
+    for geoip in (False, True):
+        settings.SESSIONS_GEOIP_PATH = str(path) if geoip else ""
+        agents._describe.cache_clear()
+        places._lookup.cache_clear()
+        timed([template.format(1, 1)], ["81.1.0.1"])  # compile the rules, open the reader
+        # Strings never parsed before in this process (ua-parser keeps a cache of its own too).
+        distinct = [template.format(100 + n % 50, n + (count if geoip else 0)) for n in range(count)]
+        addresses = [f"81.{1 + n % 199}.{n % 250}.{n % 200}" for n in range(count)]
+        suffix = "GeoIP on" if geoip else "GeoIP off"
+        out[f"distinct User-Agents and addresses, {suffix}"] = timed(distinct, addresses)
+        out[f"one User-Agent and address again and again (cached), {suffix}"] = timed(
+            [distinct[0]] * count, [addresses[0]] * count
+        )
+    return out
+
+
 # --- orchestration --------------------------------------------------------------------------------------
 
 
@@ -499,6 +552,17 @@ def render(
         f"| Keycloak reference: {KEYCLOAK_PER_VCPU}/s per vCPU (security.md §4) | {KEYCLOAK_PER_VCPU} | "
         f"{KEYCLOAK_PER_VCPU * min(2, cores)} |",
         "",
+        "**Device and place at login** (issue 16: `describe(clean(User-Agent))` + `locate(address)`, what "
+        "a login adds to its session row; parsed once, at login -- requests never parse). Target: p50 "
+        "<= 1 ms.",
+        "",
+        "| case | p50 µs |",
+        "|---|---:|",
+    ]
+    for name, micros in hashing["device"].items():
+        lines.append(f"| {name} | {micros:.0f} |")
+    lines += [
+        "",
         "<!-- auth_bench:end -->",
     ]
     return "\n".join(lines)
@@ -521,6 +585,7 @@ def main() -> None:
     parser.add_argument("--worker-seed", metavar="DATABASE_URL", help=argparse.SUPPRESS)
     parser.add_argument("--worker-inprocess", nargs=2, metavar=("URL", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--worker-hash", nargs=2, metavar=("COUNT", "START"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker-device", metavar="COUNT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker_seed:
         print(json.dumps(worker_seed(args.worker_seed)))
@@ -531,6 +596,9 @@ def main() -> None:
         return
     if args.worker_hash:
         print(json.dumps(worker_hash(int(args.worker_hash[0]), float(args.worker_hash[1]))))
+        return
+    if args.worker_device:
+        print(json.dumps(worker_device(int(args.worker_device))))
         return
     if args.quick:
         args.batches, args.per_batch, args.rounds, args.per_round = 5, 100, 3, 100
@@ -556,6 +624,8 @@ def main() -> None:
         )
     print("check_password ...", file=sys.stderr, flush=True)
     hashing = bench_hash(args.hash_count)
+    print("device and place ...", file=sys.stderr, flush=True)
+    hashing["device"] = run_worker("--worker-device", "300" if args.quick else "2000")
     load_avg.append(os.getloadavg()[0])
     text = render(runs, hashing, args, load_avg)
     if args.no_write:

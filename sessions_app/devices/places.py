@@ -76,6 +76,7 @@ def locate(text: str | None) -> Place | None:
 @lru_cache(maxsize=4096)
 def _lookup(path: str, address: str) -> Place | None:
     import geoip2.errors
+    from maxminddb import InvalidDatabaseError
 
     try:
         reader = _reader(path)
@@ -87,7 +88,11 @@ def _lookup(path: str, address: str) -> Place | None:
             city = None
     except geoip2.errors.AddressNotFoundError:
         return None
-    except (OSError, ValueError) as exc:  # unreadable or not a MaxMind database: no place, logged
+    except (
+        OSError,
+        ValueError,
+        InvalidDatabaseError,
+    ) as exc:  # unreadable or not a MaxMind database: no place, logged
         logger.error("SESSIONS_GEOIP_PATH %s cannot be read: %s", path, exc)
         return None
     if found.country.name is None:
