@@ -40,8 +40,51 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from sessions_app import conf
 from sessions_app.auth.totp_seeds import seal_seed
+from sessions_app.devices.agents import describe
+from sessions_app.devices.places import locate
 from sessions_app.models import ApiKey, Credentials, EndReason, UserSession
 from sessions_app.services.sessions import user_auth_hash
+
+#: (User-Agent, weight) of the demo's browser logins and of its programs (API keys, tokens); None: a
+#: WebSocket client that sends none (the official TrueNAS client, midclt).
+_BROWSER_AGENTS: list[tuple[str | None, int]] = [
+    (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/131.0.0.0 Safari/537.36",
+        30,
+    ),
+    (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+        15,
+    ),
+    ("Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0", 15),
+    (
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_7_1) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        "Version/18.1 Safari/605.1.15",
+        15,
+    ),
+    (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        "Version/18.1 Mobile/15E148 Safari/604.1",
+        15,
+    ),
+    (
+        "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/131.0.0.0 Mobile Safari/537.36",
+        10,
+    ),
+]
+_PROGRAM_AGENTS: list[tuple[str | None, int]] = [
+    (None, 40),
+    ("Python/3.11 websockets/15.0.1", 20),
+    ("python-requests/2.32.3", 20),
+    ("curl/8.5.0", 20),
+]
+
+
+def _cumulative(weighted: list[tuple[str | None, int]]) -> list[int]:
+    return list(itertools.accumulate(weight for _, weight in weighted))
+
 
 DEMO_PREFIX = "demo_"
 ROOT_USERNAME = f"{DEMO_PREFIX}root"
@@ -328,6 +371,8 @@ class _Seeder:
         self.end_choices = {
             c: (list(w), list(itertools.accumulate(w.values()))) for c, w in END_WEIGHTS.items()
         }
+        # Devices come from a generator of their own, so that adding them changed no other value.
+        self.device_rng = random.Random(rng.getrandbits(64) if deterministic else None)
 
     # -- users and keys ---------------------------------------------------------------------------
 
@@ -488,7 +533,9 @@ class _Seeder:
             origin, secure = self._tcp_origin()
             secure = secure or cred == CRED.API_KEY  # keys are refused over insecure transports
         username = account.username if account else None
+        device = self._device(cred, origin)
         row = UserSession(
+            **device,
             public_id=self._public_id(),
             # Browser logins carry a cookie secret (a placeholder digest here: no secret exists).
             secret_hash=hashlib.sha256(rng.randbytes(32)).hexdigest() if cred in _USER_LOGINS else None,
@@ -637,6 +684,28 @@ class _Seeder:
         if reason == REASON.USER_DISABLED:
             return self.root.username
         return None
+
+    def _device(self, cred: str, origin: str) -> dict[str, Any]:
+        """The device and place columns of a session (`sessions_app.devices`): browsers for logins,
+        programs for API keys, none for the unix socket and node peers."""
+        if cred in (CRED.UNIX_SOCKET, CRED.TRUENAS_NODE):
+            return {}
+        rng = self.device_rng
+        agents_ = _BROWSER_AGENTS if cred in _USER_LOGINS else _PROGRAM_AGENTS
+        user_agent = rng.choices(agents_, cum_weights=_cumulative(agents_))[0][0]
+        address = origin.rpartition(":")[0].strip("[]")
+        device = describe(user_agent, websocket=True)
+        place = locate(address)
+        return {
+            "user_agent": user_agent,
+            "client_address": address,
+            "device_label": device.label,
+            "device_browser": device.browser,
+            "device_os": device.os,
+            "device_family": device.device,
+            "location_country": place.country if place else None,
+            "location_city": place.city if place else None,
+        }
 
     def _tcp_origin(self) -> tuple[str, bool]:
         """A client address and whether the transport was secure (loopback always is)."""

@@ -172,6 +172,22 @@ def test_mix_and_ended_fraction() -> None:
     )
 
 
+def test_demo_sessions_have_devices_like_real_logins() -> None:
+    """Browser logins carry a browser, API keys a program; the unix socket and node peers none."""
+    demo_seed(sessions=600, seed=4, now=NOW)
+    rows = UserSession.objects.all()
+    browsers = {r.device_label for r in rows if r.credentials in (C.LOGIN_PASSWORD, C.LOGIN_TWOFACTOR)}
+    programs = {r.device_label for r in rows if r.credentials == C.API_KEY}
+    assert {"Chrome on Windows", "Safari on iOS", "Firefox on Ubuntu"} <= browsers
+    assert "TrueNAS API client" in programs
+    assert not browsers & programs
+    for row in rows.filter(credentials__in=[C.UNIX_SOCKET, C.TRUENAS_NODE]):
+        assert (row.user_agent, row.device_label, row.client_address) == (None, None, None)
+    for row in rows.filter(credentials=C.LOGIN_PASSWORD)[:50]:
+        assert row.client_address is not None
+        assert row.origin.startswith((row.client_address, f"[{row.client_address}]"))
+
+
 def test_active_sessions_per_user_stay_within_the_cap(settings: Any) -> None:
     settings.SESSIONS_MAX_PER_USER = 4
     demo_seed(sessions=400, users=20, seed=8, now=NOW)
