@@ -27,13 +27,13 @@ from sessions_app.specs import API_KEY_SPEC, AUDIT_SPEC, SESSION_SPEC
 
 
 def session_scope(
-    *, history: bool = False, user: Any = None, current_pk: int | None = None
+    *, history: bool = False, device: bool = False, user: Any = None, current_pk: int | None = None
 ) -> tuple[QuerySet[UserSession], dict[str, Any]]:
-    """The sessions a query may see, and the row context (``current`` and history keys)."""
+    """The sessions a query may see, and the row context (``current``, history and device keys)."""
     qs = UserSession.objects.all() if history else UserSession.objects.active()
     if user is not None:
         qs = qs.filter(user=user)
-    return qs, {"current_pk": current_pk, "history": history}
+    return qs, {"current_pk": current_pk, "history": history, "device": device}
 
 
 def session_query(
@@ -43,22 +43,29 @@ def session_query(
 
     ``user`` restricts the scope to one user's sessions (``auth.my_sessions``): the restriction is
     applied before the caller's filters, which cannot widen it. ``current_pk`` is the caller's own
-    session. Raises `QueryError` / `MatchNotFound`.
+    session. ``extra.device`` adds the ``device`` and ``location`` objects (see `specs`). Raises
+    `QueryError` / `MatchNotFound`.
     """
 
     def scope(opts: QueryOptions) -> tuple[QuerySet[UserSession], Mapping[str, Any]]:
-        return session_scope(history=opts.extra.get("history") is True, user=user, current_pk=current_pk)
+        return session_scope(
+            history=opts.extra.get("history") is True,
+            device=opts.extra.get("device") is True,
+            user=user,
+            current_pk=current_pk,
+        )
 
     user_key = user.pk if user is not None else None
     return run_query(SESSION_SPEC, scope, filters, options, cache_key=("sessions", user_key, current_pk))
 
 
 def session_rows(
-    *, history: bool = False, user: Any = None, current_pk: int | None = None
+    *, history: bool = False, device: bool = False, user: Any = None, current_pk: int | None = None
 ) -> list[dict[str, Any]]:
     """Every row of the scope as ``auth.sessions`` dicts, oldest first (for the in-memory engine)."""
-    qs, context = session_scope(history=history, user=user, current_pk=current_pk)
-    return list(iter_rows(qs.order_by("created_at", "id"), SESSION_SPEC, context))
+    qs, context = session_scope(history=history, device=device, user=user, current_pk=current_pk)
+    fields = SESSION_SPEC.row_fields_for(QueryOptions(extra={"device": device}))
+    return list(iter_rows(qs.order_by("created_at", "id"), SESSION_SPEC, context, fields=fields))
 
 
 def api_key_query(*, filters: object = None, options: object = None, user: Any = None) -> Any:
@@ -214,8 +221,9 @@ def _keyset_page(
         value, pk = _decode_cursor(cursor, sort)
         qs = qs.filter(_after(sort, walk_desc, value, pk))
     qs = qs.order_by(*_ordering(sort, walk_desc))
-    fields = (*spec.row_fields, *extra_fields, sort.column, "pk")
-    n = len(spec.row_fields)
+    row_fields = spec.row_fields_for(opts)
+    fields = (*row_fields, *extra_fields, sort.column, "pk")
+    n = len(row_fields)
     found: list[tuple[dict[str, Any], Any, int]] = []
     source = qs.values_list(*fields)
     if exact:
@@ -248,6 +256,30 @@ def _keyset_page(
     return Page(rows, next_cursor, prev_cursor)
 
 
+def session_devices(*, public_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """The ``device`` and ``location`` objects (as ``extra.device`` gives them) of the sessions
+    ``public_ids``, by public id, in one query; sessions that are gone are missing."""
+    if not public_ids:
+        return {}
+    columns = ("device_label", "device_browser", "device_os", "device_family", "user_agent")
+    found = UserSession.objects.filter(public_id__in=public_ids).values_list(
+        "public_id", *columns, "location_country", "location_city"
+    )
+    return {
+        public_id: {
+            "device": {
+                "label": label,
+                "browser": browser,
+                "os": os_name,
+                "device": family,
+                "user_agent": agent,
+            },
+            "location": {"country": country, "city": city},
+        }
+        for public_id, label, browser, os_name, family, agent, country, city in found
+    }
+
+
 @within_query_budget
 def session_page(
     *,
@@ -260,26 +292,29 @@ def session_page(
     limit: int = 50,
     user: Any = None,
     current_pk: int | None = None,
+    device: bool = False,
 ) -> Page:
     """One page of ``auth.sessions`` rows (plus ``last_seen_at``) for the browser dashboard.
 
     Active sessions, or with ``history`` the ended ones (with ``ended_at`` / ``end_reason`` /
-    ``ended_by``). ``filters`` are query-filters, checked against the ``auth.sessions`` schema;
-    ``user`` restricts the scope first (My sessions). Pages are keyset pages ordered by ``sort`` (a
-    `SESSION_SORTS` key) then pk; ``cursor`` comes from a previous `Page`. Raises `QueryError` for
-    bad filters, an unknown sort or a malformed cursor.
+    ``ended_by``); ``device`` adds the ``device`` and ``location`` objects of ``extra.device`` (and
+    lets ``filters`` name their fields). ``filters`` are query-filters, checked against the
+    ``auth.sessions`` schema; ``user`` restricts the scope first (My sessions). Pages are keyset
+    pages ordered by ``sort`` (a `SESSION_SORTS` key) then pk; ``cursor`` comes from a previous
+    `Page`. Raises `QueryError` for bad filters, an unknown sort or a malformed cursor.
     """
     if sort not in SESSION_SORTS or (sort == "ended" and not history):
         raise QueryError("sort", f"{sort!r}: not a sortable column")
-    queryset, context = session_scope(history=history, user=user, current_pk=current_pk)
+    queryset, context = session_scope(history=history, device=device, user=user, current_pk=current_pk)
     if history:
         queryset = queryset.filter(ended_at__isnull=False)
+    extra = {name: True for name, on in (("history", history), ("device", device)) if on}
     return _keyset_page(
         spec=SESSION_SPEC,
         queryset=queryset,
         context=context,
         filters=filters,
-        options={"extra": {"history": True}} if history else {},
+        options={"extra": extra} if extra else {},
         sort=SESSION_SORTS[sort],
         descending=descending,
         cursor=cursor,

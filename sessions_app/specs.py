@@ -5,6 +5,31 @@
 in-memory engine in tests and benchmarks, and every interface, so a row looks the same everywhere.
 Secret columns (``secret_hash``, ``key_hash``, ``token_hash``) are not declared: naming one in a
 query is an "unknown field", exactly like a field that does not exist.
+
+``options.extra`` switches of ``auth.sessions`` / ``auth.my_sessions`` (anything else is the
+validation error ``options.extra.<key>: unknown option``; values must be booleans):
+
+* ``history``: ended sessions too, with ``ended_at``, ``end_reason`` and ``ended_by``;
+* ``device``: two more objects per row, parsed once at login (`sessions_app.devices`)::
+
+      "device": {"label": "Safari on iOS", "browser": "Safari", "os": "iOS", "device": "iPhone",
+                 "user_agent": "Mozilla/5.0 (iPhone; ...)"},
+      "location": {"country": "Germany", "city": "Berlin"}
+
+  Both objects are on every row with the switch, with every key; a value is null when it was not
+  recorded (sessions without HTTP headers -- unix socket, node peers --, rows from before devices
+  were kept, no ``SESSIONS_GEOIP_PATH``). ``label`` is the words the pages show. The keys are
+  declared nullable strings, so filters, ``order_by`` and ``select`` on them run in SQL like any
+  other column (code-point order, nulls last ascending); ``C`` operators run in Python after the SQL
+  prefilter (there is no casefolded copy of these columns).
+
+A switch's fields exist only with the switch. Without it, naming one (``["device.os", "=", "iOS"]``,
+``order_by: ["device.browser"]``, ``select: ["device"]``) is the error any undeclared field gives,
+``'device.os': unknown field`` (JSON-RPC ``-32602``, HTTP 400) -- the rule ``history``'s fields
+already follow. TrueNAS filters the rows as returned, where the key is missing, so such a filter
+silently matches no row (and ``nin`` / ``!=`` too); a declared method here never answers a
+misspelled or switched-off name with an empty list. Without ``device`` the row is TrueNAS's
+``auth.sessions`` row, and the device columns are not even read (`QuerySpec.extra_row_fields`).
 """
 
 from __future__ import annotations
@@ -61,8 +86,22 @@ _HISTORY_FIELDS: dict[str, Field] = {
     "end_reason": Field(STR, nullable=True),
 }
 
-SESSION_SCHEMA = Schema.build(_SESSION_FIELDS, extra={"history": bool})
+_DEVICE_FIELDS: dict[str, Field] = {
+    "device": Field(OBJ, orderable=False),
+    "device.label": Field(STR, nullable=True),
+    "device.browser": Field(STR, nullable=True),
+    "device.os": Field(STR, nullable=True),
+    "device.device": Field(STR, nullable=True),
+    "device.user_agent": Field(STR, nullable=True),
+    "location": Field(OBJ, orderable=False),
+    "location.country": Field(STR, nullable=True),
+    "location.city": Field(STR, nullable=True),
+}
+
+SESSION_SCHEMA = Schema.build(_SESSION_FIELDS, extra={"history": bool, "device": bool})
 SESSION_HISTORY_SCHEMA = SESSION_SCHEMA.with_fields(_HISTORY_FIELDS)
+SESSION_DEVICE_SCHEMA = SESSION_SCHEMA.with_fields(_DEVICE_FIELDS)
+SESSION_HISTORY_DEVICE_SCHEMA = SESSION_HISTORY_SCHEMA.with_fields(_DEVICE_FIELDS)
 
 _USER_DATA = ~Q(credentials__in=[_NODE, _TOKEN])
 _HAS_USERNAME = ~Q(credentials=_NODE)
@@ -111,6 +150,15 @@ _SESSION_COLUMNS: dict[tuple[str, ...], Column] = {
         "ended_at": Column("ended_at"),
         "ended_by": Column("ended_by"),
         "end_reason": Column("end_reason", domain=END_REASONS),
+        "device": Column(),
+        "device.label": Column("device_label"),
+        "device.browser": Column("device_browser"),
+        "device.os": Column("device_os"),
+        "device.device": Column("device_family"),
+        "device.user_agent": Column("user_agent"),
+        "location": Column(),
+        "location.country": Column("location_country"),
+        "location.city": Column("location_city"),
     }.items()
 }
 
@@ -135,6 +183,17 @@ SESSION_ROW_FIELDS = (
     "end_reason",
     "ended_by",
 )
+#: Read after `SESSION_ROW_FIELDS` only with ``extra.device`` (the context's ``device``).
+SESSION_DEVICE_ROW_FIELDS = (
+    "device_label",
+    "device_browser",
+    "device_os",
+    "device_family",
+    "user_agent",
+    "location_country",
+    "location_city",
+)
+_BASE = len(SESSION_ROW_FIELDS)
 
 
 def _user_data(
@@ -149,7 +208,11 @@ def _user_data(
 
 
 def build_session_row(values: tuple[Any, ...], context: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn one `SESSION_ROW_FIELDS` tuple into an ``auth.sessions`` row (datetimes stay datetimes)."""
+    """Turn one `SESSION_ROW_FIELDS` tuple into an ``auth.sessions`` row (datetimes stay datetimes).
+
+    With ``context["history"]`` the row has the ended keys; with ``context["device"]`` the tuple
+    goes on with the `SESSION_DEVICE_ROW_FIELDS` values and the row has ``device`` and ``location``.
+    """
     (
         pk,
         public_id,
@@ -170,7 +233,7 @@ def build_session_row(values: tuple[Any, ...], context: Mapping[str, Any]) -> di
         ended_at,
         end_reason,
         ended_by,
-    ) = values
+    ) = values[:_BASE]
     if credentials == _TOKEN:
         credentials_data: dict[str, Any] = {
             "parent": {
@@ -197,11 +260,30 @@ def build_session_row(values: tuple[Any, ...], context: Mapping[str, Any]) -> di
         row["ended_at"] = ended_at
         row["end_reason"] = end_reason
         row["ended_by"] = ended_by
+    if context.get("device"):
+        label, browser, os_name, family, user_agent, country, city = values[_BASE:]
+        row["device"] = {
+            "label": label,
+            "browser": browser,
+            "os": os_name,
+            "device": family,
+            "user_agent": user_agent,
+        }
+        row["location"] = {"country": country, "city": city}
     return row
 
 
+_SESSION_SCHEMAS = {
+    (False, False): SESSION_SCHEMA,
+    (True, False): SESSION_HISTORY_SCHEMA,
+    (False, True): SESSION_DEVICE_SCHEMA,
+    (True, True): SESSION_HISTORY_DEVICE_SCHEMA,
+}
+
+
 def _session_schema(options: QueryOptions) -> Schema:
-    return SESSION_HISTORY_SCHEMA if options.extra.get("history") is True else SESSION_SCHEMA
+    extra = options.extra
+    return _SESSION_SCHEMAS[extra.get("history") is True, extra.get("device") is True]
 
 
 SESSION_SPEC = QuerySpec(
@@ -211,6 +293,7 @@ SESSION_SPEC = QuerySpec(
     row_fields=SESSION_ROW_FIELDS,
     build_row=build_session_row,
     extra_schema=_session_schema,
+    extra_row_fields={"device": SESSION_DEVICE_ROW_FIELDS},
     model=UserSession,
 )
 

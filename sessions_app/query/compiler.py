@@ -31,7 +31,7 @@ import json
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet
@@ -127,10 +127,22 @@ class QuerySpec:
     #: The model queried (for the database router and the statement cache).
     model: Any = None
     extra_schema: Callable[[QueryOptions], Schema] | None = None
+    #: ORM fields fetched after `row_fields` only when an ``options.extra`` switch is true
+    #: (``{"device": (...)}``): a default row costs no column it does not show. ``build_row`` finds
+    #: them after the `row_fields` values; the scope's context says which switches are on.
+    extra_row_fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     chunk_size: int = 2000
 
     def schema_for(self, options: QueryOptions) -> Schema:
         return self.extra_schema(options) if self.extra_schema else self.schema
+
+    def row_fields_for(self, options: QueryOptions) -> tuple[str, ...]:
+        """`row_fields`, then the `extra_row_fields` of every ``options.extra`` switch that is on."""
+        fields = self.row_fields
+        for key, more in self.extra_row_fields.items():
+            if options.extra.get(key) is True:
+                fields += more
+        return fields
 
 
 class Compiler:
@@ -431,11 +443,17 @@ def regex_literal_prefix(pattern: str) -> str:
 
 
 def iter_rows(
-    qs: QuerySet[Any], spec: QuerySpec, context: Mapping[str, Any], *, stream: bool = True
+    qs: QuerySet[Any],
+    spec: QuerySpec,
+    context: Mapping[str, Any],
+    *,
+    stream: bool = True,
+    fields: tuple[str, ...] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Result rows of ``qs``. ``stream`` fetches in chunks (a server-side cursor on PostgreSQL) for
-    unbounded results; a bounded page is fetched in one round trip."""
-    values_qs = qs.values_list(*spec.row_fields)
+    unbounded results; a bounded page is fetched in one round trip. ``fields``: the ORM fields to
+    fetch (`QuerySpec.row_fields_for` the query's options; default `QuerySpec.row_fields`)."""
+    values_qs = qs.values_list(*(fields or spec.row_fields))
     for values in values_qs.iterator(chunk_size=spec.chunk_size) if stream else values_qs:
         yield spec.build_row(values, context)
 
@@ -589,6 +607,7 @@ def run_query(
     opts = parse_options(options)
     schema = spec.schema_for(opts)
     tree, opts = check(tree, opts, schema)
+    fields = spec.row_fields_for(opts)
     with query_budget():  # the database work, after validation: a refused query runs no SQL
         queryset, context = scope(opts)
         compiler = Compiler(spec, schema, context)
@@ -624,7 +643,7 @@ def run_query(
                     statement = (None, counted, opts, context)
                 else:
                     statement = (
-                        _Statement(qs[opts.offset : stop].values_list(*spec.row_fields), alias),
+                        _Statement(qs[opts.offset : stop].values_list(*fields), alias),
                         None,
                         opts,
                         context,
@@ -637,10 +656,10 @@ def run_query(
                 if opts.get:
                     return 1 if qs.exists() else 0
                 return qs.count()
-            rows = list(iter_rows(qs[opts.offset : stop], spec, context, stream=stop is None))
+            rows = list(iter_rows(qs[opts.offset : stop], spec, context, stream=stop is None, fields=fields))
         else:
             predicate = engine.make_predicate(tree, compiler.budget)
-            matched = (row for row in iter_rows(qs, spec, context) if predicate(row))
+            matched = (row for row in iter_rows(qs, spec, context, fields=fields) if predicate(row))
             if opts.count:
                 if opts.get:
                     return 1 if next(matched, None) is not None else 0

@@ -204,7 +204,9 @@ def resolve_order(options: QueryOptions, schema: Schema) -> tuple[ResolvedOrder,
 
     ``order_by`` sees the rows after ``select``: an alias sorts by its source field, a selected path
     (or a path below one) by itself, and anything the selection dropped is null for every row, which
-    leaves the order unchanged (a stable sort of equal keys).
+    leaves the order unchanged (a stable sort of equal keys). A path *above* a selected one
+    (``order_by: ["device"]`` with ``select: ["device.os"]``) names the object the selection
+    rebuilt: an object cannot be ordered, as without ``select``.
     """
     resolved = []
     for i, key in enumerate(options.order_by):
@@ -219,6 +221,13 @@ def resolve_order(options: QueryOptions, schema: Schema) -> tuple[ResolvedOrder,
                         source = item.path.segments
                 elif segments[: len(item.path.segments)] == item.path.segments:
                     source = segments
+            if source is None and any(
+                item.alias is None
+                and len(item.path.segments) > len(segments)
+                and item.path.segments[: len(segments)] == segments
+                for item in options.select
+            ):
+                raise QueryError(where, f"{key.path.raw!r} cannot be ordered (object)")
             if source is None:
                 # Still reject names that exist nowhere, so typos are reported.
                 if schema.get(segments) is None and not any(

@@ -454,3 +454,135 @@ def test_my_sessions_terminate_others(sessions: Any) -> None:
     assert alice.get("/auth/me").status_code == 200
     assert sessions["alice"][1].get("/auth/me").status_code == 401
     assert sessions["bob"].get("/auth/me").status_code == 200
+
+
+# --- device=true (extra.device) -----------------------------------------------------------------------
+
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.4 Mobile/15E148 Safari/604.1"
+)
+CHROME_LINUX = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+DEVICE_KEYS = SESSION_KEYS | {"device", "location"}
+
+
+@pytest.fixture
+def devices(rest: Any, alice: Any, admin: Any) -> dict[str, Any]:
+    """alice on an iPhone and on desktop Chrome; the admin's client sends no User-Agent."""
+    return {
+        "iphone": rest("alice", HTTP_USER_AGENT=IPHONE),
+        "desktop": rest("alice", HTTP_USER_AGENT=CHROME_LINUX),
+        "admin": rest("admin"),
+    }
+
+
+def test_device_true_adds_the_device_and_location_objects(devices: Any) -> None:
+    admin = devices["admin"]
+    plain = admin.get("/auth/sessions", {"order_by": "created_at"}).json()
+    assert all(set(row) == SESSION_KEYS for row in plain)
+    assert admin.get("/auth/sessions", {"device": "false"}).json() == plain
+    rows = admin.get("/auth/sessions", {"device": "true", "order_by": "created_at"}).json()
+    assert all(set(row) == DEVICE_KEYS for row in rows)
+    assert [{k: v for k, v in row.items() if k in SESSION_KEYS} for row in rows] == plain
+    assert [row["device"]["label"] for row in rows] == ["Safari on iOS", "Chrome on Linux", "Unknown device"]
+    assert rows[0]["device"] == {
+        "label": "Safari on iOS",
+        "browser": "Safari",
+        "os": "iOS",
+        "device": "iPhone",
+        "user_agent": IPHONE,
+    }
+    assert all(row["location"] == {"country": None, "city": None} for row in rows)  # no GeoIP here
+    history = admin.get("/auth/sessions", {"device": "true", "history": "true"}).json()
+    assert all(set(row) == HISTORY_KEYS | {"device", "location"} for row in history)
+
+
+def test_device_fields_are_query_parameters(devices: Any) -> None:
+    admin = devices["admin"]
+
+    def labels(params: dict[str, str]) -> list[str]:
+        response = admin.get("/auth/sessions", {"device": "true", **params})
+        assert response.status_code == 200, response.json()
+        return [row["device"]["label"] for row in response.json()]
+
+    assert labels({"device.os": "iOS"}) == ["Safari on iOS"]
+    assert labels({"device.os__ieq": "IOS"}) == ["Safari on iOS"]
+    assert labels({"device.browser__in": "Chrome,Safari", "order_by": "device.browser"}) == [
+        "Chrome on Linux",
+        "Safari on iOS",
+    ]
+    assert labels({"device.user_agent__rin": "iPhone"}) == ["Safari on iOS"]
+    assert labels({"order_by": "-device.label"}) == ["Unknown device", "Safari on iOS", "Chrome on Linux"]
+    assert labels({"location.country__neq": "x", "order_by": "device.os"}) == [
+        "Chrome on Linux",
+        "Safari on iOS",
+        "Unknown device",
+    ]
+    page = admin.get("/auth/sessions", {"device": "true", "device.os__nin": "Windows", "limit": "1"}).json()
+    assert (page["count"], len(page["results"])) == (2, 1)
+    assert admin.get("/auth/sessions", {"device": "true", "device.os": "iOS", "count": "true"}).json() == 1
+    mine = devices["desktop"].get("/auth/my_sessions", {"device": "true", "order_by": "device.os"}).json()
+    assert [(row["device"]["os"], row["current"]) for row in mine] == [("Linux", True), ("iOS", False)]
+
+
+@pytest.mark.parametrize(
+    ("params", "attribute", "message"),
+    [
+        ({"device.os": "iOS"}, "device.os", "'device.os': unknown field"),
+        ({"device.os": "iOS", "device": "false"}, "device.os", "'device.os': unknown field"),
+        ({"order_by": "location.city"}, "order_by", "'location.city': unknown field"),
+        ({"device": "yes"}, "device", "must be true or false"),
+        ({"device": "1"}, "device", "must be true or false"),
+        ({"device": "true", "order_by": "device"}, "order_by", "'device' cannot be ordered (object)"),
+        ({"device": "true", "device.os__regex": "("}, "device.os__regex", None),
+    ],
+)
+def test_device_parameters_errors(
+    devices: Any, params: dict[str, str], attribute: str, message: str | None
+) -> None:
+    response = devices["admin"].get("/auth/sessions", params)
+    assert response.status_code == 400
+    if message is None:
+        assert attributes(response) == [attribute]
+        return
+    assert errors(response) == [{"attribute": attribute, "message": message, "errno": 22}]
+
+
+def test_device_parameter_given_twice_or_unknown_is_400(devices: Any) -> None:
+    admin = devices["admin"]
+    response = admin.http.get("/api/v2.0/auth/sessions?device=true&device=true")
+    assert response.status_code == 400
+    assert errors(response)[0] == {"attribute": "device", "message": "given more than once", "errno": 22}
+    for name in ("device.nope", "location", "extra.device", "devices", "device.os__contains"):
+        response = admin.get("/auth/sessions", {name: "true"})
+        assert response.status_code == 400, name
+        assert errors(response) == [{"attribute": name, "message": "unknown query parameter", "errno": 22}]
+
+
+def test_post_query_takes_extra_device(devices: Any, rpc: Any) -> None:
+    client = rpc()
+    client.login("admin")
+    body = {
+        "query-filters": [["device.os", "in", ["iOS", "Linux"]]],
+        "query-options": {"extra": {"device": True}, "order_by": ["device.os"], "select": ["id", "device"]},
+    }
+    for path, method, caller in (
+        ("/auth/sessions/query", "auth.sessions", devices["admin"]),
+        ("/auth/my_sessions/query", "auth.my_sessions", devices["desktop"]),
+    ):
+        response = caller.post(path, body)
+        assert response.status_code == 200, response.json()
+        rows = response.json()
+        assert [row["device"]["os"] for row in rows] == ["Linux", "iOS"]
+        if method == "auth.sessions":
+            assert rows == client.call(method, body["query-filters"], body["query-options"])
+    for options, attribute in (
+        ({"extra": {"device": "true"}}, "options.extra.device"),
+        ({"extra": {"gadget": True}}, "options.extra.gadget"),
+        ({"select": ["device.os"]}, "options.select[0]"),
+    ):
+        response = devices["admin"].post("/auth/sessions/query", {"query-options": options})
+        assert response.status_code == 400
+        assert attributes(response) == [attribute]

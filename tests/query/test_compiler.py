@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from sessions_app.models import ApiKey, AuditRecord, Credentials
 from sessions_app.query import MatchNotFound, QueryError
 from sessions_app.query.compiler import prefix_successor, regex_literal_prefix, run_in_memory
-from sessions_app.selectors import api_key_query, audit_query, session_query
-from sessions_app.specs import AUDIT_SPEC
+from sessions_app.selectors import api_key_query, audit_query, session_query, session_rows
+from sessions_app.specs import AUDIT_SPEC, SESSION_SPEC
 from tests.factories import session
 
 SECRETS = ["secret_hash", "key_hash", "token_hash", "password", "otp_secret", "credentials_data.api_key.hash"]
@@ -295,3 +295,220 @@ def test_audit_query_filters_event_data_in_python() -> None:
     )
     memory = run_in_memory(AUDIT_SPEC, audit_query(), [["event_data", "=", {}]], {})
     assert memory == audit_query(filters=[["event_data", "=", {}]])
+
+
+# --- extra.device: device.* and location.* -----------------------------------------------------------
+
+DEVICE = {"extra": {"device": True}}
+
+
+@pytest.fixture
+def devices(db: Any) -> list[Any]:
+    """Four sessions: an iPhone in Berlin, Chrome on Linux, curl, and one with nothing recorded."""
+    rows = [
+        session(
+            username="alice",
+            device_label="Safari on iOS",
+            device_browser="Safari",
+            device_os="iOS",
+            device_family="iPhone",
+            user_agent="Mozilla/5.0 (iPhone)",
+            location_country="Germany",
+            location_city="Berlin",
+        ),
+        session(
+            username="bob",
+            device_label="Chrome on Linux",
+            device_browser="Chrome",
+            device_os="Linux",
+            user_agent="Mozilla/5.0 (X11; Linux x86_64)",
+            location_country="Local network",
+        ),
+        session(username="carol", device_label="curl 8.5", device_browser="curl", user_agent="curl/8.5.0"),
+        session(credentials=Credentials.TRUENAS_NODE, username=None),
+    ]
+    for i, row in enumerate(rows):
+        row.created_at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=i)
+        row.save()
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("filters", "options", "attribute", "message"),
+    [
+        ([["device.os", "=", "iOS"]], {}, "filters[0]", "'device.os': unknown field"),
+        ([["location.country", "=", "x"]], {}, "filters[0]", "'location.country': unknown field"),
+        ([["device", "=", {}]], {"extra": {"history": True}}, "filters[0]", "'device': unknown field"),
+        ([], {"order_by": ["device.browser"]}, "options.order_by[0]", "'device.browser': unknown field"),
+        ([], {"select": ["id", "device.os"]}, "options.select[1]", "'device.os': unknown field"),
+        ([], {"select": [["location", "where"]]}, "options.select[0]", "'location': unknown field"),
+        (
+            [["device.os", "=", "iOS"]],
+            {"extra": {"device": False}},
+            "filters[0]",
+            "'device.os': unknown field",
+        ),
+        ([], {"extra": {"device": 1}}, "options.extra.device", "must be a boolean"),
+        ([], {"extra": {"device": "true"}}, "options.extra.device", "must be a boolean"),
+        ([], {"extra": {"device": None}}, "options.extra.device", "must be a boolean"),
+        ([], {"extra": {"devices": True}}, "options.extra.devices", "unknown option"),
+        ([["device.nope", "=", 1]], DEVICE, "filters[0]", "'device.nope': unknown field"),
+        ([["device.os.x", "=", 1]], DEVICE, "filters[0]", "'device.os.x': unknown field"),
+        (
+            [],
+            {**DEVICE, "order_by": ["device"]},
+            "options.order_by[0]",
+            "'device' cannot be ordered (object)",
+        ),
+        (
+            [["device.os", ">", 1]],
+            DEVICE,
+            "filters[0]",
+            "'device.os' (string) cannot be ordered against 1",
+        ),
+    ],
+)
+def test_device_fields_need_the_device_switch(
+    devices: Any, filters: Any, options: Any, attribute: str, message: str
+) -> None:
+    """Without ``extra.device`` its fields are unknown fields, exactly like ``history``'s; ``extra``
+    is validated (an unknown key, a non-boolean value)."""
+    with CaptureQueriesContext(connection) as queries:
+        error = _error(lambda: session_query(filters=filters, options=options))
+    assert (error.attribute, error.message) == (attribute, message)
+    assert len(queries) == 0
+
+
+def test_device_rows_keep_the_truenas_shape_and_add_two_objects(devices: Any) -> None:
+    plain = session_query()
+    assert all("device" not in row and "location" not in row for row in plain)
+    rows = session_query(options=DEVICE)
+    assert [{k: v for k, v in row.items() if k not in ("device", "location")} for row in rows] == plain
+    assert [(row["device"], row["location"]) for row in rows] == [
+        (
+            {
+                "label": "Safari on iOS",
+                "browser": "Safari",
+                "os": "iOS",
+                "device": "iPhone",
+                "user_agent": "Mozilla/5.0 (iPhone)",
+            },
+            {"country": "Germany", "city": "Berlin"},
+        ),
+        (
+            {
+                "label": "Chrome on Linux",
+                "browser": "Chrome",
+                "os": "Linux",
+                "device": None,
+                "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
+            },
+            {"country": "Local network", "city": None},
+        ),
+        (
+            {"label": "curl 8.5", "browser": "curl", "os": None, "device": None, "user_agent": "curl/8.5.0"},
+            {"country": None, "city": None},
+        ),
+        (
+            {"label": None, "browser": None, "os": None, "device": None, "user_agent": None},
+            {"country": None, "city": None},
+        ),
+    ]
+    assert session_query(options=DEVICE) == rows  # the cached statement builds the same rows
+    history = session_query(options={"extra": {"device": True, "history": True}})
+    assert [row["device"] for row in history] == [row["device"] for row in rows]
+    assert all("ended_at" in row for row in history)
+
+
+def test_device_columns_are_read_only_with_the_switch(devices: Any) -> None:
+    with CaptureQueriesContext(connection) as queries:
+        session_query(options={"order_by": ["-created_at"]})
+    assert not any("device_os" in q["sql"] or "user_agent" in q["sql"] for q in queries.captured_queries)
+    with CaptureQueriesContext(connection) as queries:
+        session_query(options={**DEVICE, "order_by": ["-created_at"]})
+    assert any("device_os" in q["sql"] and "user_agent" in q["sql"] for q in queries.captured_queries)
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ([["device.os", "=", "iOS"]], ["alice"]),
+        ([["device.os", "!=", "iOS"]], ["bob", "carol", None]),  # null != "iOS": Python equality
+        ([["device.os", "=", None]], ["carol", None]),
+        ([["device.browser", "in", ["Safari", "curl", None]]], ["alice", "carol", None]),
+        ([["device.browser", "nin", ["Safari"]]], ["bob", "carol"]),  # nin never matches a null
+        ([["device.label", "^", "Chrome"]], ["bob"]),
+        ([["device.label", "$", " on iOS"]], ["alice"]),
+        ([["device.user_agent", "rin", "Linux"]], ["bob"]),
+        ([["device.user_agent", "in", "xx curl/8.5.0 xx"]], ["carol"]),
+        ([["location.country", ">=", "H"]], ["bob"]),
+        ([["location.city", "!=", "Berlin"]], ["bob", "carol", None]),
+        ([["device.device", "=", "iPhone"], ["location.city", "=", "Berlin"]], ["alice"]),
+        ([["OR", [["device.os", "=", "Linux"], ["device.browser", "=", "curl"]]]], ["bob", "carol"]),
+    ],
+)
+def test_device_filters_run_in_sql(devices: Any, filters: Any, expected: list[Any]) -> None:
+    options = {**DEVICE, "force_sql_filters": True}
+    rows = session_query(filters=filters, options=options)
+    assert names(rows) == expected
+    assert run_in_memory(SESSION_SPEC, session_rows(device=True), filters, options) == rows
+
+
+def test_device_order_and_select(devices: Any) -> None:
+    options = {**DEVICE, "order_by": ["device.browser"], "select": ["device.browser"]}
+    browsers = [r["device"]["browser"] for r in session_query(options=options)]
+    assert browsers == ["Chrome", "Safari", "curl", None]  # code-point order, nulls last
+    options["order_by"] = ["-device.browser"]
+    assert [r["device"]["browser"] for r in session_query(options=options)] == [
+        None,
+        "curl",
+        "Safari",
+        "Chrome",
+    ]
+    options["order_by"] = ["nulls_first:location.country", "-created_at"]
+    options["select"] = ["id", "location.country", ["device.os", "os"]]
+    rows = session_query(options=options)
+    assert [r["location"]["country"] for r in rows] == [None, None, "Germany", "Local network"]
+    assert [set(r) for r in rows] == [{"id", "location", "os"}] * 4
+    assert rows == run_in_memory(SESSION_SPEC, session_rows(device=True), [], options)
+    assert session_query(
+        filters=[["device.os", "=", "iOS"]], options={**DEVICE, "get": True, "select": ["device.label"]}
+    ) == {"device": {"label": "Safari on iOS"}}
+    assert session_query(filters=[["device.os", "=", None]], options={**DEVICE, "count": True}) == 2
+
+
+def test_device_case_insensitive_filters_run_in_python(devices: Any) -> None:
+    """There is no casefolded copy of the device columns: ``C`` operators and free regexes are
+    evaluated in Python after the SQL prefilter, so ``force_sql_filters`` refuses them."""
+    filters = [["device.os", "C=", "IOS"]]
+    error = _error(lambda: session_query(filters=filters, options={**DEVICE, "force_sql_filters": True}))
+    assert (error.attribute, "force_sql_filters" in error.message) == ("filters[0]", True)
+    assert names(session_query(filters=filters, options=DEVICE)) == ["alice"]
+    assert names(session_query(filters=[["device.label", "~", ".* on "]], options=DEVICE)) == ["alice", "bob"]
+    assert names(session_query(filters=[["device", "=", {}]], options=DEVICE)) == []
+
+
+@pytest.mark.parametrize(
+    ("order", "select"),
+    [
+        ("credentials_data", "credentials_data.username"),
+        ("-credentials_data", "credentials_data.api_key.name"),
+        ("credentials_data.parent", "credentials_data.parent.credentials"),
+        ("nulls_first:location", "location.city"),
+        ("device", "device.os"),
+    ],
+)
+def test_ordering_by_an_object_that_select_rebuilt_is_an_error(devices: Any, order: str, select: str) -> None:
+    """Found by the pushdown test: SQL ignored such a key, the in-memory engine failed comparing two
+    objects. Both now refuse it before running, like ordering by an object without ``select``."""
+    options = {**DEVICE, "order_by": [order], "select": ["id", select]}
+    error = _error(lambda: session_query(options=options))
+    assert (error.attribute, error.message) == (
+        "options.order_by[0]",
+        f"{order.split(':')[-1].lstrip('-')!r} cannot be ordered (object)",
+    )
+    assert _error(lambda: run_in_memory(SESSION_SPEC, session_rows(device=True), [], options)).message == (
+        error.message
+    )
+    # Below a selected path, or beside it, is fine.
+    session_query(options={**DEVICE, "order_by": ["device.os", "location.country"], "select": ["device"]})

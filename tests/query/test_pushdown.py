@@ -3,7 +3,9 @@
 Random session rows are written to the test database (SQLite, or PostgreSQL when ``DATABASE_URL``
 says so; CI runs both), random filters and options are drawn over the declared fields, and
 `session_query` (compiled to SQL) must give the same rows, in the same order, the same count and
-the same errors as the in-memory engine run on the same rows with the same schema.
+the same errors as the in-memory engine run on the same rows with the same schema. The fields of
+``extra.device`` (``device.*``, ``location.*``) are drawn like the others, with and without the
+switch; a second test draws mostly those fields, with the switch on.
 """
 
 from __future__ import annotations
@@ -48,7 +50,30 @@ PATTERNS = [
     "x*",
     "S+",
     "é",
+    "Saf",
+    "S.*",
+    "i[OP]",
+    "Mac OS",
 ]
+#: Values of the device and place columns: families as ua-parser names them, case and Unicode
+#: folding traps, LIKE wildcards, the empty string.
+DEVICE_WORDS = [
+    "Safari", "safari", "SAFARI", "Mobile Safari", "Chrome", "Chromium", "Firefox", "curl",
+    "python-requests", "TrueNAS API client", "Unknown device", "Safari on iOS", "Chrome on Linux",
+    "iOS", "ios", "Mac OS X", "Linux", "Ubuntu", "Windows", "iPhone", "iPad", "Other", "",
+    "Straße", "STRASSE", "İstanbul", "istanbul", "Zürich", "zürich", "😀", "a%b", "a_b", "\u212aelvin",
+    "Germany", "Local network", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)", "curl/8.5.0",
+]  # fmt: skip
+DEVICE_COLUMNS = {
+    "device_label": "device.label",
+    "device_browser": "device.browser",
+    "device_os": "device.os",
+    "device_family": "device.device",
+    "user_agent": "device.user_agent",
+    "location_country": "location.country",
+    "location_city": "location.city",
+}
+DEVICE_DECLARED = ["device", "location", *DEVICE_COLUMNS.values()]
 
 DECLARED = [
     "id", "current", "internal", "origin", "credentials", "credentials_data", "credentials_data.username",
@@ -56,9 +81,12 @@ DECLARED = [
     "credentials_data.api_key.name", "credentials_data.parent", "credentials_data.parent.credentials",
     "credentials_data.parent.credentials_data", "credentials_data.parent.credentials_data.username",
     "credentials_data.parent.credentials_data.login_at", "credentials_data.parent.credentials_data.api_key.id",
-    "created_at", "secure_transport", "ended_at", "end_reason", "ended_by",
+    "created_at", "secure_transport", "ended_at", "end_reason", "ended_by", *DEVICE_DECLARED,
 ]  # fmt: skip
-UNDECLARED = ["secret_hash", "credentials_data.api_key.hash", "user.password", "username", "nope"]
+UNDECLARED = [
+    "secret_hash", "credentials_data.api_key.hash", "user.password", "username", "nope", "device.nope",
+    "device_os", "location.address", "device.os.x",
+]  # fmt: skip
 OPS = ["=", "!=", ">", ">=", "<", "<=", "~", "in", "nin", "rin", "rnin", "^", "!^", "$", "!$"]
 
 times = st.sampled_from(TIMES) | st.datetimes(
@@ -71,23 +99,24 @@ scalars = st.one_of(
     st.sampled_from([2**63, -(2**63) - 1, 10**30]),
     st.sampled_from([1.0, 1.5, 0.0, float("inf"), -2.5]),
     st.sampled_from(NAMES + ORIGINS + [c.value for c in Credentials] + [r.value for r in EndReason]),
+    st.sampled_from(DEVICE_WORDS),
     st.text(alphabet="aAlLiIcCeE01.ßS:", max_size=4),
     times.map(lambda t: {"$date": int(t.timestamp() * 1000)}),
 )
 values = st.one_of(
     scalars,
     st.lists(scalars, max_size=4),
-    st.sampled_from([{"alice": 1}, {}, {"username": 1}]),
+    st.sampled_from([{"alice": 1}, {}, {"username": 1}, {"iOS": 1}, {"os": "iOS"}]),
     st.sampled_from(PATTERNS),
 )
 
 
 @st.composite
-def leaves(draw: Any) -> list[Any]:
+def leaves(draw: Any, declared: list[str] = DECLARED) -> list[Any]:
     if draw(st.integers(0, 15)) == 0:
         path = draw(st.sampled_from(UNDECLARED))
     else:
-        path = draw(st.sampled_from(DECLARED))
+        path = draw(st.sampled_from(declared))
     op = draw(st.sampled_from(OPS))
     if draw(st.integers(0, 3)) == 0:
         op = "C" + op
@@ -100,34 +129,51 @@ def leaves(draw: Any) -> list[Any]:
     return [path, op, draw(values)]
 
 
-def filters_strategy() -> Any:
+def filters_strategy(declared: list[str] = DECLARED) -> Any:
     def extend(children: Any) -> Any:
         and_group = st.lists(children, min_size=1, max_size=3)
         return st.builds(lambda bs: ["OR", bs], st.lists(children | and_group, max_size=3))
 
-    node = st.recursive(leaves(), extend, max_leaves=6)
+    node = st.recursive(leaves(declared), extend, max_leaves=6)
     return st.lists(node, max_size=3)
 
 
-order_keys = st.builds(
-    lambda prefix, desc, path: f"{prefix}{'-' if desc else ''}{path}",
-    st.sampled_from(["", "", "nulls_first:", "nulls_last:"]),
-    st.booleans(),
-    st.sampled_from(DECLARED + ["alias", "nope"]),
-)
-select_items = st.sampled_from(DECLARED) | st.builds(lambda p: [p, "alias"], st.sampled_from(DECLARED))
-options_strategy = st.fixed_dictionaries(
+def order_keys(declared: list[str] = DECLARED) -> Any:
+    return st.builds(
+        lambda prefix, desc, path: f"{prefix}{'-' if desc else ''}{path}",
+        st.sampled_from(["", "", "nulls_first:", "nulls_last:"]),
+        st.booleans(),
+        st.sampled_from([*declared, "alias", "nope"]),
+    )
+
+
+def select_items(declared: list[str] = DECLARED) -> Any:
+    return st.sampled_from(declared) | st.builds(lambda p: [p, "alias"], st.sampled_from(declared))
+
+
+EXTRAS = [
     {},
-    optional={
-        "order_by": st.lists(order_keys, max_size=3),
-        "select": st.lists(select_items, max_size=3),
-        "count": st.booleans(),
-        "get": st.booleans(),
-        "offset": st.integers(0, 3),
-        "limit": st.integers(0, 4),
-        "extra": st.sampled_from([{}, {"history": True}, {"history": False}]),
-    },
-)
+    {"history": True},
+    {"history": False},
+    {"device": True},
+    {"device": False},
+    {"history": True, "device": True},
+]
+
+
+def options_strategy(declared: list[str] = DECLARED, extras: list[dict[str, Any]] = EXTRAS) -> Any:
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "order_by": st.lists(order_keys(declared), max_size=3),
+            "select": st.lists(select_items(declared), max_size=3),
+            "count": st.booleans(),
+            "get": st.booleans(),
+            "offset": st.integers(0, 3),
+            "limit": st.integers(0, 4),
+            "extra": st.sampled_from(extras),
+        },
+    )
 
 
 @st.composite
@@ -163,6 +209,9 @@ def session_fields(draw: Any) -> dict[str, Any]:
         fields["ended_at"] = draw(times)
         fields["end_reason"] = draw(st.sampled_from(list(EndReason)))
         fields["ended_by"] = draw(st.sampled_from(NAMES) | st.none())
+    for column in DEVICE_COLUMNS:
+        # Null as often as not: sessions without HTTP headers, rows from before devices were kept.
+        fields[column] = draw(st.none() | st.sampled_from(DEVICE_WORDS))
     return fields
 
 
@@ -179,23 +228,17 @@ def outcome(call: Any) -> tuple[Any, ...]:
         return ("QueryError", exc.attribute, exc.message)
 
 
-@pytest.mark.django_db
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
-@given(
-    rows=st.lists(session_fields(), max_size=12),
-    filters=filters_strategy(),
-    options=options_strategy,
-    current=st.integers(-1, 11),
-)
-def test_sql_pushdown_matches_in_memory_engine(
-    rows: list[dict[str, Any]], filters: Any, options: Any, current: int
-) -> None:
+def _check_pushdown(rows: list[dict[str, Any]], filters: Any, options: Any, current: int) -> None:
     try:
         with transaction.atomic():
             created = UserSession.objects.bulk_create([session(**fields) for fields in rows])
             current_pk = created[current].pk if 0 <= current < len(created) else None
-            history = isinstance(options.get("extra"), dict) and options["extra"].get("history") is True
-            memory_rows = session_rows(history=history, current_pk=current_pk)
+            extra = options.get("extra", {})
+            memory_rows = session_rows(
+                history=extra.get("history") is True,
+                device=extra.get("device") is True,
+                current_pk=current_pk,
+            )
             expected = outcome(lambda: run_in_memory(SESSION_SPEC, memory_rows, filters, options))
             got = outcome(lambda: session_query(filters=filters, options=options, current_pk=current_pk))
             assert got == expected, f"filters={filters!r} options={options!r}"
@@ -205,3 +248,67 @@ def test_sql_pushdown_matches_in_memory_engine(
             raise _Rollback
     except _Rollback:
         pass
+
+
+@pytest.mark.django_db
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
+@given(
+    rows=st.lists(session_fields(), max_size=12),
+    filters=filters_strategy(),
+    options=options_strategy(),
+    current=st.integers(-1, 11),
+)
+def test_sql_pushdown_matches_in_memory_engine(
+    rows: list[dict[str, Any]], filters: Any, options: Any, current: int
+) -> None:
+    _check_pushdown(rows, filters, options, current)
+
+
+#: Mostly the ``extra.device`` fields, a few others to mix them with.
+DEVICE_HEAVY = [*DEVICE_DECLARED, "origin", "credentials_data.username", "ended_by"]
+device_words = st.sampled_from(DEVICE_WORDS)
+
+
+@st.composite
+def device_leaves(draw: Any) -> list[Any]:
+    """Leaves on the device strings with values of the shape each operator takes, so that most
+    queries are evaluated (`leaves` keeps the malformed and mistyped ones)."""
+    if draw(st.integers(0, 4)) == 0:
+        return draw(leaves(DEVICE_HEAVY))
+    path = draw(st.sampled_from(list(DEVICE_COLUMNS.values())))
+    op = draw(st.sampled_from(OPS))
+    casefold = "C" if draw(st.integers(0, 2)) == 0 and op != "~" else ""
+    if op == "~":
+        return [path, draw(st.sampled_from(["", "C"])) + op, draw(st.sampled_from(PATTERNS))]
+    if op in ("in", "nin"):
+        value: Any = draw(st.lists(device_words | st.none(), max_size=4) | device_words)
+    elif op in ("=", "!="):
+        value = draw(device_words | st.none())
+    else:
+        value = draw(device_words)
+    return [path, casefold + op, value]
+
+
+def device_filters() -> Any:
+    def extend(children: Any) -> Any:
+        and_group = st.lists(children, min_size=1, max_size=3)
+        return st.builds(lambda bs: ["OR", bs], st.lists(children | and_group, min_size=1, max_size=3))
+
+    return st.lists(st.recursive(device_leaves(), extend, max_leaves=5), max_size=3)
+
+
+@pytest.mark.django_db
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
+@given(
+    rows=st.lists(session_fields(), min_size=1, max_size=12),
+    filters=device_filters(),
+    options=options_strategy(DEVICE_HEAVY, [{"device": True}, {"device": True, "history": True}]).map(
+        lambda o: {**o, "extra": o.get("extra", {"device": True})}
+    ),
+    current=st.integers(-1, 11),
+)
+def test_device_fields_pushdown_matches_in_memory_engine(
+    rows: list[dict[str, Any]], filters: Any, options: Any, current: int
+) -> None:
+    """``extra.device`` on: ``device.*`` / ``location.*`` filters, orders and selections agree."""
+    _check_pushdown(rows, filters, options, current)

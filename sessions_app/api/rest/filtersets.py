@@ -11,7 +11,10 @@ it never filters a queryset itself. It is built from the method's declared field
   UTC), strings as given; ``in``/``nin`` take comma-separated lists. A null cannot be written as a
   query parameter: use the POST query endpoints for that (and for ``OR``);
 * options: ``order_by`` (comma-separated, ``-`` prefix), ``limit``, ``offset``, ``count=true``, and
-  per method switches of ``options.extra`` (``history=true`` for sessions).
+  per method switches of ``options.extra``: for sessions ``history=true`` (ended sessions too) and
+  ``device=true`` (the ``device`` and ``location`` objects, whose fields are then parameters like
+  any other: ``device.os=iOS``, ``location.country__in=Germany,France``, ``order_by=device.browser``).
+  A field of a switch that is not on is the query language's "unknown field" 400.
 
 Every problem is a 400 naming the parameter: a parameter given twice (C21), an unknown parameter
 (never ignored, unlike django-filter's default), a value of the wrong type. Errors the query
@@ -36,7 +39,7 @@ from rest_framework.exceptions import ValidationError
 
 from sessions_app.models import ApiKey, AuditRecord, UserSession
 from sessions_app.query.schema import FieldType, Schema
-from sessions_app.specs import API_KEY_SCHEMA, AUDIT_SCHEMA, SESSION_HISTORY_SCHEMA
+from sessions_app.specs import API_KEY_SCHEMA, AUDIT_SCHEMA, SESSION_HISTORY_DEVICE_SCHEMA
 
 #: Query-parameter operator suffix → query-language operator.
 OPERATORS: Mapping[str, str] = MappingProxyType(
@@ -306,6 +309,8 @@ def filterset_for(
     """A `QueryFilterSet` class for a query method's declared ``schema``.
 
     ``extra`` maps further boolean parameters onto ``options.extra`` keys (``{"history": "history"}``).
+    ``schema`` is the method's widest schema (every switch on): the query language refuses a field
+    whose switch is off, with the same error a JSON-RPC caller gets.
     """
     attrs: dict[str, Any] = dict(_leaf_parameters(schema))
     attrs["order_by"] = OrderByParameter(option="order_by")
@@ -320,7 +325,10 @@ def filterset_for(
 
 
 SessionFilterSet = filterset_for(
-    "SessionFilterSet", UserSession, SESSION_HISTORY_SCHEMA, extra={"history": "history"}
+    "SessionFilterSet",
+    UserSession,
+    SESSION_HISTORY_DEVICE_SCHEMA,
+    extra={"history": "history", "device": "device"},
 )
 ApiKeyFilterSet = filterset_for("ApiKeyFilterSet", ApiKey, API_KEY_SCHEMA)
 AuditFilterSet = filterset_for("AuditFilterSet", AuditRecord, AUDIT_SCHEMA)

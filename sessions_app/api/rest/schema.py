@@ -42,6 +42,15 @@ JSON_OBJECT_OR_NULL: dict[str, Any] = {
     "nullable": True,
     "description": "query-options (query-language.md §2).",
 }
+#: The ``extra`` switches of the session queries, for their operations' descriptions.
+SESSION_QUERY_DESCRIPTION = (
+    "query-options take two extra switches here: "
+    '{"extra": {"history": true}} also lists ended sessions (with ended_at, end_reason, ended_by); '
+    '{"extra": {"device": true}} adds the device and location objects (SessionDevice, '
+    "SessionLocation) to each row, and lets filters, order_by and select name their fields "
+    '(["device.os", "=", "iOS"], "order_by": ["device.browser"], "select": ["id", "device.os"]). '
+    "Without a switch its fields are unknown fields (400). Any other extra key is a 400."
+)
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -67,8 +76,45 @@ _USER_DATA = {
     },
 }
 
+_DEVICE_OPTION = 'only with the query option {"extra": {"device": true}} (query parameter device=true)'
+
 COMPONENTS: dict[str, dict[str, Any]] = {
     "EJSONDate": EJSON_DATE,
+    "SessionDevice": {
+        "type": "object",
+        "description": (
+            "The client that opened the session, from its User-Agent parsed at login; "
+            f"{_DEVICE_OPTION}. A value is null when it was not recorded (no HTTP headers, e.g. the "
+            "unix socket; sessions from before devices were kept)."
+        ),
+        "properties": {
+            "label": {
+                **_nullable(_STR),
+                "description": 'In words, as pages show it: "Safari on iOS", "curl 8.5", "Unknown device".',
+            },
+            "browser": {**_nullable(_STR), "description": 'Browser or program family: "Safari", "curl".'},
+            "os": {**_nullable(_STR), "description": 'Operating system family: "iOS", "Linux".'},
+            "device": {**_nullable(_STR), "description": 'Device family: "iPhone"; null for most computers.'},
+            "user_agent": {
+                **_nullable(_STR),
+                "maxLength": 512,
+                "description": "The User-Agent header as kept (capped, control characters removed).",
+            },
+        },
+        "required": ["label", "browser", "os", "device", "user_agent"],
+        "additionalProperties": False,
+    },
+    "SessionLocation": {
+        "type": "object",
+        "description": (
+            "Where the session's address is, looked up at login when SESSIONS_GEOIP_PATH names a "
+            f'GeoIP database ("Local network" for private addresses); {_DEVICE_OPTION}. '
+            "Null values without a database or for addresses it does not know."
+        ),
+        "properties": {"country": _nullable(_STR), "city": _nullable(_STR)},
+        "required": ["country", "city"],
+        "additionalProperties": False,
+    },
     "Error": {
         "type": "object",
         "properties": {
@@ -86,7 +132,10 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     },
     "SessionRow": {
         "type": "object",
-        "description": "An auth.sessions row; ended_at, end_reason and ended_by only with history.",
+        "description": (
+            "An auth.sessions row (TrueNAS's shape); ended_at, end_reason and ended_by only with "
+            "history, device and location only with device."
+        ),
         "properties": {
             "id": _STR,
             "current": _BOOL,
@@ -106,8 +155,11 @@ COMPONENTS: dict[str, dict[str, Any]] = {
             "created_at": _DATE,
             "secure_transport": _BOOL,
             "ended_at": _nullable(_DATE),
-            "end_reason": {"type": "string", "enum": [r.value for r in EndReason], "nullable": True},
+            # OpenAPI 3.0.3: ``nullable`` does not extend an ``enum``; null must be listed.
+            "end_reason": {"type": "string", "enum": [*(r.value for r in EndReason), None], "nullable": True},
             "ended_by": _nullable(_STR),
+            "device": ref("SessionDevice"),
+            "location": ref("SessionLocation"),
         },
         "required": [
             "id",
@@ -366,6 +418,11 @@ def query_parameters(filterset_class: Any) -> list[OpenApiParameter]:
             description = {
                 "count": "Answer the number of matching rows.",
                 "history": "Also list ended sessions (with ended_at, end_reason, ended_by).",
+                "device": (
+                    "Add the device (label, browser, os, device, user_agent) and location (country, "
+                    "city) objects to each row; their fields can then be filtered and ordered by "
+                    "(device.os=iOS, order_by=device.browser). Without it, naming them is a 400."
+                ),
             }.get(name, "")
         out.append(OpenApiParameter(name, schema, description=description))
     return out

@@ -39,7 +39,13 @@ from sessions_app.api.rest.filtersets import AuditFilterSet, ParamQuery, QueryFi
 from sessions_app.api.rest.parsers import StrictJSONParser
 from sessions_app.api.rest.permissions import IsRegistryUser, audit_call, role_required
 from sessions_app.api.rest.renderers import EJSONRenderer
-from sessions_app.api.rest.schema import QUERY_RESULT, list_result, query_parameters, ref
+from sessions_app.api.rest.schema import (
+    QUERY_RESULT,
+    SESSION_QUERY_DESCRIPTION,
+    list_result,
+    query_parameters,
+    ref,
+)
 from sessions_app.api.rest.serializers import (
     LoginContinueInputSerializer,
     LoginInputSerializer,
@@ -218,6 +224,7 @@ class SessionQueryView(ApiView):
     @extend_schema(
         operation_id="auth_sessions_query",
         summary="Query sessions with query-filters / query-options (auth.sessions)",
+        description=SESSION_QUERY_DESCRIPTION,
         request=QueryInputSerializer,
         responses={200: QUERY_RESULT},
     )
@@ -260,6 +267,7 @@ class MySessionQueryView(ApiView):
     @extend_schema(
         operation_id="auth_my_sessions_query",
         summary="Query my sessions with query-filters / query-options (auth.my_sessions)",
+        description=SESSION_QUERY_DESCRIPTION,
         request=QueryInputSerializer,
         responses={200: QUERY_RESULT},
     )
