@@ -19,9 +19,10 @@ django_application = get_asgi_application()
 from sessions_app.api.websocket import websocket_application  # noqa: E402  (needs the app registry)
 from sessions_app.asgi_http import WSGIBridge  # noqa: E402
 
-#: Every view is synchronous but the dashboard's event stream: HTTP runs on Django's WSGI handler in a
-#: thread pool (one hop per request, see sessions_app.asgi_http), the stream on Django's ASGI handler.
-ASGI_PATHS = frozenset({"/sessions/events/"})
+#: Every view is synchronous but the event streams (the dashboard's, and the new-sign-in notices' of
+#: every page): HTTP runs on Django's WSGI handler in a thread pool (one hop per request, see
+#: sessions_app.asgi_http), the streams on Django's ASGI handler.
+ASGI_PATHS = frozenset({"/sessions/events/", "/me/notices/events/"})
 http_application = WSGIBridge()
 
 

@@ -1,4 +1,4 @@
-"""Django admin: sessions, API keys and audit records, read-mostly.
+"""Django admin: sessions, API keys, known devices and audit records, read-mostly.
 
 Nothing here writes a row itself: the change forms are read-only, rows cannot be added or deleted
 from the admin (that would skip the cascades and audit records of the services), and the bulk
@@ -26,15 +26,19 @@ from django.contrib.auth.forms import ReadOnlyPasswordHashField
 from django.core import checks
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from sessions_app.auth.secret_fields import is_secret_path, secret_field_names
 from sessions_app.clients import client_from_request
-from sessions_app.models import ApiKey, AuditRecord, UserSession
+from sessions_app.devices.places import Place
+from sessions_app.models import ApiKey, AuditRecord, KnownDevice, UserSession
 from sessions_app.roles import Role, has_role
 from sessions_app.services import totp as totp_services
 from sessions_app.services.api_keys import api_key_revoke
+from sessions_app.services.notices import known_device_forget
 from sessions_app.services.sessions import session_terminate
+from sessions_app.templatetags.registry import ago
 
 _site_has_permission = admin.site.has_permission
 
@@ -205,12 +209,13 @@ class UserSessionAdmin(ReadOnlyAdmin):
         "short_id",
         "username",
         "credentials",
-        "origin",
+        "device",
+        "place",
         "secure_transport",
         "internal",
-        "created_at",
-        "last_seen_at",
-        "ended_at",
+        "created",
+        "last_seen",
+        "ended",
         "end_reason",
         "ended_by",
     ]
@@ -231,6 +236,14 @@ class UserSessionAdmin(ReadOnlyAdmin):
         "root_username",
         "root_api_key_name",
         "origin",
+        "client_address",
+        "user_agent",
+        "device_label",
+        "device_browser",
+        "device_os",
+        "device_family",
+        "location_country",
+        "location_city",
         "internal",
         "secure_transport",
         "created_at",
@@ -248,6 +261,35 @@ class UserSessionAdmin(ReadOnlyAdmin):
     @admin.display(description="id")
     def short_id(self, obj: UserSession) -> str:
         return f"{obj.public_id[:10]}…"
+
+    # Device and place in words, times relative with the exact time on hover, as on the dashboard.
+    # Whatever the client sent is escaped: format_html, or a plain str that the admin escapes.
+
+    @admin.display(description="device", ordering="device_label")
+    def device(self, obj: UserSession) -> str:
+        if not obj.device_label:
+            return "—"
+        if not obj.user_agent:
+            return obj.device_label
+        return format_html('<span title="{}">{}</span>', obj.user_agent, obj.device_label)
+
+    @admin.display(description="place", ordering="location_country")
+    def place(self, obj: UserSession) -> str:
+        where = Place(country=obj.location_country, city=obj.location_city).label
+        address = obj.client_address or obj.origin
+        return format_html("{} · {}", where, address) if where else address
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: UserSession) -> str:
+        return ago(obj.created_at)
+
+    @admin.display(description="last seen", ordering="last_seen_at")
+    def last_seen(self, obj: UserSession) -> str:
+        return ago(obj.last_seen_at)
+
+    @admin.display(description="ended", ordering="ended_at")
+    def ended(self, obj: UserSession) -> str:
+        return ago(obj.ended_at) if obj.ended_at is not None else "—"
 
     def has_terminate_permission(self, request: HttpRequest) -> bool:
         return has_role(request.user, Role.AUTH_SESSIONS_WRITE)
@@ -286,6 +328,32 @@ class ApiKeyAdmin(ReadOnlyAdmin):
                 key=key, reason="Revoked in the admin", actor=request.user.get_username(), address=address
             )
         self.message_user(request, f"{len(keys)} API key(s) revoked.", messages.SUCCESS)
+
+
+@admin.register(KnownDevice)
+class KnownDeviceAdmin(ReadOnlyAdmin):
+    """The devices and networks each user signed in from (new-sign-in notices): viewable per user;
+    forgotten (audited; the next sign-in from one is reported again) with ``AUTH_SESSIONS_WRITE``."""
+
+    list_display = ["user", "label", "place", "network", "first_seen_at", "last_seen_at", "confirmed"]
+    list_filter = ["confirmed", ("user", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["user__username", "label", "place", "network"]
+    ordering = ["-last_seen_at", "-id"]
+    list_select_related = ["user"]
+    fields = ["user", "label", "signature", "place", "network", "first_seen_at", "last_seen_at", "confirmed"]
+    readonly_fields = fields
+    actions = ["forget_devices"]
+
+    def has_forget_permission(self, request: HttpRequest) -> bool:
+        return has_role(request.user, Role.AUTH_SESSIONS_WRITE)
+
+    @admin.action(description="Forget selected devices", permissions=["forget"])
+    def forget_devices(self, request: HttpRequest, queryset: QuerySet[KnownDevice]) -> None:
+        client = client_from_request(request)
+        devices = list(queryset.select_related("user"))
+        for device in devices:
+            known_device_forget(device=device, actor=request.user.get_username(), client=client)
+        self.message_user(request, f"{len(devices)} device(s) forgotten.", messages.SUCCESS)
 
 
 @admin.register(AuditRecord)

@@ -30,6 +30,9 @@ class Client:
     user_agent: str | None = None
     #: A WebSocket connection (a login there without ``User-Agent`` is a TrueNAS client).
     websocket: bool = False
+    #: The ``Host`` header as sent (unchecked: `services.notices` checks it against ALLOWED_HOSTS
+    #: before it names the service in an email link).
+    host: str | None = None
 
     @property
     def origin(self) -> str:
@@ -132,7 +135,16 @@ def client_from_environ(meta: Any, *, is_secure: bool, scope: Any = None) -> Cli
             address, port = hop_ip, None
             if not _trusted(hop_ip):
                 break
-    return Client(address=address, port=port, secure=is_secure, user_agent=user_agent, websocket=websocket)
+    host = str(meta.get("HTTP_HOST") or _server_name(meta))[:255] or None
+    return Client(
+        address=address, port=port, secure=is_secure, user_agent=user_agent, websocket=websocket, host=host
+    )
+
+
+def _server_name(meta: Any) -> str:
+    """``SERVER_NAME[:SERVER_PORT]``: what Django's ``get_host`` falls back to without a Host header."""
+    name, port = str(meta.get("SERVER_NAME") or ""), str(meta.get("SERVER_PORT") or "")
+    return f"{name}:{port}" if name and port and port not in ("80", "443") else name
 
 
 def _over_tls(meta: Any, scheme: str) -> bool:

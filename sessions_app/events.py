@@ -83,6 +83,20 @@ def roles_changed(*, users: Iterable[int] | None) -> None:
     )
 
 
+def notices_changed(*, user_pk: int) -> None:
+    """Record that a new-sign-in notice of user ``user_pk`` was created or answered; call inside the
+    transaction of the change. Only that user's notice streams hear of it (`sessions_app.live`):
+    ``internal`` and without a session, it is never an ``auth.sessions`` notification (a process
+    that predates the kind skips it as internal)."""
+    SessionEvent.objects.create(
+        kind=SessionEvent.Kind.NOTICE,
+        session=0,
+        public_id="",
+        internal=True,
+        fields={"user": user_pk},
+    )
+
+
 def notification(event: SessionEvent) -> dict[str, Any]:
     """The JSON-RPC ``collection_update`` notification of ``event``, byte-compatible with TrueNAS.
 

@@ -6,6 +6,9 @@ event stream. Every ``SESSIONS_EVENT_POLL_INTERVAL`` seconds it reads the new ro
 
 * hands each event to every local listener (WebSocket connections subscribed to ``auth.sessions``,
   the dashboard's event streams);
+* hands a ``notice`` event (a new-sign-in notice created or answered) only to the notice streams
+  of the user it concerns (`sessions_app.streams.notice_events`), never to ``auth.sessions``
+  subscribers;
 * closes every local WebSocket whose session was removed (terminated, logged out or evicted through
   any interface, on any process or host): the socket closes within one poll of the commit.
 
@@ -159,6 +162,9 @@ class Hub:
             await asyncio.sleep(float(conf.get("SESSIONS_EVENT_POLL_INTERVAL")))
 
     def _dispatch(self, event: SessionEvent) -> None:
+        if event.kind == SessionEvent.Kind.NOTICE:
+            self._dispatch_notice(event)
+            return
         if event.kind == SessionEvent.Kind.REMOVED and event.ended:
             for socket in [s for s in self.sockets if s.session_pk == event.session]:
                 socket.session_gone(event.session)
@@ -169,6 +175,17 @@ class Hub:
                 listener.deliver(event)
             except Exception:
                 logger.exception("live events: a listener failed")
+
+    def _dispatch_notice(self, event: SessionEvent) -> None:
+        """A new-sign-in notice changed: only the notice streams of its user hear of it (a listener
+        says whose notices it follows with ``notice_user_pk``; others have none)."""
+        user_pk = (event.fields or {}).get("user")
+        for listener in list(self.listeners):
+            if user_pk is not None and getattr(listener, "notice_user_pk", None) == user_pk:
+                try:
+                    listener.deliver(event)
+                except Exception:
+                    logger.exception("live events: a listener failed")
 
     async def _roles_changed(self, event: SessionEvent) -> None:
         self.roles_generation += 1

@@ -19,6 +19,7 @@ import logging
 import os
 import pwd
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -42,6 +43,7 @@ from sessions_app.services.api_keys import (
     verifier_backfill,
 )
 from sessions_app.services.login import check_password, has_totp
+from sessions_app.services.notices import api_key_use_noticed
 from sessions_app.services.sessions import session_authenticate, session_check, session_create, session_end
 
 logger = logging.getLogger(__name__)
@@ -90,6 +92,42 @@ def clear_pending_cookie(response: HttpResponse) -> None:
 def pending_cookie(request: HttpRequest) -> str | None:
     """The pending second factor's secret the browser sent, if any."""
     return request.COOKIES.get(pending_cookie_name())
+
+
+@dataclass(frozen=True, slots=True)
+class EndedSession:
+    """What the holder of a session cookie may be told about its session, which has ended: why, and
+    whether the user ended it (from another of their sessions) or someone else did -- never who."""
+
+    reason: str | None
+    by_owner: bool
+    by_other: bool
+
+
+def ended_session(request: HttpRequest) -> EndedSession | None:
+    """The ended session the request's session cookie names; None without a cookie, for an active
+    session, and for a value that names no session (forged, or its row purged).
+
+    Read only on the way to the sign-in page (`sessions_app.views`), never on the per-request path:
+    `session_authenticate` has already refused the cookie (and ended the session if it had just run
+    out), so this is one indexed lookup by the hash of a secret only the holder has.
+    """
+    secret = request.COOKIES.get(session_cookie_name(), "")
+    if not secret or len(secret) > 256:
+        return None
+    found = (
+        UserSession.objects.filter(secret_hash=keys.hash_secret(secret), ended_at__isnull=False)
+        .values_list("end_reason", "ended_by", "username")
+        .first()
+    )
+    if found is None:
+        return None
+    reason, ended_by, username = found
+    return EndedSession(
+        reason=reason,
+        by_owner=ended_by is not None and ended_by == username,
+        by_other=ended_by is not None and ended_by != username,
+    )
 
 
 def error_response(status: int, errno: int, attribute: str, message: str, retry_after: int) -> JsonResponse:
@@ -255,6 +293,8 @@ def bearer_api_key(text: str, client: Client) -> ApiKey | None:
                 address=client.origin,
                 event_data={"mechanism": "API_KEY_BEARER", "per_request": True, "api_key_ref": label},
             )
+            # A recorded use only (once a minute per key): from a new network, a notice to the owner.
+            api_key_use_noticed(key=key, client=client, now=now)
     return key
 
 

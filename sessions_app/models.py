@@ -439,12 +439,18 @@ class SessionEvent(models.Model):
     ``roles`` rows are not sent to anyone: they tell every process that the roles of the users in
     ``fields["users"]`` (``None``: of anyone) may have changed, so that streams the role no longer
     allows end before the next event is delivered (security.md F3).
+
+    ``notice`` rows (``internal``, no session) reach only the notice streams of the user in
+    ``fields["user"]`` (`sessions_app.streams.notice_events`), never ``auth.sessions`` subscribers.
     """
 
     class Kind(models.TextChoices):
         ADDED = "added"
         REMOVED = "removed"
         ROLES = "roles"
+        #: A new-sign-in notice of ``fields["user"]`` was created or answered: that user's open pages
+        #: fetch their banner again (services/notices.py); nothing else is sent, to anyone.
+        NOTICE = "notice"
 
     id = models.BigAutoField(primary_key=True)
     created_at = models.DateTimeField(default=timezone.now)

@@ -1,7 +1,8 @@
 """Cascades from account changes made anywhere (services, Django admin, shell).
 
 Thin receivers that call the session services: a changed password, a disabled or deleted user and
-a removed TOTP device end the user's sessions at once. Each request also re-checks the user's state
+a removed TOTP device end the user's sessions at once; a changed password also meets a pending
+demand for one (a denied new sign-in, `services.notices`). Each request also re-checks the user's state
 (`services.sessions.session_check`), so a change that bypasses signals (``QuerySet.update``) still
 ends the sessions on their next request.
 
@@ -24,6 +25,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from sessions_app.events import roles_changed
 from sessions_app.models import EndReason
+from sessions_app.services.notices import password_change_demand_clear
 from sessions_app.services.sessions import sessions_end_for_user
 
 
@@ -53,6 +55,11 @@ def _end_sessions_on_account_change(sender: Any, instance: Any, created: bool, *
         sessions_end_for_user(user=instance, reason=EndReason.USER_DISABLED)
     elif previous["password"] != instance.password:
         sessions_end_for_user(user=instance, reason=EndReason.PASSWORD_CHANGED, keep=keep)
+        # A denied new sign-in asked for a new password: a new one set anywhere (set_password: the
+        # form, the admin, manage.py changepassword) meets that. Not Django's re-hash of the same
+        # password at login, which saves without it (``_password`` is already None then).
+        if getattr(instance, "_password", None) is not None:
+            password_change_demand_clear(user=instance)
 
 
 @receiver(pre_delete, sender=settings.AUTH_USER_MODEL)

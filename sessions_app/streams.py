@@ -11,6 +11,14 @@ The page reloads on ``end``, and shows what the viewer may still see.
 
 Event streams need the ASGI server (``bin/serve``); under WSGI the view answers 501, and the page
 simply stays as loaded.
+
+``GET /me/notices/events/`` (`notice_events`) is the stream of every signed-in page: it needs no role
+and carries nothing but ``notice`` (a new-sign-in notice of the viewer's own account was created or
+answered: the page fetches its banner again, `sessions_app.device_views.notice_banner`) and ``end``
+(the viewer's session ended: the page reloads, and so goes to the sign-in page). The dashboard's
+stream stays what it was: it is about every user's sessions and keeps its role (F3); widening it to
+every user would have meant filtering each of its events per viewer. The pages open the notice stream
+only while they are visible (``notices.js``), so that background tabs hold no connection.
 """
 
 from __future__ import annotations
@@ -75,24 +83,52 @@ class _Stream:
             self.queue.put_nowait(item)
 
 
+class _NoticeStream(_Stream):
+    """The notice stream of one page: ``notice`` events of its user's own notices, ``end`` when its
+    session ends. It depends on no role (`reader_pk` is None), so role changes never end it."""
+
+    @property
+    def notice_user_pk(self) -> int:
+        return self._user_pk
+
+    @property
+    def reader_pk(self) -> int | None:
+        return None
+
+    def read_role_lost(self) -> None:
+        pass  # nothing it carries needs a role
+
+    def deliver(self, event: SessionEvent) -> None:
+        if not self.ending:
+            self._put({"kind": "notice"})
+
+
 def _error(status: int, detail: str) -> HttpResponse:
     response = JsonResponse({"error": detail}, status=status)
     response["Cache-Control"] = "no-store"
     return response
 
 
-async def session_events(request: HttpRequest) -> HttpResponse:
+def _refused(request: HttpRequest) -> HttpResponse | None:
+    """Why a stream cannot start (not a GET, no session, not served over ASGI), or None."""
     if request.method != "GET":
         response = _error(405, "method not allowed: use GET")
         response["Allow"] = "GET"
         return response
-    session = request.auth_session  # type: ignore[attr-defined]
-    if session is None:
+    if request.auth_session is None:  # type: ignore[attr-defined]
         return _error(401, "sign in first")
-    if not await sync_to_async(has_role)(request.user, Role.AUTH_SESSIONS_READ):
-        return _error(403, "this stream needs the AUTH_SESSIONS_READ role")
     if not hasattr(request, "scope"):
         return _error(501, "live updates need the ASGI server (bin/serve)")
+    return None
+
+
+async def session_events(request: HttpRequest) -> HttpResponse:
+    refused = _refused(request)
+    if refused is not None:
+        return refused
+    session = request.auth_session  # type: ignore[attr-defined]
+    if not await sync_to_async(has_role)(request.user, Role.AUTH_SESSIONS_READ):
+        return _error(403, "this stream needs the AUTH_SESSIONS_READ role")
     stream = _Stream(session.pk, client_from_request(request), request.user.pk)
     # Read the role afresh and register only if no role change was handled meanwhile (F3).
     admitted = await sync_to_async(hub.admitted)(
@@ -102,6 +138,22 @@ async def session_events(request: HttpRequest) -> HttpResponse:
         return _error(403, "this stream needs the AUTH_SESSIONS_READ role")
     hub.add_listener(stream)  # already registered: this starts the hub if it is not running
     hub.add_socket(stream)
+    return _stream_response(stream)
+
+
+async def notice_events(request: HttpRequest) -> HttpResponse:
+    """``GET /me/notices/events/``: the viewer's own new-sign-in notices changed (no role needed)."""
+    refused = _refused(request)
+    if refused is not None:
+        return refused
+    session = request.auth_session  # type: ignore[attr-defined]
+    stream = _NoticeStream(session.pk, client_from_request(request), request.user.pk)
+    hub.add_listener(stream)
+    hub.add_socket(stream)  # its session ending ends the stream (checked every second, as sockets)
+    return _stream_response(stream)
+
+
+def _stream_response(stream: _Stream) -> HttpResponse:
     response = StreamingHttpResponse(_events(stream), content_type="text/event-stream")
     response["Cache-Control"] = "no-store"
     response["X-Accel-Buffering"] = "no"  # nginx: pass events through at once
@@ -120,7 +172,8 @@ async def _events(stream: _Stream) -> AsyncIterator[str]:
             if item is _END or stream.ending:
                 yield "event: end\ndata: {}\n\n"
                 return
-            yield f"event: {item['kind']}\ndata: {json.dumps({'id': item['id']})}\n\n"
+            data = {name: value for name, value in item.items() if name != "kind"}
+            yield f"event: {item['kind']}\ndata: {json.dumps(data)}\n\n"
     finally:
         hub.remove_listener(stream)
         hub.remove_socket(stream)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from sessions_app import streams, views
+from sessions_app import device_views, streams, views
 
 app_name = "sessions_app"
 
@@ -26,6 +26,13 @@ urlpatterns = [
         name="my-session-terminate-others",
     ),
     path("me/sessions/<str:public_id>/terminate/", views.my_session_terminate, name="my-session-terminate"),
+    path("me/devices/", device_views.known_device_list, name="known-device-list"),
+    path("me/devices/<int:pk>/forget/", device_views.known_device_forget, name="known-device-forget"),
+    path("me/notices/", device_views.notice_banner, name="notice-banner"),
+    path("me/notices/events/", streams.notice_events, name="notice-events"),
+    path("me/notices/<int:pk>/confirm/", device_views.notice_confirm, name="notice-confirm"),
+    path("me/notices/<int:pk>/deny/", device_views.notice_deny, name="notice-deny"),
+    path("sign-in-notices/<str:token>/", device_views.notice_link, name="notice-link"),
     path("api-keys/", views.api_key_list, name="api-key-list"),
     path("api-keys/<int:key_id>/", views.api_key_update, name="api-key-update"),
     path("api-keys/<int:key_id>/reset/", views.api_key_reset, name="api-key-reset"),

@@ -51,12 +51,15 @@ from sessions_app.forms import (
     TotpConfirmForm,
 )
 from sessions_app.middleware import (
+    EndedSession,
     clear_pending_cookie,
     clear_session_cookie,
+    ended_session,
     pending_cookie,
     set_pending_cookie,
     set_session_cookie,
 )
+from sessions_app.models import AuditEvent, EndReason
 from sessions_app.query import QueryError
 from sessions_app.roles import Role, has_role, user_roles
 from sessions_app.services import api_keys as api_key_services
@@ -104,9 +107,7 @@ def page(
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             session = request.auth_session  # type: ignore[attr-defined]
             if session is None:
-                return HttpResponseRedirect(
-                    f"{reverse('sessions_app:sign-in')}?{urlencode({'next': request.path})}"
-                )
+                return _to_sign_in(request)
             if session.password_change_required and not before_password_change:
                 return HttpResponseRedirect(reverse("sessions_app:password-change"))
             # 403 and 404 are answered here, so that they are no-store like every page.
@@ -120,6 +121,46 @@ def page(
         return _browser_view(wrapper, methods)
 
     return decorate
+
+
+#: Why a session ended, in words, for the one who held it (the sign-in page's message).
+_ENDED_BECAUSE = {
+    EndReason.LOGOUT: "signed out",
+    EndReason.EXPIRED: "it reached its time limit",
+    EndReason.IDLE: "inactive for too long",
+    EndReason.PASSWORD_CHANGED: "the password was changed",
+    EndReason.USER_DISABLED: "the account was disabled",
+    EndReason.CREDENTIAL_REVOKED: "its credential was revoked",
+    EndReason.PARENT_ENDED: "the session it came from ended",
+    EndReason.EVICTED: "too many sessions were open",
+}
+
+
+def _ended_message(ended: EndedSession) -> str:
+    because = _ENDED_BECAUSE.get(ended.reason or "", "")
+    if ended.reason == EndReason.TERMINATED:
+        because = "terminated"
+        if ended.by_owner:
+            because = "terminated from another session"
+        elif ended.by_other:
+            because = "terminated by an administrator"
+    return f"Your session was ended ({because})." if because else "Your session was ended."
+
+
+def _to_sign_in(request: HttpRequest) -> HttpResponse:
+    """The sign-in page (coming back here after it). A browser whose cookie names a session that has
+    ended is told so, and why, and the cookie is dropped. Only the holder of that cookie is told: a
+    value that names no session (forged, mistyped, purged) is answered like no cookie at all. The
+    dashboard's background refresh (``fetch``, not a navigation) leaves the message to the reload
+    that follows it."""
+    response = HttpResponseRedirect(f"{reverse('sessions_app:sign-in')}?{urlencode({'next': request.path})}")
+    if request.headers.get("Sec-Fetch-Mode", "navigate") != "navigate":
+        return response
+    ended = ended_session(request)
+    if ended is not None:
+        messages.info(request, _ended_message(ended))
+        clear_session_cookie(response)
+    return response
 
 
 def _render(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
@@ -331,6 +372,17 @@ def _filtered_page(form: QueryFilterForm, select: Callable[..., selectors.Page])
         return None, 503
 
 
+def _with_devices(result: selectors.Page | None) -> None:
+    """Give the audit records of a page that opened a session (a successful sign-in names it) the
+    ``device`` and ``location`` objects of that session, read in one query for the page."""
+    records = [
+        r for r in (result.rows if result is not None else ()) if r.get("session") and _opened_a_session(r)
+    ]
+    found = selectors.session_devices(public_ids={r["session"] for r in records})
+    for record in records:
+        record.update(found.get(record["session"], {}))
+
+
 CHARTS_TTL = 30  # seconds
 
 
@@ -364,7 +416,9 @@ def session_list(request: HttpRequest) -> HttpResponse:
     """The sessions dashboard: active sessions, filters, keyset pages and the two charts."""
     current = request.auth_session  # type: ignore[attr-defined]
     form = SessionFilterForm(request.GET)
-    result, status = _filtered_page(form, functools.partial(selectors.session_page, current_pk=current.pk))
+    result, status = _filtered_page(
+        form, functools.partial(selectors.session_page, current_pk=current.pk, device=True)
+    )
     context = {
         "form": form,
         "page": result,
@@ -379,7 +433,9 @@ def session_list(request: HttpRequest) -> HttpResponse:
 def session_history(request: HttpRequest) -> HttpResponse:
     """Ended sessions: when, why (end reason) and by whom."""
     form = SessionHistoryFilterForm(request.GET)
-    result, status = _filtered_page(form, functools.partial(selectors.session_page, history=True))
+    result, status = _filtered_page(
+        form, functools.partial(selectors.session_page, history=True, device=True)
+    )
     return _render(
         request, "session_history.html", {"form": form, "page": result, "tab": "history"}, status=status
     )
@@ -456,7 +512,7 @@ def my_session_list(request: HttpRequest) -> HttpResponse:
     current = request.auth_session  # type: ignore[attr-defined]
     form = SessionFilterForm(request.GET)
     result, status = _filtered_page(
-        form, functools.partial(selectors.session_page, user=request.user, current_pk=current.pk)
+        form, functools.partial(selectors.session_page, user=request.user, current_pk=current.pk, device=True)
     )
     return _render(request, "session_list_mine.html", {"form": form, "page": result}, status=status)
 
@@ -605,11 +661,17 @@ def api_key_delete(request: HttpRequest, key_id: int) -> HttpResponse:
 # --- audit --------------------------------------------------------------------------------------------
 
 
+def _opened_a_session(record: dict[str, Any]) -> bool:
+    return bool(record["event"] == AuditEvent.AUTHENTICATION and record["success"])
+
+
 @page(role=Role.AUDIT_READ)
 def audit_list(request: HttpRequest) -> HttpResponse:
     """Audit records, newest first, with the same filter form idea as the dashboard."""
     form = AuditFilterForm(request.GET)
     result, status = _filtered_page(form, selectors.audit_page)
+    # A successful sign-in names the session it opened: its device and place are that session's.
+    _with_devices(result)
     return _render(request, "auditrecord_list.html", {"form": form, "page": result}, status=status)
 
 

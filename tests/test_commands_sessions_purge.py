@@ -16,11 +16,13 @@ from sessions_app.models import (
     AuditEvent,
     AuditRecord,
     EndReason,
+    KnownDevice,
     NodeNonce,
     OneTimePassword,
     PendingLogin,
     RateCounter,
     ScramExchange,
+    SignInNotice,
     Token,
     UserSession,
 )
@@ -89,6 +91,11 @@ def world(make_user: Any) -> dict[str, Any]:
     }
     ScramExchange.objects.create(secret_hash="i" * 64, expires_at=now - dt.timedelta(minutes=1), **exchange)
     w["scram"] = ScramExchange.objects.create(secret_hash="j" * 64, expires_at=now + DAY, **exchange)
+    notice = {"user": alice, "signature": "Safari|iOS|iPhone", "network": "10.0.0.0/24", "device_label": "x"}
+    SignInNotice.objects.create(created_at=old, **notice)
+    w["notice"] = SignInNotice.objects.create(created_at=now - DAY, **notice)
+    KnownDevice.objects.create(user=alice, signature="a", network="n", last_seen_at=old)
+    w["device"] = KnownDevice.objects.create(user=alice, signature="b", network="n", last_seen_at=now - DAY)
     OneTimePassword.objects.create(user=alice, password_hash="f" * 64, expires_at=now + DAY, used_at=now)
     OneTimePassword.objects.create(user=alice, password_hash="g" * 64, expires_at=now - DAY)
     w["otp"] = OneTimePassword.objects.create(user=alice, password_hash="h" * 64, expires_at=now + DAY)
@@ -114,6 +121,8 @@ EXPECTED = {
     "node nonces past the replay window deleted": 1,
     "stale throttle counters deleted": 2,
     "audit records deleted (older than the cutoff)": 3,
+    "new-sign-in notices deleted (older than the cutoff)": 1,
+    "remembered devices deleted (unused since the cutoff)": 1,
 }
 
 
@@ -134,6 +143,8 @@ def test_purge_sweeps_then_deletes_everything_past_retention(world: dict[str, An
     assert list(Token.objects.all()) == [world["live_token"]]
     assert list(PendingLogin.objects.all()) == [world["pending"]]
     assert list(ScramExchange.objects.all()) == [world["scram"]]
+    assert list(SignInNotice.objects.all()) == [world["notice"]]
+    assert list(KnownDevice.objects.all()) == [world["device"]]
     assert list(OneTimePassword.objects.all()) == [world["otp"]]
     assert list(NodeNonce.objects.all()) == [world["nonce"]]
     assert list(AccountLockout.objects.values_list("username", flat=True)) == ["fresh"]

@@ -372,7 +372,7 @@ def test_my_sessions_marks_the_current_one_and_ends_only_own(signed_in: Any, mak
     mine = _api_session("alice")
     response = alice.get("/me/sessions/")
     assert _rows(response) == [mine.public_id, current.public_id]
-    assert "this session" in response.content.decode()
+    assert "this device" in response.content.decode()
     assert alice.get(f"/me/sessions/{bobs.public_id}/terminate/").status_code == 404
     assert alice.post(f"/me/sessions/{bobs.public_id}/terminate/", {"confirm": "1"}).status_code == 404
     assert alice.post(f"/me/sessions/{mine.public_id}/terminate/", {"confirm": "1"}).status_code == 302

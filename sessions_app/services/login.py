@@ -43,6 +43,7 @@ from sessions_app.models import (
 )
 from sessions_app.selectors import user_get_by_username
 from sessions_app.services.api_keys import api_key_pepper, api_key_revoke, api_key_touch, verifier_backfill
+from sessions_app.services.notices import sign_in_noticed
 from sessions_app.services.sessions import NewSession, session_check, session_create, session_end
 
 PENDING_LIFETIME = dt.timedelta(minutes=5)
@@ -131,10 +132,12 @@ def open_session(
     """Create the session of a successful login, reset its failure counter (the account's, or
     ``lockout_name``: an API key's, F7) and end the session this client had (B2) -- in one
     transaction, so that a database that stays busy past its timeout on any of these writes leaves
-    none of them: no session the client never received (D5).
+    none of them: no session the client never received (D5). Every login passes here, so this is
+    where it is remembered and, from somewhere new, noticed (`services.notices`).
     """
     with transaction.atomic():
         new = session_create(user=user, client=client, **kwargs)
+        sign_in_noticed(session=new.session, client=client, api_key=kwargs.get("api_key"))
         throttle.record_success(username=lockout_name or user.get_username())
         if replaces is not None:
             session_end(

@@ -32,11 +32,13 @@ from sessions_app.models import (
     AuditEvent,
     AuditRecord,
     EndReason,
+    KnownDevice,
     NodeNonce,
     OneTimePassword,
     PendingLogin,
     ScramExchange,
     SessionEvent,
+    SignInNotice,
     Token,
     UserSession,
 )
@@ -179,6 +181,8 @@ class PurgeResult:
     throttle_counters: int = 0
     audit_records: int = 0
     session_events: int = 0
+    sign_in_notices: int = 0
+    known_devices: int = 0
     seconds: float = 0.0
 
     def counts(self) -> dict[str, int]:
@@ -211,6 +215,10 @@ def _purge_targets(now: dt.datetime, cutoff: dt.datetime) -> dict[str, tuple[Que
         "audit_records": (AuditRecord.objects.filter(timestamp__lt=cutoff), ("timestamp", "pk")),
         # The live-event outbox: every process has read an event within seconds of its commit.
         "session_events": (SessionEvent.objects.filter(created_at__lt=now - event_retention), ("pk",)),
+        # New-sign-in notices are history like the sessions they name; a device unused since the
+        # cutoff would be "new" again anyway (SESSIONS_NOTICE_DAYS <= the retention by default).
+        "sign_in_notices": (SignInNotice.objects.filter(created_at__lt=cutoff), ("pk",)),
+        "known_devices": (KnownDevice.objects.filter(last_seen_at__lt=cutoff), ("pk",)),
     }
 
 

@@ -47,7 +47,9 @@ def user_set_password(
     """Change ``user``'s password and end their other sessions (A21/A22).
 
     With ``keep`` (the session that asked for the change), that session survives with a new id and
-    a new secret, which is returned; every other session, token and derived session ends.
+    a new secret, which is returned; every other session, token and derived session ends. A pending
+    `PasswordChangeDemand` (a denied new sign-in) is met: the ``post_save`` receiver drops it, as it
+    does for a change made anywhere else (the admin, ``changepassword``).
     """
     with transaction.atomic():
         user.set_password(password)

@@ -1,8 +1,11 @@
-"""Template helpers of the browser pages: query-string links, sortable headers, times, credentials."""
+"""Template helpers of the browser pages: query-string links, sortable headers, times, credentials,
+devices. Everything a client chose (User-Agent, the device words parsed from it, place names) goes
+through `format_html` or autoescaping: never marked safe as it is."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from django import template
@@ -10,6 +13,8 @@ from django.http import QueryDict
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+
+from sessions_app.devices.places import Place
 
 register = template.Library()
 
@@ -53,16 +58,20 @@ def sort_header(context: template.Context, name: str, label: str) -> dict[str, A
     }
 
 
+_UNITS = ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
+
+
 def _relative(delta: dt.timedelta) -> str:
+    """``delta`` (now minus the moment) in words: "just now", "2 minutes ago", "in 3 days".
+
+    One unit, rounded down (a session seen 119 s ago was seen "1 minute ago"); days do not grow into
+    months, the exact time is always beside it (the ``title`` of `ago`, the text of `when`).
+    """
     seconds = int(abs(delta.total_seconds()))
-    if seconds < 60:
-        text = f"{seconds} s"
-    elif seconds < 3600:
-        text = f"{seconds // 60} min"
-    elif seconds < 86400 * 2:
-        text = f"{seconds // 3600} h"
-    else:
-        text = f"{seconds // 86400} d"
+    if seconds < 10:
+        return "just now"
+    count, unit = next((seconds // size, unit) for size, unit in _UNITS if seconds >= size)
+    text = f"{count} {unit}{'' if count == 1 else 's'}"
     return f"in {text}" if delta.total_seconds() < 0 else f"{text} ago"
 
 
@@ -127,3 +136,33 @@ def json_compact(value: Any) -> str:
 
     text = json.dumps(value, default=str, ensure_ascii=False, separators=(", ", ": "))
     return text if len(text) <= 240 else text[:237] + "…"
+
+
+@register.filter
+def place(row: Mapping[str, Any]) -> str:
+    """The place of a row with a ``location`` object: "Berlin, Germany", "Local network", or ""."""
+    location = row.get("location") or {}
+    return Place(country=location.get("country"), city=location.get("city")).label
+
+
+@register.simple_tag
+def session_device(row: Mapping[str, Any]) -> SafeString:
+    """The device cell of a session row: the device in words ("Safari on iOS", the User-Agent in the
+    tooltip) and "this device" on the caller's own session, then a muted line with the place (when
+    known) and the origin. A session without a device (opened before devices were kept, or over the
+    unix socket) shows its origin, as before."""
+    device = row.get("device") or {}
+    origin = format_html('<span class="mono">{}</span>', row.get("origin") or "—")
+    mine = format_html(' <span class="badge current">{}</span>', "this device") if row.get("current") else ""
+    label = device.get("label")
+    if not label:
+        return format_html("{}{}", origin, mine)
+    where = place(row)
+    agent = device.get("user_agent")
+    return format_html(
+        '<span class="device"{}>{}</span>{}<span class="sub">{}</span>',
+        format_html(' title="{}"', agent) if agent else "",
+        label,
+        mine,
+        format_html("{} · {}", where, origin) if where else origin,
+    )

@@ -74,7 +74,7 @@ def test_sign_in_with_password(page: Any, create_user: Callable[..., Any], shot:
     shot(page, "sign-in")
     sign_in(page, "alice")
     expect(page).to_have_url(re.compile(r"/me/sessions/$"))
-    expect(page.get_by_text("this session")).to_be_visible()
+    expect(page.get_by_text("this device")).to_be_visible()
     assert "no-store" in (page.request.get("/me/sessions/").headers.get("cache-control") or "")
     shot(page, "my-sessions")
 
@@ -230,7 +230,7 @@ def test_terminate_other_sessions_keeps_the_current_one(
     page.get_by_role("button", name="Terminate other sessions").click()
     expect(page.get_by_role("status")).to_contain_text("2 other sessions terminated")
     assert session_ids(page) == {current}
-    expect(row(page, current)).to_contain_text("you")
+    expect(row(page, current)).to_contain_text("this device")
     for cookie in cookies:
         assert_api_refuses(web, cookie)
     page.reload()

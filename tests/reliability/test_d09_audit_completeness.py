@@ -9,7 +9,8 @@ record names the operation it belongs to. What each operation must leave (spec Â
 authentication attempt, logout, termination, key change and role-protected call):
 
 ===================  =============================================================================
-login               AUTHENTICATION, success, the user, the new session
+login               AUTHENTICATION, success, the user, the new session; plus at most one
+                    NEW_SIGN_IN (the user, the session) when it came from a new network (issue 16)
 failed login        AUTHENTICATION, failure, the name given
 second factor       AUTHENTICATION, failure (``OTP_TOKEN``), the user
 logout              LOGOUT, success, the user, the session
@@ -286,6 +287,7 @@ def test_D9_every_operation_leaves_exactly_its_audit_records(
     }
     problems: list[str] = []
     lockouts: Counter[str] = Counter()
+    new_sign_ins = 0
     for op in ops:
         kind = op.kind.split()[0]
         own = by_address.get(op.address, [])
@@ -316,6 +318,14 @@ def test_D9_every_operation_leaves_exactly_its_audit_records(
                     ):
                         problems.append(f"lockout record of {op.username}: {record.event} {record.username}")
             own = [r for r in own if what(r) != "lockout"]
+        if kind == "login":
+            noticed = [r for r in own if r.event == "NEW_SIGN_IN"]
+            new_sign_ins += len(noticed)
+            if len(noticed) > 1 or any(
+                (r.success, r.username, r.session) != (True, op.username, op.session) for r in noticed
+            ):
+                problems.append(f"login #{op.index} ({op.username}): new-sign-in records {noticed}")
+            own = [r for r in own if r.event != "NEW_SIGN_IN"]
         got = Counter((r.event, r.success, r.username or "", what(r)) for r in own)
         want = Counter(
             (event, success, user.format(user=op.username), text)
@@ -327,6 +337,5 @@ def test_D9_every_operation_leaves_exactly_its_audit_records(
     if lockouts != Counter({f"victim{n}": 1 for n in range(victims)}):
         problems.append(f"lockout records per account: {dict(lockouts)}")
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:20])
-    assert len(records) == sum(len(expected_records[op.kind.split()[0]]) for op in ops) + victims, (
-        "records lost or doubled"
-    )
+    expected_total = sum(len(expected_records[op.kind.split()[0]]) for op in ops) + victims + new_sign_ins
+    assert len(records) == expected_total, "records lost or doubled"

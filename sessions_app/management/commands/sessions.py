@@ -395,6 +395,8 @@ class Command(RegistryCommand):
             "sessions": "ended sessions deleted (ended before the cutoff)",
             "throttle_counters": "stale throttle counters deleted",
             "audit_records": "audit records deleted (older than the cutoff)",
+            "sign_in_notices": "new-sign-in notices deleted (older than the cutoff)",
+            "known_devices": "remembered devices deleted (unused since the cutoff)",
         }
         body = [[f"{counts[name]:,}", label] for name, label in labels.items()]
         lines, _ = render_table(["would" if dry_run else "count", "what"], body)
