@@ -662,3 +662,10 @@ def test_admin_needs_a_browser_session_without_a_pending_password_change(
     browser.post("/sign-in/", {"username": "root", "password": otpw, "csrfmiddlewaretoken": token})
     response = browser.get("/admin/", follow=True)
     assert response.redirect_chain[-1][0] == "/password/"
+
+
+def test_favicon_is_served(client: Any) -> None:
+    """Every browser asks for /favicon.ico (issue 17: it was a 404 in every log)."""
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301
+    assert response["Location"].endswith("sessions_app/favicon.svg")

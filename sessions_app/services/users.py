@@ -42,7 +42,7 @@ def onetime_password_issue(*, user: Any, actor: str | None, address: str = "") -
 
 
 def user_set_password(
-    *, user: Any, password: str, keep: UserSession | None = None, actor: str | None = None
+    *, user: Any, password: str, keep: UserSession | None = None, actor: str | None = None, address: str = ""
 ) -> str | None:
     """Change ``user``'s password and end their other sessions (A21/A22).
 
@@ -64,6 +64,7 @@ def user_set_password(
             event=AuditEvent.METHOD_CALL,
             success=True,
             username=actor or user.get_username(),
+            address=address,
             event_data={"method": "user.set_password", "target_username": user.get_username()},
         )
     return secret
@@ -98,7 +99,9 @@ def user_change_password(
         validate_password(new_password, user)
     except ValidationError as exc:
         raise InvalidParams([("new_password", message) for message in exc.messages]) from None
-    return user_set_password(user=user, password=new_password, keep=session, actor=user.get_username())
+    return user_set_password(
+        user=user, password=new_password, keep=session, actor=user.get_username(), address=client.origin
+    )
 
 
 def user_sessions_end(*, user: Any, reason: str = EndReason.USER_DISABLED, actor: str | None = None) -> int:
