@@ -149,17 +149,23 @@ def _ended_message(ended: EndedSession) -> str:
 
 def _to_sign_in(request: HttpRequest) -> HttpResponse:
     """The sign-in page (coming back here after it). A browser whose cookie names a session that has
-    ended is told so, and why, and the cookie is dropped. Only the holder of that cookie is told: a
-    value that names no session (forged, mistyped, purged) is answered like no cookie at all. The
-    dashboard's background refresh (``fetch``, not a navigation) leaves the message to the reload
-    that follows it."""
+    ended is told so, and why, on every page it opens until it signs in again (which replaces the
+    cookie): the cookie is kept, so that a live page's own reload and the user's next click both
+    say it -- whichever comes first does not take the message from the other. Only the holder of
+    that cookie is told: a value that names no session (forged, mistyped, purged) is answered like
+    no cookie at all. The dashboard's background refresh (``fetch``, not a navigation) leaves the
+    message to the reload that follows it."""
     response = HttpResponseRedirect(f"{reverse('sessions_app:sign-in')}?{urlencode({'next': request.path})}")
     if request.headers.get("Sec-Fetch-Mode", "navigate") != "navigate":
         return response
     ended = ended_session(request)
     if ended is not None:
-        messages.info(request, _ended_message(ended))
-        clear_session_cookie(response)
+        text = _ended_message(ended)
+        queued = messages.get_messages(request)
+        already = any(str(message) == text for message in queued)
+        queued.used = False  # looking is not showing: the queued messages stay for the page
+        if not already:  # two redirects before a page shows (a live reload, then a click): once
+            messages.info(request, text)
     return response
 
 
@@ -387,7 +393,7 @@ CHARTS_TTL = 30  # seconds
 
 
 def _dashboard_charts() -> dict[str, Any]:
-    """The two charts, drawn from aggregates at most `CHARTS_TTL` seconds old.
+    """The three charts, drawn from aggregates at most `CHARTS_TTL` seconds old.
 
     Counting 700,000 active sessions by type takes 200-400 ms on PostgreSQL whatever the index; the
     table below the charts is always live, the charts say when they were computed.
@@ -395,16 +401,20 @@ def _dashboard_charts() -> dict[str, Any]:
 
     def compute() -> dict[str, Any]:
         types = selectors.session_counts_by_credentials()
+        hours = selectors.audit_logins_per_hour()
         return {
             "chart_types": charts.bar_chart(
                 types, title="Active sessions by credential type", chart_id="chart-types"
             ),
-            "chart_logins": charts.hourly_chart(
-                selectors.audit_logins_per_hour(),
-                title="Logins per hour, last 24 hours",
-                chart_id="chart-logins",
+            "chart_logins": charts.logins_chart(
+                hours, title="Successful logins per hour, last 24 hours", chart_id="chart-logins"
+            ),
+            "chart_failures": charts.failures_chart(
+                hours, title="Failed logins per hour, last 24 hours", chart_id="chart-failures"
             ),
             "active_total": sum(count for _, count in types),
+            "logins_total": sum(ok for _, ok, _ in hours),
+            "failures_total": sum(failed for _, _, failed in hours),
             "charts_at": timezone.now(),
         }
 
@@ -413,7 +423,7 @@ def _dashboard_charts() -> dict[str, Any]:
 
 @page(role=Role.AUTH_SESSIONS_READ)
 def session_list(request: HttpRequest) -> HttpResponse:
-    """The sessions dashboard: active sessions, filters, keyset pages and the two charts."""
+    """The sessions dashboard: active sessions, filters, keyset pages and the three charts."""
     current = request.auth_session  # type: ignore[attr-defined]
     form = SessionFilterForm(request.GET)
     result, status = _filtered_page(
@@ -520,6 +530,18 @@ def my_session_list(request: HttpRequest) -> HttpResponse:
 # --- API keys -----------------------------------------------------------------------------------------
 
 
+def _key_form_errors(form: ApiKeyCreateForm | ApiKeyUpdateForm | ConfirmForm, exc: InvalidParams) -> None:
+    """The service's validation errors next to the form field they name (``api_key_create.name`` →
+    ``name``); an error of the call as a whole (the key cap) above the form."""
+    for attribute, message in exc.errors:
+        field = attribute.rpartition(".")[2]
+        form.add_error(field if "." in attribute and field in form.fields else None, message)
+
+
+def _key_expired(key: Any) -> bool:
+    return key.expires_at is not None and key.expires_at <= timezone.now()
+
+
 def _key_scope(request: HttpRequest, role: Role) -> Any:
     """None (every user's keys) with ``role``, else the caller: others' keys are then 404s."""
     return None if has_role(request.user, role) else request.user
@@ -554,7 +576,7 @@ def api_key_list(request: HttpRequest) -> HttpResponse:
                     address=client_from_request(request).origin,
                 )
             except InvalidParams as exc:
-                form.add_error("name", "; ".join(message for _, message in exc.errors))
+                _key_form_errors(form, exc)
             else:
                 return _render(request, "apikey_created.html", {"key": key, "plaintext": plaintext})
     show_all = request.GET.get("all") == "1" and has_role(request.user, Role.API_KEY_READ)
@@ -577,7 +599,7 @@ def api_key_update(request: HttpRequest, key_id: int) -> HttpResponse:
     if key is None:
         raise Http404("No such API key.")
     initial = {"name": key.name, "expires_at": key.expires_at}
-    form = ApiKeyUpdateForm(request.POST or None, initial=initial)
+    form = ApiKeyUpdateForm(request.POST or None, initial=initial, current_expiry=key.expires_at)
     if request.method == "POST" and form.is_valid():
         try:
             api_key_services.api_key_update(
@@ -588,7 +610,7 @@ def api_key_update(request: HttpRequest, key_id: int) -> HttpResponse:
                 address=client_from_request(request).origin,
             )
         except InvalidParams as exc:
-            form.add_error("name", "; ".join(message for _, message in exc.errors))
+            _key_form_errors(form, exc)
         else:
             messages.success(request, f"API key “{key.name}” was updated.")
             return HttpResponseRedirect(reverse("sessions_app:api-key-list"))
@@ -607,16 +629,26 @@ def api_key_reset(request: HttpRequest, key_id: int) -> HttpResponse:
     # Bound once the confirmation is posted: the list's button only opens this page.
     submitted = request.method == "POST" and "confirm" in request.POST
     stepup_form = _stepup_form(request, submitted=submitted)
-    if submitted and form.is_valid() and _stepped_up(request, stepup_form, "api_key.reset"):
-        key, plaintext = api_key_services.api_key_update(
-            key=key,
-            reset=True,
-            actor=request.user.get_username(),
-            address=client_from_request(request).origin,
-        )
-        return _render(request, "apikey_created.html", {"key": key, "plaintext": plaintext, "reset": True})
-    context = {"form": form, "stepup_form": stepup_form, "key": key, "action": "reset"}
-    status = 400 if stepup_form is not None and stepup_form.errors else 200
+    expired = _key_expired(key)
+    if submitted and form.is_valid() and expired:
+        # Refused before the password is asked: a new secret for an expired key could never be used.
+        form.add_error(None, "This key has expired: give it a later expiry (Edit) before resetting it.")
+    elif submitted and form.is_valid() and _stepped_up(request, stepup_form, "api_key.reset"):
+        try:
+            key, plaintext = api_key_services.api_key_update(
+                key=key,
+                reset=True,
+                actor=request.user.get_username(),
+                address=client_from_request(request).origin,
+            )
+        except InvalidParams as exc:  # expired since the check above
+            _key_form_errors(form, exc)
+        else:
+            context = {"key": key, "plaintext": plaintext, "reset": True}
+            return _render(request, "apikey_created.html", context)
+    context = {"form": form, "stepup_form": stepup_form, "key": key, "action": "reset", "expired": expired}
+    refused = submitted and bool(form.errors)  # a bare POST (the list's button) only asks
+    status = 400 if refused or (stepup_form is not None and stepup_form.errors) else 200
     return _render(request, "apikey_confirm.html", context, status=status)
 
 
