@@ -7,14 +7,17 @@ mistake is reported next to the field.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
 
 from django import forms
+from django.utils import timezone
 
 from sessions_app.models import AuditEvent, Credentials
 from sessions_app.query import QueryError
+from sessions_app.services.api_keys import api_key_expiry_problem
 
 MAX_RAW_FILTERS = 10_000  # characters of the raw query-filters box
 
@@ -278,15 +281,44 @@ class ApiKeyCreateForm(forms.Form):
             raise forms.ValidationError("The name cannot contain NUL characters.")
         return name
 
+    def clean_expires_at(self) -> dt.datetime | None:
+        # Here, before the step-up is asked, as well as in the service: a key that expired before it
+        # was made could never be used.
+        return _future_expiry(self.cleaned_data["expires_at"])
+
+
+def _future_expiry(
+    expires_at: dt.datetime | None, *, current: dt.datetime | None = None, hint: str = ""
+) -> dt.datetime | None:
+    """``expires_at`` if a key may be given it (`api_key_expiry_problem`), else a field error."""
+    problem = api_key_expiry_problem(expires_at, now=timezone.now(), current=current)
+    if problem is not None:
+        raise forms.ValidationError(f"{problem[:1].upper()}{problem[1:]}.{hint}")
+    return expires_at
+
 
 class ApiKeyUpdateForm(forms.Form):
+    """Rename a key or change its expiry: a new expiry must be in the future; the stored one, even
+    if it has passed, may be sent back unchanged (renaming an expired key)."""
+
     name = forms.CharField(max_length=200, label="Name")
     expires_at = forms.DateTimeField(
         required=False,
         label="Expires (UTC)",
-        help_text="Empty: never. A time in the past expires the key now and ends its sessions.",
+        help_text="Empty: never. To stop the key now, revoke it.",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": "1"}),
     )
+
+    def __init__(self, *args: Any, current_expiry: dt.datetime | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.current_expiry = current_expiry
+
+    def clean_expires_at(self) -> dt.datetime | None:
+        return _future_expiry(
+            self.cleaned_data["expires_at"],
+            current=self.current_expiry,
+            hint=" To stop the key now, revoke it.",
+        )
 
 
 class ApiKeyRevokeForm(ConfirmForm):

@@ -198,7 +198,11 @@ class SessionAuthenticationMiddleware:
     def per_request(self, request: HttpRequest, client: Client, header: str) -> None:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer":
-            key = bearer_api_key(value.strip(), client)
+            try:
+                key = bearer_api_key(value.strip(), client)
+            except CredentialRefused as exc:
+                request.auth_refusal = exc.reason  # type: ignore[attr-defined]
+                return
             if key is not None:
                 request.api_key = key  # type: ignore[attr-defined]
                 request.user = key.user
@@ -214,6 +218,10 @@ class SessionAuthenticationMiddleware:
 
 #: Why Basic is refused for a right password of an account that must use a second factor (F8).
 SECOND_FACTOR_REQUIRED = "second factor required; Basic cannot carry it"
+#: Why a Bearer request is refused for the right secret of a revoked or expired key.
+API_KEY_REVOKED = "API key revoked"
+API_KEY_EXPIRED = "API key expired"
+API_KEY_REVOKED_INSECURE = "API key revoked: it was sent over an insecure transport"
 
 
 class CredentialRefused(Exception):
@@ -241,7 +249,16 @@ def _audit_failure(client: Client, mechanism: str, username: str | None, reason:
 
 def bearer_api_key(text: str, client: Client) -> ApiKey | None:
     """Per-request API key: same checks as ``API_KEY_PLAIN``, no session. Use is audited and
-    ``last_used_at`` written at most once a minute per key (no write per request)."""
+    ``last_used_at`` written at most once a minute per key (no write per request).
+
+    None (the generic 401) for a malformed, unknown or wrong key, a disabled owner, or any key at
+    LEVEL_2. The right secret of a revoked or expired key raises `CredentialRefused` with
+    `API_KEY_REVOKED` / `API_KEY_EXPIRED` (revoked wins when both hold): only after the secret
+    verified, so the answer tells nothing to whoever does not already hold the key, and its holder --
+    a script -- learns that a new key is needed rather than that it sent no credential. The revoke
+    reason is not said (it is the owner's note, shown on their API keys page). A key just revoked
+    for crossing plain HTTP says so (`API_KEY_REVOKED_INSECURE`).
+    """
     parsed = keys.split_api_key(text)
     key = _KEY_BY_ID.load(parsed[0]) if parsed else None
     digest = keys.api_key_hash(parsed[1] if parsed else text[:200], pepper=api_key_pepper())
@@ -261,7 +278,8 @@ def bearer_api_key(text: str, client: Client) -> ApiKey | None:
             client, "API_KEY_BEARER", key.user.get_username(), "refused at this level", api_key_ref=label
         )
         return None
-    if key.revoked or not key.user.is_active or (key.expires_at is not None and key.expires_at <= now):
+    expired = key.expires_at is not None and key.expires_at <= now
+    if key.revoked or not key.user.is_active or expired:
         _audit_failure(
             client,
             "API_KEY_BEARER",
@@ -269,7 +287,9 @@ def bearer_api_key(text: str, client: Client) -> ApiKey | None:
             "revoked, expired or inactive",
             api_key_ref=label,
         )
-        return None
+        if not key.user.is_active:  # as a disabled account's password: nothing said (A1)
+            return None
+        raise CredentialRefused(API_KEY_REVOKED if key.revoked else API_KEY_EXPIRED)
     if not client.secure_transport:
         api_key_revoke(key=key, reason="Attempt to use over an insecure transport", actor=None)
         _audit_failure(
@@ -279,7 +299,7 @@ def bearer_api_key(text: str, client: Client) -> ApiKey | None:
             "insecure transport: key revoked",
             api_key_ref=label,
         )
-        return None
+        raise CredentialRefused(API_KEY_REVOKED_INSECURE)
     if key.scram_verifier is None and parsed:
         verifier_backfill(key=key, secret=parsed[1])  # a key older than SCRAM: once, at its first use
     if not api_key_touch_due(key=key, now=now):

@@ -5,6 +5,11 @@ A key is ``"<id>-<64 alphanumerics>"``; only an HMAC-SHA256 of the secret part i
 when the key is made or reset -- one PBKDF2 of ``SESSIONS_SCRAM_ITERATIONS`` rounds, before the
 transaction, so that no row lock is held meanwhile. Revoking, expiring or deleting a key ends the sessions opened with it
 (``CREDENTIAL_REVOKED``) in the same transaction; expiry is also enforced on every request.
+
+An expiry must be in the future when it is set (`api_key_expiry_problem`): a key created, re-dated
+or reset with an expiry that has passed could never be used, yet its page would say "copy the key
+now". Every interface (browser, JSON-RPC, REST, ``manage.py api_key``) gets a field error
+(``api_key_create.expires_at`` / ``api_key_update.expires_at``); to stop a key now, revoke it.
 """
 
 from __future__ import annotations
@@ -91,6 +96,35 @@ def _validate_name(name: Any) -> str:
     return name
 
 
+def _utc_text(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def api_key_expiry_problem(
+    expires_at: dt.datetime | None, *, now: dt.datetime, current: dt.datetime | None = None
+) -> str | None:
+    """Why ``expires_at`` cannot be set on a key, or None when it can.
+
+    None (never expires) and any later instant can. An instant at or before ``now`` cannot, with one
+    exception: ``current``, the key's stored expiry, left unchanged (to the second, as the browser's
+    form sends it) -- renaming a key that has already expired must not be refused for a date the
+    caller did not touch.
+    """
+    if expires_at is None or expires_at > now:
+        return None
+    if current is not None and expires_at.replace(microsecond=0) == current.replace(microsecond=0):
+        return None
+    return f"must be in the future ({_utc_text(expires_at)} has passed)"
+
+
+def _check_expiry(
+    attribute: str, expires_at: dt.datetime | None, *, current: dt.datetime | None = None, hint: str = ""
+) -> None:
+    problem = api_key_expiry_problem(expires_at, now=timezone.now(), current=current)
+    if problem is not None:
+        raise InvalidParams.one(attribute, problem + hint)
+
+
 def _audit(method: str, key: ApiKey, actor: str | None, address: str, **data: Any) -> None:
     audit_record(
         event=AuditEvent.METHOD_CALL,
@@ -116,9 +150,11 @@ def api_key_create(
     revoked and expired ones included -- they are rows that the user's queries scan, and if they
     did not count, creating and revoking would grow the table without bound; deleting a key frees
     its place. The count is taken inside the transaction with the user's row locked, so concurrent
-    creations cannot overshoot the cap.
+    creations cannot overshoot the cap. An ``expires_at`` that has passed is a validation error
+    (``api_key_create.expires_at``), checked before anything is computed or written.
     """
     name = _validate_name(name)
+    _check_expiry("api_key_create.expires_at", expires_at)
     secret = keys.new_api_key_secret()
     verifier = verifier_derive(secret)
     try:
@@ -160,7 +196,28 @@ def api_key_update(
     address: str = "",
 ) -> tuple[ApiKey, str | None]:
     """Rename, change expiry or ``reset`` (new secret and verifier: the old value stops working at
-    once)."""
+    once).
+
+    A new ``expires_at`` that has passed is refused (``api_key_update.expires_at``), the stored one
+    sent back unchanged is not (`api_key_expiry_problem`). A reset of a key whose expiry -- the new
+    one, else the stored one -- has passed is refused the same way: its new secret could never be
+    used; give it a later expiry (or none, ``null``) in the same call.
+    """
+    if expires_at is not ...:
+        _check_expiry(
+            "api_key_update.expires_at",
+            expires_at,
+            current=key.expires_at,
+            hint="; to stop the key now, revoke it",
+        )
+    if reset:
+        effective = key.expires_at if expires_at is ... else expires_at
+        if effective is not None and effective <= timezone.now():
+            raise InvalidParams.one(
+                "api_key_update.expires_at",
+                f"this key expired at {_utc_text(effective)}; give it a later expiry (or none) "
+                "to reset it, or its new secret could never be used",
+            )
     plaintext = None
     secret = keys.new_api_key_secret() if reset else None
     verifier = verifier_derive(secret) if secret is not None else None

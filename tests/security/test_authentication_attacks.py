@@ -240,8 +240,10 @@ def test_A3_api_key_failures_are_generic_and_compared_in_constant_time(
     deleted, deleted_text = key_services.api_key_create(user=alice, name="deleted")
     key_services.api_key_delete(key=deleted, actor="root")
     expiring, expiring_text = key_services.api_key_create(
-        user=alice, name="expired", expires_at=timezone.now() - dt.timedelta(minutes=1)
+        user=alice, name="expired", expires_at=timezone.now() + dt.timedelta(minutes=1)
     )
+    # Its expiry passes (a past expiry cannot be set through any interface).
+    ApiKey.objects.filter(pk=expiring.pk).update(expires_at=timezone.now() - dt.timedelta(minutes=1))
     cases = {
         "unknown key id": f"99999-{good_text.partition('-')[2]}",
         "known id, wrong secret": f"{good.pk}-{'x' * 64}",

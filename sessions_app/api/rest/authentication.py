@@ -61,5 +61,16 @@ class RegistryAuthentication(BaseAuthentication):
             raise exceptions.PermissionDenied(f"CSRF Failed: {reason}")
 
     def authenticate_header(self, request: Request) -> str:
-        # A 401 (not 403) for anonymous callers, with the scheme per-request clients use.
+        """A 401 (not 403) for anonymous callers, with the scheme per-request clients use.
+
+        A Bearer key refused with a reason (revoked, expired: the secret was right) adds RFC 6750's
+        ``error="invalid_token"`` and the reason, which the JSON body says too; a wrong or unknown
+        key gets the bare challenge, like no credential at all.
+        """
+        django_request = request._request
+        refusal = getattr(django_request, "auth_refusal", None)
+        scheme = django_request.META.get("HTTP_AUTHORIZATION", "").partition(" ")[0]
+        if refusal and scheme.lower() == "bearer":
+            description = refusal.replace("\\", "").replace('"', "")
+            return f'Bearer realm="api", error="invalid_token", error_description="{description}"'
         return 'Bearer realm="api"'

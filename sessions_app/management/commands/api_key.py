@@ -25,7 +25,7 @@ from sessions_app.management.cli import (
 )
 from sessions_app.management.output import escape_control
 from sessions_app.selectors import api_key_get, user_get_by_username
-from sessions_app.services.api_keys import api_key_create, api_key_revoke
+from sessions_app.services.api_keys import api_key_create, api_key_expiry_problem, api_key_revoke
 
 
 class Command(RegistryCommand):
@@ -48,7 +48,7 @@ class Command(RegistryCommand):
         create.add_argument(
             "--expires",
             metavar="WHEN",
-            help="expiry: a duration from now (30d, 12h) or an ISO-8601 date-time (UTC without offset)",
+            help="expiry, in the future: a duration from now (30d, 12h) or an ISO-8601 date-time (UTC without offset)",
         )
         revoke = actions.add_parser(
             "revoke",
@@ -72,16 +72,18 @@ class Command(RegistryCommand):
         expires_at = None
         if options["expires"] is not None:
             expires_at = parse_instant("--expires", options["expires"], now=now, direction="future")
-            if expires_at <= now:
-                raise CommandError("--expires: must be in the future")
+            problem = api_key_expiry_problem(expires_at, now=now)
+            if problem is not None:  # a key that expired before it was made could never be used
+                raise CommandError(f"--expires: {problem}")
         user = user_get_by_username(username=options["user"])
         if user is None:
             raise unknown("user", options["user"])
         try:
             _, plaintext = api_key_create(user=user, name=name, expires_at=expires_at, actor=operator_name())
         except InvalidParams as exc:
+            option = "--expires" if exc.errors[0][0].endswith(".expires_at") else "--name"
             message = "; ".join(m for _, m in exc.errors)
-            raise CommandError(f"--name: {escape_control(message)}") from None
+            raise CommandError(f"{option}: {escape_control(message)}") from None
         self.stdout.write(plaintext)
 
     def handle_revoke(self, **options: Any) -> None:
