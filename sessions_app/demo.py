@@ -11,7 +11,10 @@ hashes of random bytes: no secret is ever generated, stored or printed.
 Everything written here is recognisable as demo data, so that `demo_clear` removes it and nothing
 else: demo usernames and API-key names start with `DEMO_PREFIX`, every user-bound session belongs
 to a demo user, and the ``TRUENAS_NODE`` peers (which have no user) come from TEST-NET-1
-(``192.0.2.0/24``, RFC 5737), which no real deployment uses. Timestamps have millisecond precision,
+(``192.0.2.0/24``, RFC 5737), which no real deployment uses. The audit history that goes with the
+sessions (`_AuditHistory`: the logins, failed attempts and session ends of the last
+`AUDIT_WINDOW_MS`, as the services would have recorded them) carries ``"demo": true`` in its
+``event_data`` and a demo username or none. Timestamps have millisecond precision,
 the precision of ``{"$date": ms}`` on the wire, so a value read from the API filters back exactly.
 """
 
@@ -26,6 +29,7 @@ import itertools
 import random
 import secrets
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +46,7 @@ from sessions_app import conf
 from sessions_app.auth.totp_seeds import seal_seed
 from sessions_app.devices.agents import describe
 from sessions_app.devices.places import locate
-from sessions_app.models import ApiKey, Credentials, EndReason, UserSession
+from sessions_app.models import ApiKey, AuditEvent, AuditRecord, Credentials, EndReason, UserSession
 from sessions_app.services.sessions import user_auth_hash
 
 #: (User-Agent, weight) of the demo's browser logins and of its programs (API keys, tokens); None: a
@@ -100,6 +104,31 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 CRED = Credentials
 REASON = EndReason
+
+# Audit history: the records of the last two days (the dashboard charts 24 h), at most this many
+# logins and session ends (the most recent ones): about 14% of the sessions, 150,000 rows at most
+# plus the failed attempts (a few % of the logins and two bursts of at most 400 each).
+AUDIT_WINDOW_MS = 2 * DAY_MS
+AUDIT_MAX_EVENTS = 150_000
+# Failed attempts before a successful login: (share of logins, mechanism, error), by credential type.
+_LOGIN_FAILURES: dict[str, tuple[float, str, str]] = {
+    CRED.LOGIN_PASSWORD: (0.07, "PASSWORD_PLAIN", "wrong password"),
+    CRED.LOGIN_TWOFACTOR: (0.10, "OTP_TOKEN", "wrong code"),
+    CRED.LOGIN_ONETIME_PASSWORD: (0.05, "PASSWORD_PLAIN", "wrong password"),
+    CRED.API_KEY: (0.01, "API_KEY_PLAIN", "invalid key"),
+    CRED.TOKEN: (0.005, "TOKEN_PLAIN", "unknown or expired token"),
+}
+_MECHANISMS = {
+    CRED.LOGIN_PASSWORD: "PASSWORD_PLAIN",
+    CRED.LOGIN_TWOFACTOR: "OTP_TOKEN",
+    CRED.LOGIN_ONETIME_PASSWORD: "PASSWORD_PLAIN",
+    CRED.API_KEY: "API_KEY_PLAIN",
+    CRED.TOKEN: "TOKEN_PLAIN",
+    CRED.TRUENAS_NODE: "NODE_HMAC",
+}
+# Names tried by password guessers that are no account (demo-prefixed, so `demo_clear` finds them).
+_GUESSED_NAMES = tuple(f"{DEMO_PREFIX}{n}" for n in ("admin", "test", "guest", "oracle", "user"))
+ATTACK_NETWORK = "203.0.113."  # TEST-NET-3 (RFC 5737): the address of the demo's brute-force bursts
 # Share of each credential type in the generated sessions (mostly logins, API keys and tokens).
 CREDENTIAL_WEIGHTS: dict[str, int] = {
     CRED.LOGIN_PASSWORD: 36,
@@ -172,6 +201,7 @@ class DemoSeedResult:
     by_credentials: dict[str, int]
     seconds: float  # spent creating (clearing excluded)
     cleared: dict[str, int] = field(default_factory=dict)
+    audit_records: int = 0
 
 
 @dataclass(slots=True)
@@ -195,6 +225,7 @@ class _Parent:
     created_ms: int
     ended_ms: int | None
     expires_ms: int
+    public_id: str = ""
 
 
 def demo_clear(*, batch_size: int = 5000) -> dict[str, int]:
@@ -202,8 +233,10 @@ def demo_clear(*, batch_size: int = 5000) -> dict[str, int]:
 
     Sessions go first, in batches of ``batch_size`` (one transaction each), so that a million rows
     are removed without loading them all into memory; a session is demo data when it belongs to a
-    demo user or demo API key, has a demo username, or is a TEST-NET-1 node peer. Returns the number
-    of rows removed per kind.
+    demo user or demo API key, has a demo username, or is a TEST-NET-1 node peer. Audit records go
+    the same way; one is demo data when its ``event_data`` says ``"demo": true`` (only this module
+    writes that key at the top level) and its username is a demo one or none. Returns the number of
+    rows removed per kind.
     """
     demo_users = get_user_model().objects.filter(username__startswith=DEMO_PREFIX)
     demo_sessions = UserSession.objects.filter(
@@ -212,9 +245,19 @@ def demo_clear(*, batch_size: int = 5000) -> dict[str, int]:
         | Q(api_key_name__startswith=DEMO_PREFIX)
         | Q(credentials=CRED.TRUENAS_NODE, origin__startswith=NODE_NETWORK)
     )
-    removed = {"sessions": 0, "api_keys": 0, "users": 0}
+    removed = {"sessions": 0, "api_keys": 0, "users": 0, "audit_records": 0}
+    demo_audit = AuditRecord.objects.filter(
+        Q(username__startswith=DEMO_PREFIX) | Q(username__isnull=True), event_data__demo=True
+    )
     last = 0
     with _bulk_load():
+        while pks := list(
+            demo_audit.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:batch_size]
+        ):
+            last = pks[-1]
+            with transaction.atomic():
+                removed["audit_records"] += AuditRecord.objects.filter(pk__in=pks).delete()[0]
+        last = 0
         # Walk the primary key so that each batch resumes where the last one stopped (no rescans).
         while pks := list(
             demo_sessions.filter(pk__gt=last).order_by("pk").values_list("pk", flat=True)[:batch_size]
@@ -279,6 +322,12 @@ def demo_seed(
     now_ms = (now - EPOCH) // dt.timedelta(milliseconds=1)
     rng = random.Random(seed)
     seeder = _Seeder(rng=rng, now_ms=now_ms, ended_fraction=ended_fraction, deterministic=seed is not None)
+    # The audit history draws from a generator of its own, so that it changes no session.
+    seeder.audit = _AuditHistory(
+        rng=random.Random(None if seed is None else f"{seed}:audit"),
+        now_ms=now_ms,
+        deterministic=seed is not None,
+    )
     written = 0
     with _bulk_load():
         if users:
@@ -293,6 +342,7 @@ def demo_seed(
             first = False
             if progress is not None:
                 progress(n)
+        audit_records = seeder.audit.write(batch_size=batch_size)
     return DemoSeedResult(
         users=users,
         api_keys=api_keys,
@@ -301,6 +351,7 @@ def demo_seed(
         by_credentials=dict(seeder.by_credentials),
         seconds=time.perf_counter() - started,
         cleared=cleared,
+        audit_records=audit_records,
     )
 
 
@@ -373,6 +424,7 @@ class _Seeder:
         }
         # Devices come from a generator of their own, so that adding them changed no other value.
         self.device_rng = random.Random(rng.getrandbits(64) if deterministic else None)
+        self.audit = _AuditHistory(rng=random.Random(), now_ms=now_ms, deterministic=False)
 
     # -- users and keys ---------------------------------------------------------------------------
 
@@ -561,6 +613,7 @@ class _Seeder:
             end_reason=reason,
             ended_by=self._ended_by(reason, username),
         )
+        self.audit.note(row, created_ms, ended_ms, key=key)
         return row, created_ms, ended_ms, expires_ms
 
     def _token(self, parents: Sequence[_Parent]) -> UserSession:
@@ -599,7 +652,7 @@ class _Seeder:
         # token to a local client.
         origin = f"{parent.origin_ip or '127.0.0.1'}:{rng.randrange(32768, 61000)}"
         root_cred, root_user, root_login, root_key_id, root_key_name = parent.root
-        return UserSession(
+        row = UserSession(
             public_id=self._public_id(),
             secret_hash=hashlib.sha256(rng.randbytes(32)).hexdigest(),
             user_id=parent.user_id,
@@ -623,13 +676,17 @@ class _Seeder:
             end_reason=reason,
             ended_by=ended_by,
         )
+        self.audit.note(row, created_ms, ended_ms, parent=parent.public_id)
+        return row
 
     def _parent(self, row: UserSession, created_ms: int, ended_ms: int | None, expires_ms: int) -> _Parent:
         assert row.user_id is not None
         assert row.username is not None
         origin_ip = None if row.credentials == CRED.UNIX_SOCKET else row.origin.rpartition(":")[0]
         root = (row.credentials, row.username, row.login_at, row.api_key_id, row.api_key_name)
-        return _Parent(0, row.user_id, row.username, root, origin_ip, created_ms, ended_ms, expires_ms)
+        return _Parent(
+            0, row.user_id, row.username, root, origin_ip, created_ms, ended_ms, expires_ms, row.public_id
+        )
 
     def _token_as_parent(self, row: UserSession) -> _Parent:
         assert row.user_id is not None
@@ -650,6 +707,7 @@ class _Seeder:
             self._ms(row.created_at),
             self._ms(row.ended_at) if row.ended_at is not None else None,
             self._ms(row.expires_at),
+            row.public_id,
         )
 
     # -- small generators -------------------------------------------------------------------------
@@ -734,3 +792,207 @@ class _Seeder:
     @staticmethod
     def _ms(value: dt.datetime) -> int:
         return (value - EPOCH) // dt.timedelta(milliseconds=1)
+
+
+class _AuditHistory:
+    """The audit records that the demo sessions would have left, for the last `AUDIT_WINDOW_MS`.
+
+    `note` keeps what a record needs of every session that began or ended in the window (a tuple,
+    only for those: about one in seven); `write` then builds the records as the services write
+    them (``AUTHENTICATION`` for each login, ``LOGOUT`` or ``METHOD_CALL`` ``session.end`` for each
+    end, as `session_end` does), adds failed attempts (a few before some logins, guessed account
+    names, two brute-force bursts from TEST-NET-3) and inserts them in bulk, oldest first. Beyond
+    `AUDIT_MAX_EVENTS` logins and ends, only the most recent are recorded (as if older records had
+    been purged), so a million sessions add a bounded number of rows.
+    """
+
+    def __init__(self, *, rng: random.Random, now_ms: int, deterministic: bool) -> None:
+        self.rng = rng
+        self.now_ms = now_ms
+        self.since_ms = now_ms - AUDIT_WINDOW_MS
+        self.deterministic = deterministic
+        # (time ms, kind, row fields...): kind 0 a login, 1 an end.
+        self.events: list[tuple[Any, ...]] = []
+
+    def note(
+        self,
+        row: UserSession,
+        created_ms: int,
+        ended_ms: int | None,
+        *,
+        key: tuple[int, str, Any] | None = None,
+        parent: str | None = None,
+    ) -> None:
+        if created_ms >= self.since_ms:
+            data: dict[str, Any] = {
+                "credentials": row.credentials,
+                "mechanism": _MECHANISMS.get(row.credentials),
+            }
+            if key is not None:
+                data["api_key_ref"] = f"{key[0]}:{key[1]}"
+            elif parent is not None:
+                data["parent"] = parent
+            elif row.credentials == CRED.UNIX_SOCKET:
+                data = {"credentials": row.credentials, "transport": "websocket"}
+            elif row.credentials == CRED.LOGIN_ONETIME_PASSWORD:
+                data["onetime_password"] = True
+            self.events.append((created_ms, 0, row.public_id, row.username, row.origin, data))
+        if ended_ms is not None and ended_ms >= self.since_ms:
+            self.events.append(
+                (
+                    ended_ms,
+                    1,
+                    row.public_id,
+                    row.username,
+                    row.origin,
+                    row.credentials,
+                    row.end_reason,
+                    row.ended_by,
+                )
+            )
+
+    def write(self, *, batch_size: int) -> int:
+        """Insert the records (one transaction per ``batch_size``); returns how many."""
+        events = self.events
+        since = self.since_ms
+        if len(events) > AUDIT_MAX_EVENTS:
+            events.sort(key=lambda e: e[0], reverse=True)  # stable: ties keep their (seeded) order
+            del events[AUDIT_MAX_EVENTS:]
+            since = events[-1][0]
+        records: list[AuditRecord] = []
+        logins = 0
+        for event in events:
+            if event[1] == 0:
+                logins += 1
+                records.extend(self._login(*event[:1], *event[2:]))
+            else:
+                records.append(self._end(*event[:1], *event[2:]))
+        records.extend(self._guesses(since, logins))
+        records.sort(key=lambda r: r.timestamp)
+        for start in range(0, len(records), batch_size):
+            with transaction.atomic():
+                AuditRecord.objects.bulk_create(records[start : start + batch_size])
+        self.events = []
+        return len(records)
+
+    def _record(
+        self,
+        at_ms: int,
+        event: str,
+        *,
+        success: bool,
+        username: str | None,
+        session: str | None = None,
+        address: str = "",
+        data: dict[str, Any],
+    ) -> AuditRecord:
+        audit_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4)) if self.deterministic else None
+        return AuditRecord(
+            **({"audit_id": audit_id} if audit_id else {}),
+            timestamp=EPOCH + dt.timedelta(milliseconds=at_ms),
+            event=event,
+            success=success,
+            username=username,
+            session=session,
+            address=address,
+            event_data={**data, "demo": True},
+        )
+
+    def _login(
+        self, at_ms: int, public_id: str, username: str | None, origin: str, data: dict[str, Any]
+    ) -> list[AuditRecord]:
+        """The login's record, after the failed attempts that some logins take first."""
+        rng = self.rng
+        records = []
+        share, mechanism, error = _LOGIN_FAILURES.get(data["credentials"], (0.0, "", ""))
+        if share and rng.random() < share:
+            tries = 1 if rng.random() < 0.8 else rng.randint(2, 4)
+            for i in range(tries, 0, -1):
+                extra = {"api_key_ref": data["api_key_ref"]} if "api_key_ref" in data else {}
+                records.append(
+                    self._record(
+                        max(self.since_ms, at_ms - i * rng.randint(4_000, 40_000)),
+                        AuditEvent.AUTHENTICATION,
+                        success=False,
+                        username=None if mechanism == "TOKEN_PLAIN" else username,
+                        address=origin,
+                        data={"mechanism": mechanism, "error": error, **extra},
+                    )
+                )
+        records.append(
+            self._record(
+                at_ms,
+                AuditEvent.AUTHENTICATION,
+                success=True,
+                username=username,
+                session=public_id,
+                address=origin,
+                data=data,
+            )
+        )
+        return records
+
+    def _end(
+        self,
+        at_ms: int,
+        public_id: str,
+        username: str | None,
+        origin: str,
+        credentials: str,
+        reason: str,
+        ended_by: str | None,
+    ) -> AuditRecord:
+        logout = reason == REASON.LOGOUT
+        return self._record(
+            at_ms,
+            AuditEvent.LOGOUT if logout else AuditEvent.METHOD_CALL,
+            success=True,
+            username=ended_by or username,
+            session=public_id,
+            address=origin if logout else "",
+            data={
+                "method": "auth.logout" if logout else "session.end",
+                "end_reason": reason,
+                "target": public_id,
+                "target_username": username,
+                "credentials": credentials,
+            },
+        )
+
+    def _guesses(self, since: int, logins: int) -> list[AuditRecord]:
+        """Attempts on names that are no account (1 % of the logins, spread out) and two bursts from
+        one address: the first within the last day (so the dashboard shows it), the other before."""
+        rng = self.rng
+        span = self.now_ms - since
+        if span <= 0 or not logins:
+            return []
+        records = []
+        for _ in range(max(1, logins // 100)):
+            records.append(
+                self._record(
+                    since + rng.randrange(span),
+                    AuditEvent.AUTHENTICATION,
+                    success=False,
+                    username=rng.choice(_GUESSED_NAMES),
+                    address=f"{ATTACK_NETWORK}{rng.randrange(1, 255)}:{rng.randrange(32768, 61000)}",
+                    data={"mechanism": "PASSWORD_PLAIN", "error": "unknown user"},
+                )
+            )
+        size = min(400, max(15, logins // 40))
+        for begin in (max(since, self.now_ms - DAY_MS), since):
+            start = begin + rng.randrange(max(1, min(span, DAY_MS) - HOUR_MS))
+            host = f"{ATTACK_NETWORK}{rng.randrange(1, 255)}"
+            for i in range(size):
+                name = rng.choice((ROOT_USERNAME, *_GUESSED_NAMES))
+                error = "unknown user" if name != ROOT_USERNAME else ("wrong password" if i < 5 else "locked")
+                records.append(
+                    self._record(
+                        min(self.now_ms, start + i * rng.randint(1_000, 6_000)),
+                        AuditEvent.AUTHENTICATION,
+                        success=False,
+                        username=name,
+                        address=f"{host}:{rng.randrange(32768, 61000)}",
+                        data={"mechanism": "PASSWORD_PLAIN", "error": error},
+                    )
+                )
+        return records

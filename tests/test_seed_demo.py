@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from sessions_app import demo, selectors
+from sessions_app.audit import audit_record
 from sessions_app.demo import DEMO_PREFIX, demo_seed
-from sessions_app.models import ApiKey, Credentials, EndReason, Token, UserSession
+from sessions_app.models import ApiKey, AuditEvent, AuditRecord, Credentials, EndReason, Token, UserSession
 from sessions_app.services.sessions import user_auth_hash
 from sessions_app.specs import ROOT_CREDENTIALS, SESSION_ROW_FIELDS, build_session_row
 from tests.factories import session
@@ -307,3 +309,116 @@ def test_sqlite_bulk_load_settings_are_restored() -> None:
     before = pragmas()
     assert demo_seed(sessions=30, seed=1, now=NOW).sessions == 30
     assert pragmas() == before
+
+
+# -- audit history ---------------------------------------------------------------------------------
+
+
+def audit_rows() -> list[tuple[Any, ...]]:
+    """Every audit record; an API key is named by its name only (primary keys differ between runs)."""
+    rows = AuditRecord.objects.order_by("timestamp", "audit_id").values_list(
+        "audit_id", "timestamp", "event", "username", "session", "address", "success", "event_data"
+    )
+    return [
+        (*row[:-1], {**row[-1], "api_key_ref": row[-1]["api_key_ref"].partition(":")[2]})
+        if "api_key_ref" in row[-1]
+        else row
+        for row in rows
+    ]
+
+
+def test_audit_history_matches_the_sessions() -> None:
+    result = demo_seed(sessions=3000, seed=3, now=NOW)
+    since = NOW - dt.timedelta(days=2)
+    records = list(AuditRecord.objects.all())
+    assert result.audit_records == len(records)
+    assert all(r.event_data.get("demo") is True for r in records)
+    assert all(since <= r.timestamp <= NOW for r in records)
+    assert all(r.username is None or r.username.startswith(DEMO_PREFIX) for r in records)
+    sessions = {s.public_id: s for s in UserSession.objects.all()}
+
+    logins = [r for r in records if r.event == AuditEvent.AUTHENTICATION and r.success]
+    # Every session opened in the window has its login record, with its time, user and address.
+    opened = {p for p, s in sessions.items() if s.created_at >= since}
+    assert sorted(r.session for r in logins) == sorted(opened)
+    for r in logins:
+        s = sessions[r.session]
+        assert (r.timestamp, r.username, r.address) == (s.created_at, s.username, s.origin)
+        assert r.event_data["credentials"] == s.credentials
+    # Every end in the window: LOGOUT for a logout, METHOD_CALL session.end otherwise.
+    ends = [r for r in records if r.event in (AuditEvent.LOGOUT, AuditEvent.METHOD_CALL)]
+    ended = {p for p, s in sessions.items() if s.ended_at is not None and s.ended_at >= since}
+    assert sorted(r.session for r in ends) == sorted(ended)
+    for r in ends:
+        s = sessions[r.session]
+        assert r.timestamp == s.ended_at
+        assert r.event_data["end_reason"] == s.end_reason
+        assert (r.event == AuditEvent.LOGOUT) == (s.end_reason == EndReason.LOGOUT)
+    assert any(r.event == AuditEvent.LOGOUT for r in ends)
+
+    failed = [r for r in records if r.event == AuditEvent.AUTHENTICATION and not r.success]
+    assert 0.02 < len(failed) / (len(failed) + len(logins)) < 0.25
+    assert {r.event_data["error"] for r in failed} >= {"wrong password", "wrong code", "unknown user"}
+    assert all(r.session is None for r in failed)
+    # The dashboard's charts have something to show in (nearly) every hour.
+    hours = selectors.audit_logins_per_hour(now=NOW)
+    assert sum(1 for _, ok, _ in hours if ok) >= 20
+    assert sum(failed for _, _, failed in hours) > 0
+
+
+def test_audit_history_is_deterministic_with_seed_and_now() -> None:
+    demo_seed(sessions=400, seed=42, now=NOW)
+    first = audit_rows()
+    assert first
+    demo_seed(sessions=400, seed=42, now=NOW, clear=True)
+    assert audit_rows() == first
+    demo_seed(sessions=400, seed=43, now=NOW, clear=True)
+    assert audit_rows() != first
+
+
+def test_audit_history_does_not_change_the_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit history draws from its own generator: the sessions are those of a seed without it."""
+    demo_seed(sessions=300, seed=6, now=NOW)
+    first = keyless(snapshot())
+    monkeypatch.setattr(demo, "AUDIT_WINDOW_MS", 0)
+    demo_seed(sessions=300, seed=6, now=NOW, clear=True)
+    assert keyless(snapshot()) == first
+
+
+def test_audit_history_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo, "AUDIT_MAX_EVENTS", 100)
+    demo_seed(sessions=3000, seed=3, now=NOW)
+    records = AuditRecord.objects.all()
+    kept = records.exclude(event=AuditEvent.AUTHENTICATION, success=False)
+    assert kept.count() == 100
+    # The most recent ones: no login or end after the oldest kept is missing.
+    oldest = kept.order_by("timestamp").first()
+    assert oldest is not None
+    opened = UserSession.objects.filter(created_at__gte=oldest.timestamp).count()
+    ended = UserSession.objects.filter(ended_at__gte=oldest.timestamp).count()
+    assert opened + ended == 100
+    assert records.count() < 100 + 2 * 15 + 60  # failures: a few % of the logins and two small bursts
+
+
+def test_demo_clear_removes_the_demo_audit_records_and_nothing_else() -> None:
+    with transaction.atomic():
+        audit_record(event=AuditEvent.AUTHENTICATION, success=True, username="real_admin", event_data={})
+        audit_record(event=AuditEvent.AUTHENTICATION, success=False, username=None, address="10.0.0.1:5")
+        audit_record(event=AuditEvent.AUTHENTICATION, success=False, username="demo_guess")  # a real guess
+        # Not a demo user's record, whatever its data says.
+        audit_record(
+            event=AuditEvent.METHOD_CALL, success=True, username="real_admin", event_data={"demo": True}
+        )
+    real = audit_rows()
+    seed(sessions=500, seed=1)
+    assert AuditRecord.objects.count() > len(real)
+    output = seed(args=["--clear"], sessions=0, seed=1)
+    assert re.search(r"Deleted 500 sessions, \d+ API keys, \d+ users, [1-9]\d* audit records", output)
+    assert audit_rows() == real
+
+
+def test_command_reports_the_audit_records() -> None:
+    output = seed(sessions=200, seed=2)
+    count = AuditRecord.objects.count()
+    assert count > 0
+    assert f"and {count} audit records in" in output

@@ -12,13 +12,15 @@ from typing import Any
 
 import pytest
 from django.core.cache import cache
+from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from sessions_app.audit import audit_record
 from sessions_app.clients import Client as Peer
-from sessions_app.models import ApiKey, AuditRecord, Credentials, EndReason, UserSession
+from sessions_app.models import ApiKey, AuditEvent, AuditRecord, Credentials, EndReason, UserSession
 from sessions_app.roles import Role
 from sessions_app.services.api_keys import api_key_create
 from sessions_app.services.sessions import session_create
@@ -202,6 +204,26 @@ def test_dashboard_lists_api_sessions_with_charts_and_no_store(
     assert 'id="chart-logins"' in body
     assert "secret_hash" not in body
     assert alice.secret_hash not in body
+
+
+def test_dashboard_colours_a_type_alike_in_table_and_chart_and_charts_failures(
+    signed_in: Any, make_user: Any
+) -> None:
+    make_user("alice")
+    _api_session("alice", Credentials.TOKEN)
+    with transaction.atomic():
+        audit_record(
+            event=AuditEvent.AUTHENTICATION, success=False, username="<b>bob</b>", address="10.0.0.9:5"
+        )
+    op = signed_in("op", roles=[Role.AUTH_SESSIONS_READ])
+    body = op.get("/sessions/").content.decode()
+    assert '<span class="badge cred-TOKEN">TOKEN</span>' in body
+    chart = body[body.index('id="chart-types"') : body.index("</svg>", body.index('id="chart-types"'))]
+    assert '<rect class="bar cred-TOKEN"' in chart
+    assert '<rect class="bar cred-LOGIN_PASSWORD"' in chart  # op's own session
+    failures = body[body.index('id="chart-failures"') :]
+    assert "1 failed login in the last 24 hours" in failures[: failures.index("</svg>")]
+    assert "<b>bob</b>" not in body
 
 
 def test_read_only_operator_sees_no_terminate_and_gets_403(signed_in: Any, make_user: Any) -> None:

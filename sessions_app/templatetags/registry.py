@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from sessions_app import charts
 from sessions_app.devices.places import Place
 
 register = template.Library()
@@ -107,6 +108,13 @@ def ago(value: Any) -> SafeString | str:
 def short_id(value: Any) -> str:
     text = str(value or "")
     return f"{text[:10]}…" if len(text) > 12 else text
+
+
+@register.filter
+def credential_badge(credentials: Any) -> SafeString:
+    """A credential type as a badge in its colour (`charts.credential_class`, the colour of its bar in
+    the dashboard chart), always with its name: the colour is never the only cue."""
+    return format_html('<span class="badge {}">{}</span>', charts.credential_class(credentials), credentials)
 
 
 @register.filter

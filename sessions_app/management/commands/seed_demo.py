@@ -44,8 +44,9 @@ def _fraction(text: str) -> float:
 class Command(RegistryCommand):
     help = (
         "Fill the database with realistic demo data for demos and benchmarks: users, API keys and "
-        "sessions of every credential type, a fraction of them ended (history). Demo users and keys "
-        f"are named {DEMO_PREFIX}*; their passwords are unusable and the keys have no secret."
+        "sessions of every credential type, a fraction of them ended (history), and the audit records "
+        "of the last two days (logins, failed attempts, logouts) that the dashboard charts. Demo users "
+        f"and keys are named {DEMO_PREFIX}*; their passwords are unusable and the keys have no secret."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -102,7 +103,8 @@ class Command(RegistryCommand):
             return
         if result.cleared:
             removed = ", ".join(
-                f"{n} {kind.replace('api_keys', 'API keys')}" for kind, n in result.cleared.items()
+                f"{n} {kind.replace('api_keys', 'API keys').replace('_', ' ')}"
+                for kind, n in result.cleared.items()
             )
             cleared_in = time.perf_counter() - started - result.seconds
             self.stdout.write(f"Deleted {removed} in {cleared_in:.1f} s.")
@@ -110,8 +112,9 @@ class Command(RegistryCommand):
             return
         rate = result.sessions / result.seconds if result.seconds > 0 else 0.0
         self.stdout.write(
-            f"Created {result.users} users, {result.api_keys} API keys and {result.sessions} sessions "
-            f"({result.ended} ended) in {result.seconds:.1f} s ({rate:,.0f} sessions/s)."
+            f"Created {result.users} users, {result.api_keys} API keys, {result.sessions} sessions "
+            f"({result.ended} ended) and {result.audit_records} audit records in {result.seconds:.1f} s "
+            f"({rate:,.0f} sessions/s)."
         )
         if result.by_credentials:
             breakdown = ", ".join(f"{cred} {n}" for cred, n in sorted(result.by_credentials.items()))
