@@ -103,7 +103,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import OperationalError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -191,6 +191,25 @@ def locked_until(*, username: str, now: datetime | None = None) -> datetime | No
     )
 
 
+def _locked_counter(key: str, attempts: int = 3) -> AccountLockout:
+    """The lockout row of ``key``, created if missing, locked for this transaction.
+
+    `get_or_create` retries its lookup once after a unique-key conflict, but the row that conflicted
+    can be gone by then: a successful login of the same account deletes it (`record_success`), so
+    "inserted by a concurrent failure, deleted by a concurrent success" leaves neither to find (seen
+    on PostgreSQL under A13's parallel second factors). Trying again converges: each round either
+    finds the row or inserts it.
+    """
+    for attempt in range(attempts):
+        try:
+            row, _ = AccountLockout.objects.select_for_update().get_or_create(username=key)
+            return row
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def record_failure(
     *, username: str, address: str, mechanism: str, now: datetime | None = None
 ) -> FailureResult:
@@ -209,7 +228,7 @@ def record_failure(
     window = timedelta(seconds=_seconds_setting("SESSIONS_LOCKOUT_WINDOW", minimum=1))
     key = _bounded_key(username, _USERNAME_MAX)
     with transaction.atomic():
-        row, _ = AccountLockout.objects.select_for_update().get_or_create(username=key)
+        row = _locked_counter(key)
         if row.locked_until is not None and row.locked_until > now:
             return FailureResult(failures=row.failures, locked_until=row.locked_until, newly_locked=False)
         if row.locked_until is not None or row.last_failure_at is None or now - row.last_failure_at > window:

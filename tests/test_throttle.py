@@ -376,3 +376,24 @@ def test_A11_concurrent_calls_respect_the_rate_limit(threads: Threads) -> None:
     assert results.count(None) == 20
     assert all(r is not None and 1 <= r <= 60 for r in results if r is not None)
     assert threads.read(lambda: RateCounter.objects.get().count) == 20
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_counter_that_conflicted_then_vanished_is_created_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A concurrent failure inserts the row, a concurrent success deletes it before get_or_create's
+    second lookup: the conflict is not an error (A13 on PostgreSQL), the failure is still counted."""
+    from django.db import IntegrityError
+    from django.db.models import QuerySet
+
+    real = QuerySet.get_or_create
+    conflicts = iter([True])
+
+    def get_or_create(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.model is AccountLockout and next(conflicts, False):
+            raise IntegrityError("duplicate key value violates unique constraint")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(QuerySet, "get_or_create", get_or_create)
+    result = throttle.record_failure(username="alice", address="10.0.0.1:1", mechanism="OTP_TOKEN")
+    assert result.failures == 1
+    assert AccountLockout.objects.get(username="alice").failures == 1
