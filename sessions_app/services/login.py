@@ -540,19 +540,40 @@ def _api_key_login(
             client=client, mechanism="API_KEY_PLAIN", username=username, reason="insecure transport: key revoked",
             count=False, response=EXPIRED, extra={"api_key_ref": key_label},
         )  # fmt: skip
-    api_key_touch(key=key, now=now)
     if key.scram_verifier is None and parsed is not None:
         verifier_backfill(key=key, secret=parsed[1])  # a key older than SCRAM: once, at its first use
-    new = open_session(
+    new = open_api_key_session(
+        key=key,
+        client=client,
+        replaces=replaces,
+        lockout_name=counter,
+        now=now,
+        audit_data={"mechanism": "API_KEY_PLAIN", "api_key_ref": key_label},
+    )
+    return success(key.user, new, options)
+
+
+def open_api_key_session(
+    *,
+    key: ApiKey,
+    client: Client,
+    replaces: UserSession | None,
+    lockout_name: str | None,
+    now: dt.datetime,
+    audit_data: dict[str, Any],
+) -> NewSession:
+    """The session of a key proved right (``API_KEY_PLAIN``, SCRAM): its use recorded, an
+    ``API_KEY`` session opened, the key's failure counter (``lockout_name``, F7) reset."""
+    api_key_touch(key=key, now=now)
+    return open_session(
         credentials=Credentials.API_KEY,
         client=client,
         user=key.user,
         replaces=replaces,
-        lockout_name=counter,
+        lockout_name=lockout_name,
         api_key=key,
-        audit_data={"mechanism": "API_KEY_PLAIN", "api_key_ref": key_label},
+        audit_data=audit_data,
     )
-    return success(key.user, new, options)
 
 
 # --- tokens -----------------------------------------------------------------------------------------

@@ -43,9 +43,9 @@ from sessions_app.auth import scram
 from sessions_app.auth.channel_binding import server_binding
 from sessions_app.clients import Client
 from sessions_app.exceptions import CallError, NotSupported
-from sessions_app.models import ApiKey, Credentials, ScramExchange, UserSession
-from sessions_app.services.api_keys import api_key_pepper, api_key_touch, verifier_open
-from sessions_app.services.login import LoginResult, fail, open_session, success
+from sessions_app.models import ApiKey, ScramExchange, UserSession
+from sessions_app.services.api_keys import api_key_pepper, verifier_open
+from sessions_app.services.login import LoginResult, fail, open_api_key_session, success
 
 MECHANISM = "SCRAM"
 
@@ -201,14 +201,12 @@ def _final(
     now = timezone.now()
     if key.expires_at is not None and key.expires_at <= now:
         return refused("expired key", count=False)
-    api_key_touch(key=key, now=now)
-    new = open_session(
-        credentials=Credentials.API_KEY,
+    new = open_api_key_session(
+        key=key,
         client=client,
-        user=key.user,
         replaces=replaces,
         lockout_name=counter,
-        api_key=key,
+        now=now,
         audit_data={
             "mechanism": MECHANISM,
             "api_key_ref": f"{key.pk}:{key.name}",
