@@ -7,12 +7,12 @@ from django.http import HttpRequest, HttpResponsePermanentRedirect
 from django.templatetags.static import static
 from django.urls import include, path
 
-from sessions_app import views
 from sessions_app.api.jsonrpc import jsonrpc_view
+from sessions_app.views import account
 
 # The admin signs in and out through the registry's own pages (same lockout, delay and audit).
-admin.site.login = views.admin_sign_in  # type: ignore[method-assign]
-admin.site.logout = views.sign_out  # type: ignore[method-assign]
+admin.site.login = account.admin_sign_in  # type: ignore[method-assign]
+admin.site.logout = account.sign_out  # type: ignore[method-assign]
 
 
 def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:

@@ -14,7 +14,7 @@ simply stays as loaded.
 
 ``GET /me/notices/events/`` (`notice_events`) is the stream of every signed-in page: it needs no role
 and carries nothing but ``notice`` (a new-sign-in notice of the viewer's own account was created or
-answered: the page fetches its banner again, `sessions_app.device_views.notice_banner`) and ``end``
+answered: the page fetches its banner again, `sessions_app.views.devices.notice_banner`) and ``end``
 (the viewer's session ended: the page reloads, and so goes to the sign-in page). The dashboard's
 stream stays what it was: it is about every user's sessions and keeps its role (F3); widening it to
 every user would have meant filtering each of its events per viewer. The pages open the notice stream

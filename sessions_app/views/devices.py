@@ -33,7 +33,7 @@ from sessions_app.clients import client_from_request
 from sessions_app.devices import known
 from sessions_app.roles import Role, user_roles
 from sessions_app.services import notices as notice_services
-from sessions_app.views import page
+from sessions_app.views.base import page
 
 LINK_STATUS = {"invalid": 400, "expired": 410, "used": 410}
 
