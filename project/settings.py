@@ -184,6 +184,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "sessions_app.context_processors.sign_in_notices",
+                "sessions_app.context_processors.roles",
             ],
         },
     },

@@ -15,9 +15,12 @@ password proven within the step-up window. The interfaces check first, to show a
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from sessions_app.audit import audit_record
@@ -61,22 +64,45 @@ def totp_device_start(*, user: Any, session: UserSession | None, client: Client)
     return device
 
 
+@dataclass(frozen=True, slots=True)
+class ConfirmResult:
+    """What `totp_device_confirm` did. ``retry_after`` (seconds) is set when the code was not even
+    checked because django-otp's throttle holds the device after a wrong code (each failure doubles
+    the wait): the page says "wait", not "check the time on your device" (issue 17)."""
+
+    confirmed: bool
+    retry_after: float | None = None
+
+    def __bool__(self) -> bool:
+        return self.confirmed
+
+
+def _throttle_wait(device: TOTPDevice, now: dt.datetime) -> float | None:
+    allowed, why = device.verify_is_allowed()
+    if allowed:
+        return None
+    until = (why or {}).get("locked_until")
+    return max((until - now).total_seconds(), 1.0) if until is not None else 1.0
+
+
 def totp_device_confirm(
     *, device: TOTPDevice, session: UserSession | None, code: str, client: Client
-) -> bool:
-    """Confirm an unconfirmed ``device`` with a current code; False (audited) when the code is wrong."""
+) -> ConfirmResult:
+    """Confirm an unconfirmed ``device`` with a current code; not confirmed (audited) when the code is
+    wrong or the device is throttled after a wrong one (then with how long to wait)."""
     _require_stepup(user=device.user, session=session, client=client, method="two_factor.confirm")
     with transaction.atomic():
         locked = TOTPDevice.objects.select_for_update().filter(pk=device.pk, confirmed=False).first()
-        allowed = locked is not None and locked.verify_is_allowed()[0]
-        if locked is None or not allowed or not locked.verify_token(code):
-            _audit("two_factor.confirm", device.user, client, success=False)
-            return False
+        wait = _throttle_wait(locked, timezone.now()) if locked is not None else None
+        if locked is None or wait is not None or not locked.verify_token(code):
+            extra = {"throttled": True} if wait is not None else {}
+            _audit("two_factor.confirm", device.user, client, success=False, **extra)
+            return ConfirmResult(False, retry_after=wait)
         locked.confirmed = True
         locked.save(update_fields=["confirmed"])
         _audit("two_factor.confirm", device.user, client)
     device.confirmed = True
-    return True
+    return ConfirmResult(True)
 
 
 def totp_device_disable(

@@ -6,12 +6,13 @@ import base64
 import math
 from typing import Any
 
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
+from django.views.decorators.cache import never_cache
 from django.views.defaults import permission_denied
 
 from sessions_app import charts, selectors, throttle
@@ -43,6 +44,7 @@ from sessions_app.views.base import (
     GENERIC_ERROR,
     STEPUP_ERROR,
     _browser_view,
+    _local_url,
     _next_url,
     _render,
     _sentence,
@@ -67,7 +69,8 @@ def _finish(request: HttpRequest, result: LoginResult, next_url: str) -> HttpRes
 def _wait_message(seconds: float) -> str:
     if seconds > 90:
         return f"about {math.ceil(seconds / 60)} minutes"
-    return f"{max(1, math.ceil(seconds))} seconds"
+    whole = max(1, math.ceil(seconds))
+    return f"{whole} second{'s' if whole != 1 else ''}"
 
 
 def _failure_message(username: str) -> str:
@@ -169,6 +172,18 @@ def admin_sign_in(request: HttpRequest, extra_context: Any = None) -> HttpRespon
     session = getattr(request, "auth_session", None)
     if session is not None and session.password_change_required:
         return HttpResponseRedirect(reverse("sessions_app:password-change"))
+    if session is not None and admin.site.has_permission(request):
+        return HttpResponseRedirect(_local_url(request, request.GET.get("next"), reverse("admin:index")))
+    if session is not None:
+        # Signed in, but the admin said no (not staff): a sign-in form under a header that says
+        # "signed in as ..." would ask for credentials the user already gave (issue 17). Say why.
+        return never_cache(permission_denied)(
+            request,
+            PermissionDenied(
+                f"The admin site is for staff accounts; {request.user.get_username()} is not one. "
+                "Ask an administrator for staff access, or use the pages above."
+            ),
+        )
     target = request.GET.get("next", "/admin/")
     if not target.startswith("/") or target.startswith("//"):
         return HttpResponseRedirect(reverse("sessions_app:sign-in"))
@@ -290,15 +305,26 @@ def totp_enrol(request: HttpRequest) -> HttpResponse:
         return HttpResponseRedirect(reverse("sessions_app:totp-detail"))
     form = TotpConfirmForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        if totp_services.totp_device_confirm(
+        confirmed = totp_services.totp_device_confirm(
             device=device,
             session=request.auth_session,  # type: ignore[attr-defined]
             code=form.cleaned_data["otp_token"],
             client=client_from_request(request),
-        ):
+        )
+        if confirmed:
             messages.success(request, "Two-factor sign-in is on. Next time, you will be asked for a code.")
             return HttpResponseRedirect(reverse("sessions_app:totp-detail"))
-        form.add_error("otp_token", "That code is not valid. Check the time on your device and try again.")
+        if confirmed.retry_after is not None:
+            # The throttle, not the code: the right code sent a second after a wrong one lands here.
+            form.add_error(
+                "otp_token",
+                f"Too many wrong codes in a row: wait {_wait_message(confirmed.retry_after)}, then enter "
+                "the code your app shows now.",
+            )
+        else:
+            form.add_error(
+                "otp_token", "That code is not valid. Check the time on your device and try again."
+            )
     secret = base64.b32encode(device.bin_key).decode().rstrip("=")
     context = {
         "form": form,
