@@ -77,7 +77,8 @@ class PeerCredWebSocketProtocol(_PeerCredentials, WebSocketsSansIOProtocol):
 
 
 class TLSOnTCPServer(Server):
-    """uvicorn's server, with the SSL context (if any) on the TCP listeners only: see the module."""
+    """uvicorn's server, with the SSL context (if any) on the TCP listeners only (see the module),
+    that ends the event streams when it shuts down."""
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         if sockets is None or self.config.ssl is None:
@@ -100,6 +101,17 @@ class TLSOnTCPServer(Server):
         for sock in plain:
             server = await loop.create_server(create_protocol, sock=sock, ssl=None, backlog=config.backlog)
             self.servers.append(server)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's shutdown waits for every open response to complete; an event stream never does
+        by itself, so the worker waited for gunicorn's graceful timeout (30 s) after SIGTERM. The
+        hub ends the streams first (`sessions_app.live.Hub.server_closing`), then uvicorn closes
+        idle connections and WebSockets as usual: a worker with no request running stops in about a
+        second (tests/test_shutdown.py)."""
+        from sessions_app.live import hub  # the app (and Django) is loaded by now, not at import
+
+        hub.server_closing()
+        await super().shutdown(sockets=sockets)
 
 
 class PeerCredUvicornWorker(UvicornWorker):

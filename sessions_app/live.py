@@ -130,6 +130,18 @@ class Hub:
                 return True
             unregister()
 
+    def server_closing(self) -> None:
+        """The server is shutting down (SIGTERM): every local event stream ends now, so that its
+        connection can close and the worker exits in a moment instead of at the graceful timeout
+        (issue 17). A stream closed this way sends no ``end`` event (its session has not ended): the
+        browser's EventSource reconnects to another worker, or to this server once it is back.
+        WebSockets are closed by uvicorn itself (1012, service restart); the hub's loop is cancelled
+        with the event loop."""
+        for listener in list(self.listeners):
+            closing = getattr(listener, "server_closing", None)
+            if closing is not None:
+                closing()
+
     async def run_db(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run ``func`` in the hub's database thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, _with_connection, func, *args)

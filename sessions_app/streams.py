@@ -41,6 +41,8 @@ from sessions_app.roles import Role, has_role
 KEEPALIVE_SECONDS = 15
 QUEUE_SIZE = 256
 _END = object()
+#: The server is shutting down: the stream ends without an ``end`` event (the session lives on).
+_CLOSE = object()
 
 
 class _Stream:
@@ -53,6 +55,8 @@ class _Stream:
         self._user_pk = user_pk
         #: Set when the stream must end: nothing queued is sent after it (even if the queue was full).
         self.ending = False
+        #: Set when it ends because the server shuts down (no ``end`` event then).
+        self.closing = False
 
     @property
     def session_pk(self) -> int | None:
@@ -77,6 +81,12 @@ class _Stream:
     def _end(self) -> None:
         self.ending = True
         self._put(_END)  # wakes the reader; if the queue is full, the next item it takes does
+
+    def server_closing(self) -> None:
+        """`sessions_app.live.Hub.server_closing`: end the response now, without ``end``."""
+        self.ending = True
+        self.closing = True
+        self._put(_CLOSE)
 
     def _put(self, item: Any) -> None:
         with contextlib.suppress(asyncio.QueueFull):  # a stalled reader misses events, then reloads
@@ -169,6 +179,8 @@ async def _events(stream: _Stream) -> AsyncIterator[str]:
             except TimeoutError:
                 yield ": keep-alive\n\n"
                 continue
+            if item is _CLOSE or stream.closing:
+                return
             if item is _END or stream.ending:
                 yield "event: end\ndata: {}\n\n"
                 return

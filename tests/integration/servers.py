@@ -225,7 +225,9 @@ def _ready(server: Server, deadline: float) -> None:
 ASGI_WORKER = "sessions_app.asgi_worker.PeerCredUvicornWorker"
 
 
-def gunicorn_command(bind: list[str], *, asgi: bool = False, workers: int = 1) -> list[str]:
+def gunicorn_command(
+    bind: list[str], *, asgi: bool = False, workers: int = 1, graceful_timeout: int = 2
+) -> list[str]:
     """The gunicorn command line: the WSGI app on sync workers, or (``asgi``) the served
     configuration of ``bin/serve``: the ASGI app (HTTP + WebSocket) on the uvicorn worker."""
     if asgi:
@@ -234,7 +236,7 @@ def gunicorn_command(bind: list[str], *, asgi: bool = False, workers: int = 1) -
         command = [_gunicorn(), "project.wsgi", "--worker-class", "sync"]
     command += ["--workers", str(workers)]
     command += [part for b in bind for part in ("--bind", b)]
-    return command + ["--graceful-timeout", "2", "--log-level", "warning"]
+    return command + ["--graceful-timeout", str(graceful_timeout), "--log-level", "warning"]
 
 
 def server_environment(**env: str) -> dict[str, str]:
@@ -275,6 +277,7 @@ def running_servers(
     asgi: bool = False,
     workers: int = 1,
     tls: tuple[Path, Path] | None = None,
+    graceful_timeout: int = 2,
     **env: str,
 ) -> Iterator[list[Server]]:
     """Start one gunicorn per entry of ``binds`` (its ``--bind`` values) on the test database, with
@@ -283,7 +286,9 @@ def running_servers(
 
     ``tls=(certfile, keyfile)`` serves TLS on the TCP binds as ``bin/serve`` does with ``TLS_CERT`` and
     ``TLS_KEY`` (gunicorn's ``--certfile``/``--keyfile``, ``SESSIONS_TLS_BINDING_CERT`` pointing at
-    the certificate unless ``env`` names another); the servers' ``tls`` context trusts it."""
+    the certificate unless ``env`` names another); the servers' ``tls`` context trusts it.
+    ``graceful_timeout`` is gunicorn's (2 s here, so that stopping never slows a test; bin/serve's 30).
+    """
     if tls is not None:
         env = {"SESSIONS_TLS_BINDING_CERT": str(tls[0]), **env}
     environment = server_environment(**env)
@@ -292,7 +297,7 @@ def running_servers(
     try:
         for number, bind in enumerate(binds):
             log = tmp / f"gunicorn-{number}.log"
-            command = gunicorn_command(bind, asgi=asgi, workers=workers)
+            command = gunicorn_command(bind, asgi=asgi, workers=workers, graceful_timeout=graceful_timeout)
             command += ["--control-socket", str(tmp / f"gunicorn-{number}.ctl")]
             if tls is not None:
                 command += ["--certfile", str(tls[0]), "--keyfile", str(tls[1])]
