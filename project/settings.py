@@ -1,95 +1,40 @@
 """Settings of the session registry: one module, driven by the environment.
 
-Every variable read here is listed in the README. Unsafe combinations fail loudly: with DEBUG off
-(the default) a secret key must be given, either in ``DJANGO_SECRET_KEY`` or in the file named by
-``DJANGO_SECRET_KEY_FILE``.
+Every variable comes through `project.env`, whose table says its type, default and bounds and
+generates docs/configuration.md; `env.load` checks them all first, so a bad value stops start-up
+with one line naming it. Unsafe combinations fail loudly: with DEBUG off (the default) a secret key
+must be found -- ``DJANGO_SECRET_KEY``, the file ``DJANGO_SECRET_KEY_FILE`` names, or the
+``var/secret_key`` that ``bin/serve`` generates.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dj_database_url
 from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
+from project import env
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-
-def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {raw!r}")
-
-
-def _env_list(name: str, default: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
-    if not 0 < value < 86400:
-        raise ImproperlyConfigured(f"{name} must be between 0 and 86400 seconds, got {raw!r}")
-    return value
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
-
+# Every variable, checked before anything else is set: a bad value stops here with one line naming it.
+_env = env.load()
 
 # --- Security ------------------------------------------------------------------------------------
 
-DEBUG = _env_bool("DJANGO_DEBUG", False)
-
-
-def _env_or_file(name: str) -> str:
-    """``$NAME``, else the contents of the file ``$NAME_FILE`` names (stripped), else ""."""
-    value = os.environ.get(name, "")
-    path = os.environ.get(f"{name}_FILE", "")
-    if not value and path:
-        try:
-            value = Path(path).read_text().strip()
-        except OSError as exc:
-            raise ImproperlyConfigured(f"{name}_FILE {path!r}: {exc.strerror}") from None
-    return value
-
-
-def _secret_key() -> str:
-    key = _env_or_file("DJANGO_SECRET_KEY")
-    if not key:
-        if not DEBUG:
-            raise ImproperlyConfigured(
-                "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is required when DJANGO_DEBUG is off"
-            )
-        key = "insecure-development-key-only-used-with-DJANGO_DEBUG-on"
-    return key
-
-
-SECRET_KEY = _secret_key()
-ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost")
+DEBUG: bool = _env["DJANGO_DEBUG"]
+SECRET_KEY = env.secret_key(_env["DJANGO_SECRET_KEY"], debug=DEBUG)
+ALLOWED_HOSTS: list[str] = _env["DJANGO_ALLOWED_HOSTS"]
 
 # Cookies are always marked Secure outside DEBUG; browsers treat loopback as a secure context.
-SESSION_COOKIE_SECURE = _env_bool("DJANGO_SESSION_COOKIE_SECURE", not DEBUG)
-CSRF_COOKIE_SECURE = _env_bool("DJANGO_CSRF_COOKIE_SECURE", not DEBUG)
+SESSION_COOKIE_SECURE = (
+    not DEBUG if _env["DJANGO_SESSION_COOKIE_SECURE"] is None else _env["DJANGO_SESSION_COOKIE_SECURE"]
+)
+CSRF_COOKIE_SECURE = (
+    not DEBUG if _env["DJANGO_CSRF_COOKIE_SECURE"] is None else _env["DJANGO_CSRF_COOKIE_SECURE"]
+)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
@@ -112,25 +57,20 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": [NONE],
     },
 }
-SECURE_HSTS_SECONDS = _env_int("DJANGO_SECURE_HSTS_SECONDS", 31536000)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
-SECURE_HSTS_PRELOAD = _env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+SECURE_HSTS_SECONDS: int = _env["DJANGO_SECURE_HSTS_SECONDS"]
+SECURE_HSTS_INCLUDE_SUBDOMAINS: bool = _env["DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS"]
+SECURE_HSTS_PRELOAD: bool = _env["DJANGO_SECURE_HSTS_PRELOAD"]
 # TLS is normally terminated by a reverse proxy; the service answers plain HTTP on loopback.
-SECURE_SSL_REDIRECT = _env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
-SECURE_REDIRECT_EXEMPT = [r"^api/"]
+SECURE_SSL_REDIRECT: bool = _env["DJANGO_SECURE_SSL_REDIRECT"]
+SECURE_REDIRECT_EXEMPT = [r"^api/", r"^healthz$"]  # load-balancer probes speak plain HTTP
 # TLS normally ends at the reverse proxy, which redirects to HTTPS itself, and the service answers plain
 # HTTP on 127.0.0.1 (loopback counts as a secure transport). HSTS preloading is a decision for the
 # domain's owner (DJANGO_SECURE_HSTS_PRELOAD), not a default.
 _SILENCED_DEPLOY_CHECKS = ["security.W021"] + ([] if SECURE_SSL_REDIRECT else ["security.W008"])
-_proxy_header = os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER", "")
-if _proxy_header:
-    _name, _sep, _value = _proxy_header.partition("=")
-    if not _sep or not _name.strip() or not _value.strip():
-        raise ImproperlyConfigured(
-            "DJANGO_SECURE_PROXY_SSL_HEADER must look like HTTP_X_FORWARDED_PROTO=https"
-        )
+if _env["DJANGO_SECURE_PROXY_SSL_HEADER"]:  # HEADER=value, checked by env
+    _name, _sep, _value = _env["DJANGO_SECURE_PROXY_SSL_HEADER"].partition("=")
     SECURE_PROXY_SSL_HEADER = (_name.strip(), _value.strip())
-CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+CSRF_TRUSTED_ORIGINS: list[str] = _env["DJANGO_CSRF_TRUSTED_ORIGINS"]
 
 # --- Applications --------------------------------------------------------------------------------
 
@@ -198,13 +138,12 @@ TEMPLATES = [
 _default_sqlite = BASE_DIR / "var" / "db.sqlite3"
 #: PostgreSQL: the ceiling of every statement (query endpoints run under the lower
 #: SESSIONS_QUERY_TIMEOUT, sessions_app/db.py).
-PG_STATEMENT_TIMEOUT_MS = _env_int("PG_STATEMENT_TIMEOUT_MS", 30000)
+PG_STATEMENT_TIMEOUT_MS: int = _env["PG_STATEMENT_TIMEOUT_MS"]
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", f"sqlite:///{_default_sqlite}"),
-        conn_max_age=_env_int("DJANGO_CONN_MAX_AGE", 60),
-        conn_health_checks=os.environ.get("DJANGO_CONN_HEALTH_CHECKS", "true").lower()
-        in ("1", "true", "yes"),
+        _env["DATABASE_URL"] or f"sqlite:///{_default_sqlite}",
+        conn_max_age=_env["DJANGO_CONN_MAX_AGE"],
+        conn_health_checks=_env["DJANGO_CONN_HEALTH_CHECKS"],
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -212,7 +151,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             "transaction_mode": "IMMEDIATE",
-            "timeout": _env_int("SQLITE_BUSY_TIMEOUT", 20),
+            "timeout": _env["SQLITE_BUSY_TIMEOUT"],
             "init_command": (
                 "PRAGMA journal_mode=WAL;"
                 "PRAGMA synchronous=NORMAL;"
@@ -222,8 +161,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             ),
         }
     )
-    if os.environ.get("SQLITE_TEST_NAME"):
-        DATABASES["default"]["TEST"] = {"NAME": os.environ["SQLITE_TEST_NAME"]}
+    if _env["SQLITE_TEST_NAME"]:
+        DATABASES["default"]["TEST"] = {"NAME": _env["SQLITE_TEST_NAME"]}
     if Path(DATABASES["default"]["NAME"]) == _default_sqlite:
         # var/ holds the database, its -wal and -shm files and bin/serve's secret key: private to the
         # service's account (0700), tightened if an older release created it 0755 (security.md F6).
@@ -247,12 +186,12 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # behind; the pool hands each request or WebSocket call a connection and takes it back at the end
     # (CONN_MAX_AGE must then be 0). Connections are checked when taken from the pool, so one the
     # server dropped (restart, pg_terminate_backend) is replaced instead of failing a request (D7).
-    _pool_size = _env_int("DJANGO_DB_POOL_SIZE", 10)
+    _pool_size = _env["DJANGO_DB_POOL_SIZE"]
     if _pool_size > 0:
         DATABASES["default"]["OPTIONS"]["pool"] = {
             "min_size": 1,
             "max_size": _pool_size,
-            "timeout": _env_int("DJANGO_DB_POOL_TIMEOUT", 10),
+            "timeout": _env["DJANGO_DB_POOL_TIMEOUT"],
             "max_idle": 300,
             "max_lifetime": 3600,
         }
@@ -261,7 +200,7 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # authentication lookup (sessions_app/prepared.py) asks for one, which psycopg honours only with a
     # threshold set. Off (DJANGO_DB_PREPARED=false) behind a pooler that cannot keep them, such as
     # PgBouncer in transaction mode before 1.21: the lookup is then parsed and planned every time.
-    if os.environ.get("DJANGO_DB_PREPARED", "true").lower() in ("1", "true", "yes"):
+    if _env["DJANGO_DB_PREPARED"]:
         DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 5)
     # Django's backend with a checkout check that asks the server only when an idle connection's
     # socket has something to say (project/postgresql/base.py), not a round trip per request.
@@ -340,64 +279,73 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": _env["DJANGO_LOG_LEVEL"]},
 }
 
-# --- The session registry (sessions_app/conf.py lists the defaults) ----------------------------------
+# --- The session registry (sessions_app/conf.py holds the app's defaults, equal to env's) ----------
+# Every knob of sessions_app/conf.py, from the variable of the same name (project/env.py says each
+# one's type, bounds and meaning).
 
-SESSIONS_ASSURANCE_LEVEL = os.environ.get("SESSIONS_ASSURANCE_LEVEL", "LEVEL_1")
-SESSIONS_MAX_PER_USER = _env_int("SESSIONS_MAX_PER_USER", 100)
-SESSIONS_HISTORY_DAYS = _env_int("SESSIONS_HISTORY_DAYS", 90)
-SESSIONS_TRUSTED_PROXIES = _env_list("SESSIONS_TRUSTED_PROXIES", "")
-SESSIONS_NODE_SECRET = os.environ.get("SESSIONS_NODE_SECRET", "")
-SESSIONS_FAIL_DELAY = os.environ.get("SESSIONS_FAIL_DELAY", "")
-SESSIONS_LOGIN_RATE = _env_int("SESSIONS_LOGIN_RATE", 20)
-SESSIONS_EVENT_POLL_INTERVAL = _env_float("SESSIONS_EVENT_POLL_INTERVAL", 0.25)
-SESSIONS_SOCKET_CHECK_INTERVAL = _env_float("SESSIONS_SOCKET_CHECK_INTERVAL", 1.0)
-SESSIONS_EVENT_RETENTION = _env_int("SESSIONS_EVENT_RETENTION", 3600)
+SESSIONS_ASSURANCE_LEVEL: str = _env["SESSIONS_ASSURANCE_LEVEL"]
+SESSIONS_MAX_AGE: float | None = _env["SESSIONS_MAX_AGE"]
+SESSIONS_IDLE_TIMEOUT: float | None = _env["SESSIONS_IDLE_TIMEOUT"]
+SESSIONS_MAX_PER_USER: int = _env["SESSIONS_MAX_PER_USER"]
+SESSIONS_LAST_SEEN_INTERVAL: float = _env["SESSIONS_LAST_SEEN_INTERVAL"]
+SESSIONS_HISTORY_DAYS: int = _env["SESSIONS_HISTORY_DAYS"]
+SESSIONS_FAIL_DELAY: float | None = _env["SESSIONS_FAIL_DELAY"]
+SESSIONS_LOGIN_RATE: int = _env["SESSIONS_LOGIN_RATE"]
+SESSIONS_LOGIN_RATE_WINDOW: float = _env["SESSIONS_LOGIN_RATE_WINDOW"]
+SESSIONS_LOCKOUT_THRESHOLD: int = _env["SESSIONS_LOCKOUT_THRESHOLD"]
+SESSIONS_LOCKOUT_SECONDS: float = _env["SESSIONS_LOCKOUT_SECONDS"]
+SESSIONS_LOCKOUT_MAX_SECONDS: float = _env["SESSIONS_LOCKOUT_MAX_SECONDS"]
+SESSIONS_LOCKOUT_WINDOW: float = _env["SESSIONS_LOCKOUT_WINDOW"]
+SESSIONS_MAX_PASSWORD_LENGTH: int = _env["SESSIONS_MAX_PASSWORD_LENGTH"]
+SESSIONS_OTP_MAX_FAILURES: int = _env["SESSIONS_OTP_MAX_FAILURES"]
+SESSIONS_STEPUP_WINDOW: float = _env["SESSIONS_STEPUP_WINDOW"]
+SESSIONS_ROOT_USERNAME: str = _env["SESSIONS_ROOT_USERNAME"]
+SESSIONS_QUERY_TIMEOUT: float = _env["SESSIONS_QUERY_TIMEOUT"]
+SESSIONS_TRUSTED_PROXIES: list[str] = _env["SESSIONS_TRUSTED_PROXIES"]
 
-# SCRAM-SHA-512 API-key logins (sessions_app/auth/scram.py). New verifiers are computed with this many
-# PBKDF2 rounds; the official TrueNAS client refuses fewer than 50 000 and more than 5 000 000.
-SESSIONS_SCRAM_ITERATIONS = _env_int("SESSIONS_SCRAM_ITERATIONS", 500_000)
-if not 1_000 <= SESSIONS_SCRAM_ITERATIONS <= 5_000_000:
-    raise ImproperlyConfigured("SESSIONS_SCRAM_ITERATIONS must be between 1000 and 5000000")
+# API keys, SCRAM-SHA-512 logins (sessions_app/auth/scram.py) and secrets at rest
+# (sessions_app/auth/fieldcrypt.py). Empty pepper and field key are derived from SECRET_KEY.
+SESSIONS_MAX_KEYS_PER_USER: int = _env["SESSIONS_MAX_KEYS_PER_USER"]
+SESSIONS_API_KEY_PEPPER: str = _env["SESSIONS_API_KEY_PEPPER"]
+SESSIONS_FIELD_KEY: str = _env["SESSIONS_FIELD_KEY"]
+# Old field keys: accepted for opening only, until `manage.py rotate_field_key` ran.
+SESSIONS_FIELD_KEY_PREVIOUS: list[str] = _env["SESSIONS_FIELD_KEY_PREVIOUS"]
+SESSIONS_SCRAM_ITERATIONS: int = _env["SESSIONS_SCRAM_ITERATIONS"]
+SESSIONS_SCRAM_EXCHANGE_SECONDS: float = _env["SESSIONS_SCRAM_EXCHANGE_SECONDS"]
 # The certificate clients see (PEM or DER), for SCRAM's tls-server-end-point channel binding:
 # bin/serve's TLS_CERT when it serves TLS itself, else the TLS proxy's certificate; empty: no binding.
-SESSIONS_TLS_BINDING_CERT = os.environ.get("SESSIONS_TLS_BINDING_CERT", "")
+SESSIONS_TLS_BINDING_CERT: str = _env["SESSIONS_TLS_BINDING_CERT"]
+
+# TRUENAS_NODE peers (sessions_app/services/node.py).
+SESSIONS_NODE_SECRET: str = _env["SESSIONS_NODE_SECRET"]
+SESSIONS_NODE_MAX_SKEW: float = _env["SESSIONS_NODE_MAX_SKEW"]
+
+# Live events (sessions_app/live.py, events.py).
+SESSIONS_EVENT_POLL_INTERVAL: float = _env["SESSIONS_EVENT_POLL_INTERVAL"]
+SESSIONS_SOCKET_CHECK_INTERVAL: float = _env["SESSIONS_SOCKET_CHECK_INTERVAL"]
+SESSIONS_EVENT_RETENTION: float = _env["SESSIONS_EVENT_RETENTION"]
 
 # Devices, places and new-sign-in notices (sessions_app/devices, services/notices.py).
-# A MaxMind-format database (GeoLite2 City or Country); empty: no place is looked up.
-SESSIONS_GEOIP_PATH = os.environ.get("SESSIONS_GEOIP_PATH", "")
-SESSIONS_NOTICE_DAYS = _env_int("SESSIONS_NOTICE_DAYS", 90)
-SESSIONS_NOTICE_API_KEYS = _env_bool("SESSIONS_NOTICE_API_KEYS", True)
-# The service's address as users reach it, for links in emails ("This wasn't me"), e.g.
-# https://sessions.example.com; empty: taken from the login's own request when there is one.
-SESSIONS_BASE_URL = os.environ.get("SESSIONS_BASE_URL", "").rstrip("/")
+SESSIONS_GEOIP_PATH: str = _env["SESSIONS_GEOIP_PATH"]
+SESSIONS_NOTICE_DAYS: int = _env["SESSIONS_NOTICE_DAYS"]
+SESSIONS_NOTICE_API_KEYS: bool = _env["SESSIONS_NOTICE_API_KEYS"]
+# The service's address as users reach it, for links in emails ("This wasn't me"); empty: taken from
+# the login's own request when there is one.
+SESSIONS_BASE_URL: str = _env["SESSIONS_BASE_URL"].rstrip("/")
 
 # Email (new-sign-in notices): printed to the console unless an SMTP host is configured.
-EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
-EMAIL_BACKEND = os.environ.get(
-    "EMAIL_BACKEND",
+EMAIL_HOST: str = _env["EMAIL_HOST"]
+EMAIL_BACKEND: str = _env["EMAIL_BACKEND"] or (
     "django.core.mail.backends.smtp.EmailBackend"
     if EMAIL_HOST
-    else "django.core.mail.backends.console.EmailBackend",
+    else "django.core.mail.backends.console.EmailBackend"
 )
-EMAIL_PORT = _env_int("EMAIL_PORT", 587)
-EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
-EMAIL_HOST_PASSWORD = _env_or_file("EMAIL_HOST_PASSWORD")
-EMAIL_USE_TLS = _env_bool("EMAIL_USE_TLS", True)
-EMAIL_TIMEOUT = _env_int("EMAIL_TIMEOUT", 10)
-DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "sessions@localhost")
-
-
-def _field_key() -> str:
-    """The key that seals secrets at rest (sessions_app/auth/fieldcrypt.py); "" derives it from SECRET_KEY."""
-    key = _env_or_file("SESSIONS_FIELD_KEY")
-    if key and len(key) < 32:
-        raise ImproperlyConfigured("SESSIONS_FIELD_KEY must be at least 32 characters")
-    return key
-
-
-SESSIONS_FIELD_KEY = _field_key()
-# Old field keys, comma-separated: accepted for opening only, until `manage.py rotate_field_key` ran.
-SESSIONS_FIELD_KEY_PREVIOUS = _env_list("SESSIONS_FIELD_KEY_PREVIOUS", "")
+EMAIL_PORT: int = _env["EMAIL_PORT"]
+EMAIL_HOST_USER: str = _env["EMAIL_HOST_USER"]
+EMAIL_HOST_PASSWORD: str = _env["EMAIL_HOST_PASSWORD"]
+EMAIL_USE_TLS: bool = _env["EMAIL_USE_TLS"]
+EMAIL_TIMEOUT: float = _env["EMAIL_TIMEOUT"]
+DEFAULT_FROM_EMAIL: str = _env["DEFAULT_FROM_EMAIL"]

@@ -1,4 +1,10 @@
-"""App settings, read at call time so that ``override_settings`` works (never bound at import)."""
+"""App settings, read at call time so that ``override_settings`` works (never bound at import).
+
+`DEFAULTS` are the app's own defaults, for a project that does not set a knob. This project sets
+every one of them from the environment variable of the same name (``project/settings.py`` through
+``project/env.py``, whose table documents each one and whose defaults equal these -- a test
+compares them), so an operator can turn any knob without editing code.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "SESSIONS_HISTORY_DAYS": 90,
     "SESSIONS_TRUSTED_PROXIES": [],
     "SESSIONS_NODE_SECRET": "",
-    "SESSIONS_FAIL_DELAY": "",
+    "SESSIONS_FAIL_DELAY": None,  # seconds; None (or "") = the assurance level's random delay
     "SESSIONS_LOGIN_RATE": 20,  # login attempts (every entrance) and failed credentials per window and address
     "SESSIONS_LOGIN_RATE_WINDOW": 60,  # seconds: the fixed window of SESSIONS_LOGIN_RATE
     "SESSIONS_LOCKOUT_THRESHOLD": 10,  # consecutive failed logins that lock an account
