@@ -1,6 +1,6 @@
 """``auth.sessions`` events: written to an outbox table with the change, read back by every process.
 
-Why an outbox polled by each server process, not a channel layer (README "Live events"): the event
+Why an outbox polled by each server process, not a channel layer (docs/architecture.md "The outbox and the per-process hub"): the event
 row commits in the same transaction as the session change, so an event exists exactly when its change
 does (no event for a rolled-back login, none lost when a process dies between commit and publish);
 it needs no service beyond the database, so it works the same on the SQLite default (several workers

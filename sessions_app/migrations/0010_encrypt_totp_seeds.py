@@ -6,7 +6,7 @@ opens them again into plain hex (needs the same keys). Rows already sealed are l
 migration can be re-run; ``manage.py rotate_field_key`` moves sealed rows to a new key.
 
 Processes of the previous release read the key column as hex: during the rollout to this migration
-they cannot check TOTP codes until they are replaced (README "Upgrades and migrations").
+they cannot check TOTP codes until they are replaced (docs/operations.md "Several hosts, upgrades and migrations").
 """
 
 from django.db import migrations

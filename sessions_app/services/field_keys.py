@@ -1,6 +1,6 @@
 """Rotation of the field key: every value sealed at rest moved under the current key (security.md F6).
 
-A rotation, as documented in the README: set ``SESSIONS_FIELD_KEY`` to the new key and
+A rotation, as documented in docs/operations.md ("Rotating the field key"): set ``SESSIONS_FIELD_KEY`` to the new key and
 ``SESSIONS_FIELD_KEY_PREVIOUS`` to the old one(s) on every host, restart, run
 ``manage.py rotate_field_key`` (this service), then drop the previous keys. Until the last step,
 values under an old key keep opening, so the service never stops accepting codes.

@@ -5,7 +5,7 @@ uvicorn's shutdown waited for gunicorn's graceful timeout (``Waiting for connect
 before the worker was killed. The server here runs with bin/serve's 30 s graceful timeout; the
 stream must end (without an ``end`` event: the session lives on, the browser reconnects) and the
 server exit cleanly long before that. How long it takes is measured, not asserted
-(README, "Stopping"): about a second on this machine.
+(docs/operations.md, "The service unit"): about a second on this machine.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ The database is filled with sessions (a third of them ended) and audit records: 
 100k / 1M with ``RELIABILITY_SCALE=full``. ``manage.py migrate`` runs in a process of its own, as a
 deployment runs it, twice: the latest migration is unapplied and applied again; then the app goes back
 to `ROLLBACK_POINT` (unapplying the migrations that rebuilt the session table) and forward to the
-latest again. The durations are the figures of the migration window (README.md "Operations").
+latest again. The durations are the figures of the migration window (docs/operations.md, "Several hosts, upgrades and migrations").
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ APP = "sessions_app"
 #: Before 0004, which added columns to the session table (a table rebuild on SQLite).
 ROLLBACK_POINT = "0003_role_groups"
 #: A hang ceiling for a forward migration of the full-size database (seconds): about 100 times the
-#: measured 1-3 s that README.md "Operations" reports (the figures are reported, not asserted).
+#: measured 1-3 s that docs/operations.md reports (the figures are reported, not asserted).
 WINDOW_SECONDS = 300
 
 

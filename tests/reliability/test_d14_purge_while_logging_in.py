@@ -57,7 +57,7 @@ pytestmark = [
 
 PROBES = 10
 #: A hang ceiling, not a latency target: ten times the slowest login measured during a full-size
-#: purge (1.4 s, README §7, where the measured p50/p95/max are reported). A login blocked until
+#: purge (1.4 s, docs/operations.md "Retention and the cleanup job", where the measured p50/p95/max are reported). A login blocked until
 #: SQLite's busy timeout (20 s) fails, which `all(ok ...)` catches first.
 MAX_LOGIN_SECONDS = 15.0
 LOOP_SECONDS = 300.0

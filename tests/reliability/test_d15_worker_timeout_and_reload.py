@@ -144,7 +144,7 @@ def stuck_phase_sync(server: Instance, db_locks: Any, alice: str, bob: str) -> d
     assert not stuck.is_alive()
     # The killed request gets no answer (SQLite: the abort signal cannot interrupt SQLite's busy wait,
     # so the master's SIGKILL ends the worker) or gunicorn's own 500 page (PostgreSQL: the abort
-    # interrupts the wait and gunicorn answers a timed-out request with 500 -- see README.md "Operations":
+    # interrupts the wait and gunicorn answers a timed-out request with 500 -- see docs/operations.md:
     # keep --timeout above the database's timeouts so that a slow database gets the JSON 503 first).
     answer = outcome.get("answer")
     assert "dropped" in outcome or (answer is not None and answer[0] == 500), outcome

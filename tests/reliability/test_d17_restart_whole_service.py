@@ -2,7 +2,7 @@
 and deleted keys stay so; tokens follow the documented policy (security.md group D; TrueNAS
 session.rst "Tokens do not persist across middlewared restarts").
 
-The project's policy differs from TrueNAS on purpose (README; auth-sessions.md §4: "Tokens are stored
+The project's policy differs from TrueNAS on purpose (docs/security.md; the specification's auth-sessions §4: "Tokens are stored
 hashed, in the database"): nothing lives only in memory, so a token outlives a restart until its own
 expiry, a single-use token still works exactly once, and a used one stays used. The service runs as
 ``bin/serve`` runs it (uvicorn workers) and is restarted twice: stopped cleanly (SIGTERM to the master),

@@ -986,7 +986,7 @@ def test_A23_disabled_or_deleted_user_loses_every_session_and_key(
 def test_A23_a_failed_login_lock_stops_new_logins_and_keeps_open_sessions(
     rpc: Any, make_user: Any, totp: Any, settings: Any
 ) -> None:
-    """The policy (README "Brute force"): the lock after failed logins stops every *new* login of the
+    """The policy (docs/security.md, "Authentication policy"): the lock after failed logins stops every *new* login of the
     account name; it does not end open sessions -- anyone can trigger it by guessing, and ending
     sessions would turn the brute-force protection into a remote "sign everyone out" button.
     Ending a user's sessions is the administrator's disable (above)."""

@@ -2,7 +2,7 @@
 
 Writes ``dev-cert.pem`` and ``dev-key.pem`` (into ``var/`` by default) for ``127.0.0.1``, ``::1``
 and ``localhost``, so that a newcomer can serve ``https://`` and ``wss://`` in one step
-(``TLS_CERT=var/dev-cert.pem TLS_KEY=var/dev-key.pem ./bin/serve``, README "Serving TLS") and try
+(``TLS_CERT=var/dev-cert.pem TLS_KEY=var/dev-key.pem ./bin/serve``, docs/operations.md "Serving TLS") and try
 the official client's default SCRAM login, which binds the exchange to the server's certificate.
 
 The certificate is what a development server needs and nothing more: an ECDSA P-256 key, a SHA-256

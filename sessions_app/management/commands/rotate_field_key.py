@@ -1,7 +1,7 @@
 """``manage.py rotate_field_key [--check]``: re-seal the secrets kept at rest under the current key.
 
 Run after setting ``SESSIONS_FIELD_KEY`` to a new key and ``SESSIONS_FIELD_KEY_PREVIOUS`` to the old
-one(s) (README "Secrets at rest"); afterwards the previous keys can be removed. ``--check`` changes
+one(s) (docs/operations.md "Rotating the field key"); afterwards the previous keys can be removed. ``--check`` changes
 nothing and exits 1 when a rotation is still needed (or a value cannot be opened).
 """
 
