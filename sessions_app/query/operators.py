@@ -54,7 +54,9 @@ MAX_IN_VALUES = 1000
 #: How an operator treats a null ``x``: compared like any value, never matching, or seen as ``""``.
 NullRule: TypeAlias = Literal["compare", "no_match", "empty_string"]
 #: What the filter value must be: anything, a string, a container (list, string or object) for
-#: ``in``/``nin``, or a regular expression pattern.
+#: ``in``/``nin``, or a regular expression pattern. A container is not checked when parsing: as in
+#: TrueNAS, ``in`` a number raises only where a row has the path (`NotApplicable`), and a list is
+#: capped at `MAX_IN_VALUES`; declared fields refuse a non-container up front (`schema`).
 ValueRule: TypeAlias = Literal["any", "string", "container", "regex"]
 #: How the ``C`` prefix applies: casefold both sides (``fold``) or match the regex ignoring case
 #: with the pattern as written (``flag``).

@@ -5,8 +5,10 @@ mistake that does not depend on data is reported even when there are no rows: th
 filters, unknown operators, the nesting depth, the size caps of the security policy ("Expensive
 queries": OR depth <= 3, <= 100 leaves, ``in`` lists <= 1000 values, regex patterns <= 256
 characters, ``limit`` <= 10000), regex syntax, ``.$date`` values, ``C`` operators with non-string
-values, and the types of every option. Whatever the input (any JSON, however deep), they return or
-raise `QueryError`, never anything else: nesting is checked before it is descended.
+values, and the types of every option. (``in`` / ``nin`` with a value that is not a container is
+the exception: TrueNAS answers it from the rows, so it is an evaluation error, see `engine`.)
+Whatever the input (any JSON, however deep), they return or raise `QueryError`, never anything
+else: nesting is checked before it is descended.
 
 Errors name the offending element: ``filters``, ``filters[1][2]``, ``filters[0][1][0]``,
 ``options.limit``, ``options.order_by[1]``.
@@ -15,6 +17,7 @@ Errors name the offending element: ``filters``, ``filters[1][2]``, ``filters[0][
 from __future__ import annotations
 
 import re
+import reprlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -98,6 +101,12 @@ def datetime_from_ms(ms: object, where: str) -> datetime:
         raise QueryError(where, '{"$date": ...} is out of the supported date range') from None
 
 
+def _not_a_timestamp(value: object) -> str:
+    """TrueNAS's message for a ``.$date`` value that is not an ISO-8601 string (the value, then why)."""
+    shown = value if isinstance(value, str) else reprlib.repr(value)  # str(), bounded
+    return f"{_short(shown)}: must be an ISO-8601 formatted timestamp string"
+
+
 def datetime_from_iso(text: str, where: str) -> datetime:
     """ISO-8601 (`datetime.fromisoformat` syntax) -> aware UTC datetime; no offset means UTC."""
     try:
@@ -106,7 +115,7 @@ def datetime_from_iso(text: str, where: str) -> datetime:
             return parsed.replace(tzinfo=UTC)
         return parsed.astimezone(UTC)
     except (ValueError, OverflowError):
-        raise QueryError(where, f"{_short(text)!r} is not an ISO-8601 date and time") from None
+        raise QueryError(where, _not_a_timestamp(text)) from None
 
 
 def _check_value_depth(value: object, where: str) -> None:
@@ -144,15 +153,15 @@ def _parse_value(raw: object, where: str, operator: Operator, casefold: bool, pa
     value = _decode_dates(raw, value_at)
 
     if path.date:
+        # TrueNAS's wording (middlewared.utils.filter_list): clients show these messages.
         if casefold or not operator.date_ok:
-            raise QueryError(f"{where}[1]", "a .$date path only allows the operators = != > >= < <=")
+            written = ("C" if casefold else "") + operator.name
+            raise QueryError(f"{where}[1]", f"{written}: invalid timestamp operation.")
         if isinstance(value, str):
             return datetime_from_iso(value, value_at)
         if isinstance(value, datetime):
-            return value
-        raise QueryError(
-            value_at, f'a .$date filter needs an ISO-8601 string or {{"$date": ms}}, got {json_type(value)}'
-        )
+            return value  # {"$date": ms} (deviation: TrueNAS takes only the ISO string)
+        raise QueryError(value_at, _not_a_timestamp(raw))
 
     if casefold and operator.casefold_mode == "fold" and value is not None and not isinstance(value, str):
         if not isinstance(value, list):
@@ -166,14 +175,11 @@ def _parse_value(raw: object, where: str, operator: Operator, casefold: bool, pa
     rule = operator.value_rule
     if rule == "string" and not isinstance(value, str):
         raise QueryError(value_at, f"{operator.name!r} needs a string value, got {json_type(value)}")
-    if rule == "container":
-        if isinstance(value, list):
-            if len(value) > MAX_IN_VALUES:
-                raise QueryError(value_at, f"an {operator.name!r} list holds at most {MAX_IN_VALUES} values")
-        elif not isinstance(value, str | dict):
-            raise QueryError(
-                value_at, f"{operator.name!r} needs an array, string or object, got {json_type(value)}"
-            )
+    # `in` / `nin` with a value that is not a container (`["x", "in", 12]`) is not refused here: as
+    # in TrueNAS, it matches no row that lacks the path and raises only where the leaf is evaluated
+    # (query-language.md §5). Declared fields refuse it up front (`schema.check`).
+    if rule == "container" and isinstance(value, list) and len(value) > MAX_IN_VALUES:
+        raise QueryError(value_at, f"an {operator.name!r} list holds at most {MAX_IN_VALUES} values")
     if rule == "regex":
         if not isinstance(value, str):
             raise QueryError(value_at, f"a regular expression must be a string, got {json_type(value)}")
@@ -315,8 +321,16 @@ def _parse_order_key(entry: object, attribute: str) -> OrderKey:
 
 def _parse_select_item(entry: object, attribute: str) -> SelectItem:
     if isinstance(entry, list):
+        # TrueNAS's wording (truenas_pyfilter), which starts with the entry's repr; `reprlib`
+        # bounds its length and depth (an entry may be nested thousands of levels deep).
         if len(entry) != 2:
-            raise QueryError(attribute, f"must be a path or [path, alias], got {len(entry)} elements")
+            raise QueryError(
+                attribute, f"{reprlib.repr(entry)}: select as list may only contain two parameters"
+            )
+        if not isinstance(entry[0], str):
+            raise QueryError(f"{attribute}[0]", f"{reprlib.repr(entry)}: first item must be a string")
+        if not isinstance(entry[1], str):
+            raise QueryError(f"{attribute}[1]", f"{reprlib.repr(entry)}: second item must be a string")
         path = _option_path(entry[0], f"{attribute}[0]")
         alias = _option_string(entry[1], f"{attribute}[1]")
         if not alias:

@@ -11,6 +11,8 @@ anything runs:
 * operators that cannot apply to the field's type (``^`` on a boolean, ``>`` between an integer field
   and a string, a ``C`` operator on a non-string field, ``.$date`` on a non-datetime) are errors;
 * strings containing NUL or unpaired surrogates are rejected (no database can store or compare them);
+* ``in`` / ``nin`` with a value that is not an array, string or object is an error (schema-less,
+  it raises only on rows that have the path);
 * the few leaves whose schema-less evaluation would *raise* on a null value (``x in "substring"``)
   get an explicit ``!= null`` guard, so that typed evaluation is total and never depends on data.
 
@@ -28,6 +30,7 @@ from dataclasses import field as dc_field
 
 from sessions_app.query.ast import AllOf, AnyOf, Leaf, Node, OrderKey, Path, QueryOptions
 from sessions_app.query.errors import QueryError
+from sessions_app.query.operators import json_type
 
 
 class FieldType(enum.Enum):
@@ -145,6 +148,12 @@ def _check_leaf(leaf: Leaf, schema: Schema) -> Node:
     _check_text(leaf.value, where)
     if field.type is FieldType.ANY:
         return leaf
+    if op in ("in", "nin") and not isinstance(leaf.value, list | str | dict):
+        # Schema-less, TrueNAS raises this only on rows that have the path (query-language.md §5);
+        # with a declared type it is a mistake whatever the rows hold, reported up front (§5).
+        raise QueryError(
+            f"{where}[2]", f"{leaf.operator!r} needs an array, string or object, got {json_type(leaf.value)}"
+        )
     wrong = QueryError(
         where, f"operator {leaf.operator!r} cannot be used with {leaf.path.raw!r} ({_type_name(field)})"
     )
