@@ -17,7 +17,7 @@ Two steps, because the rows come from Django while TrueNAS's extension needs Pyt
 ``run`` needs only the standard library, ``regex`` and this project's ``sessions_app.query`` (pure
 Python). ``--engine label=FILE.py`` adds any other ``filter_list``-compatible module (e.g. an older
 version of the engine saved outside the tree) as another column, ``--note`` a sentence to the
-results. ``--write`` replaces bench/RESULTS-engine.md. TrueNAS's engine is no part of this project
+results. ``--write`` replaces its section of bench/RESULTS.md. TrueNAS's engine is no part of this project
 (nothing of it is vendored or built here): it is timed when an installed ``truenas_pyfilter`` (from
 TrueNAS's ``truenas_pyos``) can be imported, and skipped otherwise, as in CI.
 """
@@ -32,6 +32,7 @@ import importlib.util
 import json
 import os
 import pickle
+import re
 import statistics
 import sys
 import time
@@ -41,7 +42,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
-RESULTS = ROOT / "bench" / "RESULTS-engine.md"
+RESULTS = ROOT / "bench" / "RESULTS.md"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from common import machine  # noqa: E402
@@ -252,7 +253,22 @@ def run(rows_path: Path, repeat: int, extra: list[str], notes: list[str], write:
     text = render(table, meta)
     print(text)
     if write:
-        RESULTS.write_text(text)
+        write_section(text)
+
+
+def write_section(text: str) -> None:
+    """Replace the ``engine_bench`` section of bench/RESULTS.md (or append it). Written here, not with
+    bench/common.py: this script also runs in a venv without Django (TrueNAS's engine beside it)."""
+    section = (
+        "<!-- engine_bench:start -->\n" + text.replace("# ", "## ", 1).strip() + "\n<!-- engine_bench:end -->"
+    )
+    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    pattern = re.compile(r"<!-- engine_bench:start -->.*?<!-- engine_bench:end -->", re.S)
+    if pattern.search(current):
+        current = pattern.sub(lambda _: section, current)
+    else:
+        current = current.rstrip() + "\n\n" + section
+    RESULTS.write_text(current.rstrip() + "\n")
 
 
 def main() -> None:
@@ -270,7 +286,7 @@ def main() -> None:
     running.add_argument("--repeat", type=int, default=7)
     running.add_argument("--engine", action="append", default=[], help="label=FILE.py: another filter_list")
     running.add_argument("--note", action="append", default=[], help="a sentence for the results")
-    running.add_argument("--write", action="store_true", help="replace bench/RESULTS-engine.md")
+    running.add_argument("--write", action="store_true", help="replace its section of bench/RESULTS.md")
     args = parser.parse_args()
     if args.command == "dump":
         dump(args.size, args.database, args.out or rows_file(args.size))

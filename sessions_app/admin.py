@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.exceptions import DisallowedModelAdminLookup
 from django.contrib.admin.options import BaseModelAdmin, InlineModelAdmin
 from django.contrib.admin.utils import flatten_fieldsets
@@ -26,18 +27,21 @@ from django.contrib.auth.forms import ReadOnlyPasswordHashField
 from django.core import checks
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.utils.html import format_html
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from sessions_app import reports
 from sessions_app.auth.secret_fields import is_secret_path, secret_field_names
 from sessions_app.clients import client_from_request
 from sessions_app.devices.places import Place
+from sessions_app.forms import TYPE_THE_NUMBER_ABOVE, BulkTerminateForm
 from sessions_app.models import ApiKey, AuditRecord, KnownDevice, UserSession
 from sessions_app.roles import Role, has_role
 from sessions_app.services import totp as totp_services
 from sessions_app.services.api_keys import api_key_revoke
+from sessions_app.services.maintenance import BulkState, sessions_terminate_selection
 from sessions_app.services.notices import known_device_forget
-from sessions_app.services.sessions import session_terminate
 from sessions_app.templatetags.registry import ago
 
 _site_has_permission = admin.site.has_permission
@@ -295,14 +299,77 @@ class UserSessionAdmin(ReadOnlyAdmin):
         return has_role(request.user, Role.AUTH_SESSIONS_WRITE)
 
     @admin.action(description="Terminate selected sessions", permissions=["terminate"])
-    def terminate_sessions(self, request: HttpRequest, queryset: QuerySet[UserSession]) -> None:
-        client = client_from_request(request)
-        actor = getattr(request, "auth_session", None)
-        ended = sum(
-            session_terminate(public_id=public_id, actor=actor, client=client)
-            for public_id in queryset.filter(ended_at__isnull=True).values_list("public_id", flat=True)
+    def terminate_sessions(
+        self, request: HttpRequest, queryset: QuerySet[UserSession]
+    ) -> TemplateResponse | None:
+        """Like ``delete_selected``: first a confirmation page (how many are active, which token
+        sessions end with them, the number typed above 100), then the dashboard's bulk service; the
+        message says what ended and what had ended already. The page fixes the set (``upto``): with
+        "select all", sessions that begin after it was shown are not included."""
+        confirmed = request.POST.get("post") == "yes"
+        form = BulkTerminateForm(request.POST if confirmed else None)
+        upto = form.cleaned_data.get("upto") if confirmed and form.is_valid() else None
+        if upto is None:
+            upto = reports.session_newest_pk()
+        pks = tuple(queryset.filter(pk__lte=upto).order_by().values_list("pk", flat=True))
+        selection = reports.SessionSelection(pks=pks, upto=upto)
+        active = reports.selection_count(selection=selection) if confirmed and form.is_valid() else 0
+        if confirmed and form.is_valid() and form.check_count(active):
+            state = sessions_terminate_selection(
+                selection=selection,
+                actor=request.user.get_username(),
+                address=client_from_request(request).origin,
+                describe={"page": "admin", "rows": len(pks)},
+                selected=form.cleaned_data["expected"],
+            )
+            text, level = _terminated_message(state, already=len(pks) - active)
+            self.message_user(request, text, level)
+            return None
+        plan = reports.selection_plan(selection=selection)
+        shown = queryset.filter(pk__in=pks[:SHOWN_ROWS]).order_by("-created_at", "-id")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Terminate the selected sessions?",
+            "subtitle": None,
+            "opts": self.model._meta,
+            "plan": plan,
+            "already": len(pks) - plan.count,
+            "rows": shown,
+            "more": max(0, len(pks) - SHOWN_ROWS),
+            "selected": len(pks),
+            "upto": upto,
+            "form": form,
+            "needs_typing": plan.count > TYPE_THE_NUMBER_ABOVE,
+            "posted_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "select_across": request.POST.get("select_across", "0"),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(
+            request, "admin/sessions_app/usersession/terminate_selected_confirmation.html", context
         )
-        self.message_user(request, f"{ended} session(s) terminated.", messages.SUCCESS)
+
+
+#: Selected sessions listed on the admin's confirmation page (the rest are counted).
+SHOWN_ROWS = 100
+
+
+def _terminated_message(state: BulkState, *, already: int) -> tuple[str, int]:
+    """The action's message, e.g. "3 terminated; 2 had already ended.", and its level."""
+    if not state.ended and not state.cascaded:
+        if already:
+            return f"None terminated: {_sessions(already)} had already ended.", messages.WARNING
+        return "None terminated: no session was selected.", messages.WARNING
+    text = f"{state.ended:,} terminated"
+    if state.cascaded:
+        text += f", and {_sessions(state.cascaded, 'token session')} that came from them"
+    if already:
+        text += f"; {already:,} had already ended"
+    return f"{text}.", messages.SUCCESS
+
+
+def _sessions(n: int, noun: str = "session") -> str:
+    return f"{n:,} {noun}{'s' if n != 1 else ''}"
 
 
 @admin.register(ApiKey)

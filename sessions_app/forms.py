@@ -78,6 +78,9 @@ class QueryFilterForm(forms.Form):
 
     default_sort = "created"
     sorts: tuple[str, ...] = ()
+    #: Columns whose natural order is newest first (times); the others (names, types, origins)
+    #: sort A to Z on a first click and without an explicit ``dir``.
+    newest_first: frozenset[str] = frozenset({"created", "last_seen", "ended", "time"})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -111,8 +114,15 @@ class QueryFilterForm(forms.Form):
         built = self.build()
         return [*built, *self.cleaned_data.get("query", [])]
 
+    def first_descending(self, sort: str) -> bool:
+        """The direction of a first click on column ``sort``: newest first for times, else A to Z."""
+        return sort in self.newest_first
+
     def descending(self) -> bool:
-        return self.cleaned_data.get("dir") != "asc"
+        direction = self.cleaned_data.get("dir")
+        if direction in ("asc", "desc"):
+            return bool(direction == "desc")
+        return self.first_descending(self.cleaned_data.get("sort") or self.default_sort)
 
     def add_query_error(self, exc: QueryError) -> None:
         """Put ``exc`` next to the field whose filter it names (the raw box, or a built field)."""
@@ -138,10 +148,19 @@ def _yes_no(value: str) -> bool | None:
     return {"yes": True, "no": False}.get(value)
 
 
-class SessionFilterForm(QueryFilterForm):
-    """The dashboard's filters: they build ``auth.sessions`` query-filters."""
+#: The user filter's words on every page: it is a case-insensitive prefix (``C^``), so that part
+#: of a name finds it ("demo_a" finds Demo_Alice).
+USER_PREFIX_HELP = "Starts with, any case."
 
-    user = forms.CharField(required=False, max_length=150, label="User")
+
+class SessionFilterForm(QueryFilterForm):
+    """The dashboard's filters: they build ``auth.sessions`` query-filters.
+
+    The user filter is ``["credentials_data.username", "C^", ...]``: an index range scan on the
+    casefolded name (`specs`), never a scan of every session.
+    """
+
+    user = forms.CharField(required=False, max_length=150, label="User", help_text=USER_PREFIX_HELP)
     type = forms.ChoiceField(
         required=False, label="Credential type", choices=[("", "Any"), *Credentials.choices]
     )
@@ -168,7 +187,7 @@ class SessionFilterForm(QueryFilterForm):
             self.built_fields.append(field)
 
         if data.get("user"):
-            add("user", ["credentials_data.username", "=", data["user"]])
+            add("user", ["credentials_data.username", "C^", data["user"]])
         if data.get("type"):
             add("type", ["credentials", "=", data["type"]])
         if _yes_no(data.get("internal", "")) is not None:
@@ -204,9 +223,13 @@ class SessionHistoryFilterForm(SessionFilterForm):
 
 
 class AuditFilterForm(QueryFilterForm):
-    """The audit page's filters: they build ``audit.query`` query-filters."""
+    """The audit page's filters: they build ``audit.query`` query-filters.
 
-    user = forms.CharField(required=False, max_length=150, label="User")
+    The user filter is ``["username", "C^", ...]``, run as index range scans by
+    `selectors.audit_page` (the audit table keeps no casefolded copy of the name).
+    """
+
+    user = forms.CharField(required=False, max_length=150, label="User", help_text=USER_PREFIX_HELP)
     event = forms.ChoiceField(required=False, label="Event", choices=[("", "Any"), *AuditEvent.choices])
     success = forms.ChoiceField(required=False, label="Succeeded", choices=_YES_NO)
     address = forms.CharField(required=False, max_length=255, label="Address starts with")
@@ -225,7 +248,7 @@ class AuditFilterForm(QueryFilterForm):
         filters: list[Any] = []
         self.built_fields = []
         pairs = [
-            ("user", ["username", "=", data.get("user")] if data.get("user") else None),
+            ("user", ["username", "C^", data.get("user")] if data.get("user") else None),
             ("event", ["event", "=", data.get("event")] if data.get("event") else None),
             ("success", ["success", "=", _yes_no(data.get("success", ""))]),
             ("address", ["address", "^", data.get("address")] if data.get("address") else None),
@@ -383,3 +406,78 @@ class PasswordChangeForm(forms.Form):
         super().__init__(*args, **kwargs)
         if not current:
             del self.fields["current_password"]
+
+
+# --- bulk terminations (issue 17) ------------------------------------------------------------------------
+
+#: Above this many sessions, a bulk termination is confirmed by typing their number.
+TYPE_THE_NUMBER_ABOVE = 100
+#: Thousands separators a typed number may contain ("10,760", "10 760", "10.760", "10'760").
+_SEPARATORS = re.compile(r"[\s,.'_\u00a0\u202f]")
+#: The most sessions one batch request of the dashboard's JavaScript may ask to end.
+MAX_STEP_SIZE = 5000
+
+
+class BulkTerminateForm(ConfirmForm):
+    """The confirmation of a bulk termination: ``upto`` fixes the set (the newest session when the
+    page was shown; later ones are never included) and ``expected`` is the number the page showed.
+    Above `TYPE_THE_NUMBER_ABOVE` that number must be typed (``typed``); a missing or different
+    number is an error on that field (the dashboard's pages and the admin's action alike).
+
+    The view also calls `check_count` with the number selected now, so that the rule holds for a
+    form posted without ``expected`` (or with a smaller one) too; without ``upto`` the set is the
+    one at the time of the POST."""
+
+    upto = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+    expected = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+    typed = forms.CharField(
+        required=False,
+        max_length=32,
+        label="Type the number of sessions to confirm",
+        widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "off", "spellcheck": "false"}),
+    )
+
+    def clean_typed(self) -> int | None:
+        text = _SEPARATORS.sub("", self.cleaned_data["typed"])
+        if not text:
+            return None
+        if not text.isascii() or not text.isdigit():
+            raise forms.ValidationError("Type the number in digits, e.g. 1234.")
+        return int(text)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("expected") is not None:
+            self._check_typed(data["expected"])
+        return data
+
+    def _check_typed(self, expected: int) -> None:
+        if expected <= TYPE_THE_NUMBER_ABOVE or "typed" in self.errors:
+            return
+        typed = self.cleaned_data.get("typed")
+        if typed is None:
+            self.add_error("typed", f"Type {expected:,} (the number of sessions) to confirm.")
+        elif typed != expected:
+            self.add_error("typed", f"That is not {expected:,}: type the number of sessions shown.")
+
+    def check_count(self, count: int) -> bool:
+        """Check a valid form against ``count``, the sessions selected now: without ``expected``
+        that is the number to type; above the number shown (a changed page), the page must be seen
+        again. Returns whether the form is still valid (errors are added to it)."""
+        expected = self.cleaned_data.get("expected")
+        if expected is None:
+            self.cleaned_data["expected"] = count
+            self._check_typed(count)
+        elif count > expected:
+            self.add_error(
+                None, f"{count:,} sessions are selected now, more than the {expected:,} shown: check again."
+            )
+        return not self.errors
+
+
+class BulkStepForm(forms.Form):
+    """One request of the dashboard's batch-by-batch mode (JavaScript): how many sessions it may end
+    at most, and the progress the previous request returned (signed; the view checks it)."""
+
+    size = forms.IntegerField(required=False, min_value=1, max_value=MAX_STEP_SIZE)
+    state = forms.CharField(required=False, max_length=2000)

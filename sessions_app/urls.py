@@ -21,6 +21,11 @@ urlpatterns = [
     path(
         "sessions/terminate-others/", sessions.session_terminate_others_view, name="session-terminate-others"
     ),
+    path(
+        "sessions/terminate-matching/",
+        sessions.session_terminate_matching,
+        name="session-terminate-matching",
+    ),
     path("sessions/<str:public_id>/terminate/", sessions.session_terminate_view, name="session-terminate"),
     path("me/sessions/", sessions.my_session_list, name="my-session-list"),
     path(

@@ -205,7 +205,7 @@ def test_a_failed_batch_is_still_summarised(monkeypatch: pytest.MonkeyPatch) -> 
     def boom(**kwargs: Any) -> bool:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("sessions_app.services.maintenance.session_end", boom)
+    monkeypatch.setattr("sessions_app.services.maintenance.sessions_end_batch", boom)
     with pytest.raises(RuntimeError):
         sessions_terminate(pks=[r.pk for r in rows], actor=ACTOR, reason="why")
     summary = AuditRecord.objects.get(event_data__method="sessions.terminate")

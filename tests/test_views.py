@@ -254,7 +254,11 @@ def test_terminate_asks_first_then_ends_the_session(signed_in: Any, make_user: A
     assert response["Location"] == "/sessions/?type=LOGIN_PASSWORD"
     target.refresh_from_db()
     assert (target.end_reason, target.ended_by) == (EndReason.TERMINATED, "writer")
-    assert writer.get(url).status_code == 404  # ended: nothing to terminate any more
+    again = writer.get(url)  # ended: nothing to terminate any more, and the page says so
+    assert again.status_code == 302
+    assert again["Location"] == "/sessions/"
+    assert "That session had already ended (terminated" in writer.get("/sessions/").content.decode()
+    assert writer.get("/sessions/no-such-session/terminate/").status_code == 404  # never existed
     history = writer.get("/sessions/history/")
     assert target.public_id in _rows(history)
     assert "TERMINATED" in history.content.decode()
@@ -587,10 +591,12 @@ def test_admin_lists_without_secrets_and_actions_call_the_services(signed_in: An
     detail = admin.get(f"/admin/sessions_app/usersession/{target.pk}/change/").content.decode()
     assert target.secret_hash not in detail
     assert "user_auth_hash" not in detail
-    response = admin.post(
-        "/admin/sessions_app/usersession/",
-        {"action": "terminate_sessions", "_selected_action": [target.pk], "index": 0},
-    )
+    action = {"action": "terminate_sessions", "_selected_action": [target.pk], "index": 0}
+    response = admin.post("/admin/sessions_app/usersession/", action)
+    assert response.status_code == 200  # the confirmation page first (issue 17)
+    target.refresh_from_db()
+    assert target.ended_at is None
+    response = admin.post("/admin/sessions_app/usersession/", {**action, "post": "yes", "confirm": "1"})
     assert response.status_code == 302
     target.refresh_from_db()
     assert (target.end_reason, target.ended_by) == (EndReason.TERMINATED, "root")

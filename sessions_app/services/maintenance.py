@@ -1,4 +1,4 @@
-"""Bulk writes of the operations commands: terminate many sessions, sweep overdue ones, purge history.
+"""Bulk writes: terminate many sessions (commands, dashboard, admin), sweep overdue ones, purge history.
 
 Everything here works in batches, each batch its own short transaction, and never holds a write
 lock for long: on SQLite a transaction holds the one database-wide write lock from ``BEGIN
@@ -9,8 +9,9 @@ writers waiting in SQLite's busy handler (which polls, it does not queue) get th
 
 Rows are chosen outside the write transaction (a read, never blocking on WAL) and deleted by primary
 key (``pk__in`` of a limited slice), walking an index so that each batch reads only what it deletes.
-Ending a session always goes through `session_end`, one call per session, so its cascades (tokens,
-derived TOKEN sessions) and its audit record apply exactly as for an API call.
+Sessions end set-wise, a batch at a time (`sessions_end_batch`: a few statements per batch instead
+of several per session), with exactly the rows, audit records, events and cascades (tokens, derived
+TOKEN sessions) of `session_end`, the one-session path of the APIs.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from django.db import connection, transaction
 from django.db.models import Model, QuerySet
 from django.utils import timezone
 
-from sessions_app import conf, throttle
+from sessions_app import conf, planner_stats, throttle
 from sessions_app.audit import audit_record
 from sessions_app.models import (
     ACTIVE,
@@ -42,8 +43,13 @@ from sessions_app.models import (
     Token,
     UserSession,
 )
-from sessions_app.reports import sessions_past_absolute_limit, sessions_past_idle_limit
-from sessions_app.services.sessions import session_end
+from sessions_app.reports import (
+    SessionSelection,
+    selection_pks,
+    sessions_past_absolute_limit,
+    sessions_past_idle_limit,
+)
+from sessions_app.services.sessions import sessions_end_batch
 
 Progress = Callable[[int], object]
 
@@ -53,24 +59,31 @@ BATCH_SECONDS = 0.1
 #: writer's busy handler may sleep between two attempts would be wasteful, much shorter risks
 #: starving it; 50 ms leaves half of each poll interval free.
 SQLITE_PAUSE = 0.05
+#: Target duration of one transaction of a browser's bulk termination (`sessions_terminate_selection`):
+#: longer than `BATCH_SECONDS`, so that the `SQLITE_PAUSE` after each is a fifth of the time rather
+#: than a third -- someone is waiting for the page -- and still well inside the 0.5 s a login may
+#: wait (a busy machine stretches some transactions to twice their target).
+BULK_BATCH_SECONDS = 0.2
 #: Throttle counters idle this long are stale (a deleted lockout row forgets its lock level).
 COUNTER_RETENTION = dt.timedelta(days=1)
 DEFAULT_BATCH_SIZE = 5000
 
 
 class _Batches:
-    """Batch sizes that keep each transaction near `BATCH_SECONDS` (at most ``limit`` rows)."""
+    """Batch sizes that keep each transaction near ``target`` seconds (`BATCH_SECONDS`; at most
+    ``limit`` rows)."""
 
-    def __init__(self, limit: int, start: int = 100) -> None:
+    def __init__(self, limit: int, start: int = 100, target: float | None = None) -> None:
         self.limit = max(1, limit)
         self.size = min(self.limit, start)
+        self.target = target if target is not None else BATCH_SECONDS
         self.pause = SQLITE_PAUSE if connection.vendor == "sqlite" else 0.0
 
     def done(self, rows: int, seconds: float) -> None:
         """Record a batch of ``rows`` that took ``seconds``; size the next one and yield the lock."""
         if rows >= self.size and seconds > 0:
             # Grow at most 2x per batch (costs vary along a table), shrink at once.
-            wanted = int(self.size * BATCH_SECONDS / seconds)
+            wanted = int(self.size * self.target / seconds)
             self.size = min(self.limit, max(10, min(wanted, self.size * 2)))
         if self.pause:
             time.sleep(self.pause)
@@ -94,8 +107,10 @@ def _end_sessions(
     batches: _Batches,
     progress: Progress | None,
     still: Callable[[UserSession, dt.datetime], bool] | None = None,
+    address: str = "",
 ) -> int:
-    """`session_end` for each of ``pks`` still active, one transaction per batch; returns how many.
+    """End those of ``pks`` still active (`sessions_end_batch`), one transaction per batch; returns
+    how many ended with ``reason`` (not counting the derived sessions that ended with them).
 
     ``still`` re-checks each row in its batch's transaction (the sweep: a session used since it was
     listed is no longer idle), a cheap test of the loaded row rather than a query.
@@ -108,13 +123,132 @@ def _end_sessions(
         started = time.perf_counter()
         with transaction.atomic():
             now = timezone.now()
-            for session in UserSession.objects.filter(pk__in=chunk, ended_at__isnull=True).order_by("pk"):
-                if still is None or still(session, now):
-                    ended += session_end(session=session, reason=reason, actor=actor, now=now, note=note)
+            chosen: Sequence[int] = chunk
+            if still is not None:
+                rows = UserSession.objects.filter(pk__in=chunk, ended_at__isnull=True).order_by("pk")
+                chosen = [row.pk for row in rows if still(row, now)]
+            counts = sessions_end_batch(
+                pks=chosen, reason=reason, actor=actor, address=address, now=now, note=note
+            )
+            ended += counts.ended
         batches.done(len(chunk), time.perf_counter() - started)
         if progress is not None:
             progress(len(chunk))
     return ended
+
+
+def sessions_end_in_batches(
+    *, pks: Sequence[int], reason: str, actor: str | None, address: str = "", batch_size: int = 1000
+) -> int:
+    """End those of ``pks`` still active in short transactions (no summary record); returns how many
+    ended with ``reason``. The many-session path of ``auth.terminate_other_sessions``."""
+    return _end_sessions(
+        pks,
+        reason=reason,
+        actor=actor,
+        note=None,
+        batches=_Batches(batch_size, start=50),
+        progress=None,
+        address=address,
+    )
+
+
+@dataclass(slots=True)
+class BulkState:
+    """How far a bulk termination has come: what it ended, the last primary key it reached, and the
+    size of its next transaction (learned, `_Batches`). The dashboard carries it, signed, from one
+    request to the next when it ends a selection batch by batch (`sessions_app.views.sessions`)."""
+
+    ended: int = 0
+    cascaded: int = 0
+    after: int = 0
+    size: int = 50
+    done: bool = False
+    #: This call only: its transactions and the longest of them (seconds), for the benchmark.
+    batches: int = 0
+    longest: float = 0.0
+
+    def carried(self) -> dict[str, int]:
+        """What the next call needs (``ended``, ``cascaded``, ``after``, ``size``)."""
+        return {"ended": self.ended, "cascaded": self.cascaded, "after": self.after, "size": self.size}
+
+
+def sessions_terminate_selection(
+    *,
+    selection: SessionSelection,
+    actor: str,
+    address: str = "",
+    describe: Mapping[str, Any],
+    selected: int,
+    state: BulkState | None = None,
+    max_rows: int | None = None,
+    max_seconds: float | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> BulkState:
+    """End the sessions of ``selection`` with ``TERMINATED``, by ``actor``, in short transactions.
+
+    The browser's bulk terminations (the dashboard's "matching these filters" and "other
+    sessions", My sessions' "other sessions", the admin's action). The selection is walked in
+    primary-key order from ``state.after``: each batch's keys are read outside the write
+    transaction, then ended set-wise (`sessions_end_batch`: one audit record and one event per
+    session, the derived TOKEN sessions and the tokens with them) in one transaction of about
+    `BATCH_SECONDS`, with `SQLITE_PAUSE` between two on SQLite, so that logins keep getting the write
+    lock. Without ``max_rows`` / ``max_seconds`` it runs to the end; with them it stops after about
+    that much work and returns where it stopped, to be called again with the returned state.
+
+    When the walk ends -- or a batch fails -- one ``METHOD_CALL`` record (``sessions.terminate``)
+    says who ended what (``describe``: e.g. the filters), how many were ``selected`` when confirmed,
+    and how many ended and cascaded in all; after a completed run the planner's statistics are
+    refreshed (`planner_stats.refresh_after_bulk_change`). Raises `QueryError` for bad filters.
+    """
+    state = state or BulkState()
+    batches = _Batches(batch_size, start=state.size, target=BULK_BATCH_SECONDS)
+    started = time.perf_counter()
+    examined = 0
+    failed = True
+    try:
+        while not state.done:
+            want = batches.size if max_rows is None else min(batches.size, max_rows - examined)
+            if want <= 0 or (max_seconds is not None and time.perf_counter() - started >= max_seconds):
+                break
+            pks, last = selection_pks(selection=selection, after=state.after, limit=want)
+            state.done = last or not pks
+            if not pks:
+                break
+            began = time.perf_counter()
+            counts = sessions_end_batch(pks=pks, reason=EndReason.TERMINATED, actor=actor, address=address)
+            seconds = time.perf_counter() - began
+            state.ended += counts.ended
+            state.cascaded += counts.cascaded
+            state.after = pks[-1]
+            examined += len(pks)
+            state.batches += 1
+            state.longest = max(state.longest, seconds)
+            if not state.done:  # no pause after the last one
+                batches.done(len(pks), seconds)
+            state.size = batches.size
+        failed = False
+    finally:
+        if state.done or failed:
+            with transaction.atomic():
+                audit_record(
+                    event=AuditEvent.METHOD_CALL,
+                    success=not failed,
+                    username=actor,
+                    address=address,
+                    event_data={
+                        "method": "sessions.terminate",
+                        "reason": None,
+                        "selection": dict(describe),
+                        "selected": selected,
+                        "ended": state.ended,
+                        "cascaded": state.cascaded,
+                        "completed": not failed,
+                    },
+                )
+    if state.done:
+        planner_stats.refresh_after_bulk_change(UserSession, state.ended + state.cascaded)
+    return state
 
 
 def sessions_terminate(
@@ -128,9 +262,10 @@ def sessions_terminate(
 ) -> int:
     """End the sessions ``pks`` with ``TERMINATED``, in short batches; returns how many this call ended.
 
-    Each session ends through `session_end` (tokens and derived TOKEN sessions go with it; one audit
-    record each, with ``actor`` as ``ended_by`` and ``reason`` as the record's ``note``). Sessions
-    that ended meanwhile are skipped. Then one ``METHOD_CALL`` record (``sessions.terminate``)
+    Sessions end as through `session_end`, a batch at a time (`sessions_end_batch`: tokens and
+    derived TOKEN sessions go with them; one audit record each, with ``actor`` as ``ended_by`` and
+    ``reason`` as the record's ``note``). Sessions that ended meanwhile -- or with a selected parent
+    (``PARENT_ENDED``) -- are not counted. Then one ``METHOD_CALL`` record (``sessions.terminate``)
     records who, why, what was selected (``selection``, e.g. the filters) and how many ended --
     also when a batch failed part-way, with ``completed: false``.
     """
@@ -161,6 +296,7 @@ def sessions_terminate(
                     "completed": completed,
                 },
             )
+    planner_stats.refresh_after_bulk_change(UserSession, ended)
     return ended
 
 
@@ -319,4 +455,12 @@ def history_purge(
                 **result.counts(),
             },
         )
+    # Planner statistics of every table a large share of which was ended or deleted (issue 18).
+    from sessions_app.planner_stats import refresh_after_bulk_change
+
+    changed: dict[type[Model], int] = {UserSession: result.ended_expired + result.ended_idle}
+    for name, (queryset, _) in _purge_targets(now, cutoff).items():
+        changed[queryset.model] = changed.get(queryset.model, 0) + getattr(result, name)
+    for model, rows in changed.items():
+        refresh_after_bulk_change(model, rows)
     return result

@@ -21,12 +21,26 @@ register = template.Library()
 
 
 @register.simple_tag(takes_context=True)
-def query_url(context: template.Context, **changes: Any) -> str:
+def query_url(
+    context: template.Context, path: str = "", keep: str = "", sorts: str = "", **changes: Any
+) -> str:
     """The current query string with ``changes`` applied (None or "" removes a parameter).
 
     Changing anything but the page drops the cursor, so a link never carries a stale one.
+
+    For a link to another page that shares some filters (the Active and History tabs): ``keep``
+    names the only parameters carried over (space-separated; empty values dropped), ``sorts`` the
+    sort keys that page has (``sort`` and ``dir`` are carried only when the current sort is one of
+    them), and ``path`` is that page's path, put before the query string (without a bare "?").
     """
     params: QueryDict = context["request"].GET.copy()
+    if keep:
+        kept = set(keep.split())
+        if params.get("sort") in sorts.split():
+            kept |= {"sort", "dir"}
+        for name in list(params):
+            if name not in kept or not params.get(name):
+                params.pop(name)
     if not {"cursor", "back"} & changes.keys():
         params.pop("cursor", None)
         params.pop("back", None)
@@ -36,18 +50,28 @@ def query_url(context: template.Context, **changes: Any) -> str:
         else:
             params[name] = str(value)
     encoded = params.urlencode()
+    if path:
+        return f"{path}?{encoded}" if encoded else path
     return f"?{encoded}" if encoded else "?"
 
 
 @register.inclusion_tag("sessions_app/partials/sort_header.html", takes_context=True)
 def sort_header(context: template.Context, name: str, label: str) -> dict[str, Any]:
-    """A ``<th>`` whose link sorts by ``name`` (a second click reverses), with ``aria-sort``."""
+    """A ``<th>`` whose link sorts by ``name``, with ``aria-sort`` on the sorted column.
+
+    A first click sorts in the column's natural direction (`QueryFilterForm.first_descending`:
+    times newest first, names A to Z); a second click on the sorted column reverses it.
+    """
     form = context["form"]
     data = form.cleaned_data if form.is_bound and hasattr(form, "cleaned_data") else {}
     current = data.get("sort") or form.default_sort
-    descending = data.get("dir") != "asc"
     active = current == name
-    next_dir = ("asc" if descending else "desc") if active else "desc"
+    # Unbound, or the sort itself was refused: the default column in its natural order.
+    descending = form.descending() if "sort" in data else form.first_descending(current)
+    if active:
+        next_dir = "asc" if descending else "desc"
+    else:
+        next_dir = "desc" if form.first_descending(name) else "asc"
     return {
         "request": context["request"],
         "name": name,
@@ -115,6 +139,27 @@ def credential_badge(credentials: Any) -> SafeString:
     """A credential type as a badge in its colour (`charts.credential_class`, the colour of its bar in
     the dashboard chart), always with its name: the colour is never the only cue."""
     return format_html('<span class="badge {}">{}</span>', charts.credential_class(credentials), credentials)
+
+
+#: The two marks of a yes/no cell: a tick and a dash (shape, not only colour, tells them apart).
+_FLAG_PATHS = {True: "M3 8.5 6.5 12 13 4.5", False: "M4 8h8"}
+
+
+@register.filter
+def flag(value: Any, meaning: str = "") -> SafeString:
+    """A yes/no cell as an icon: a tick or a dash, with "Yes" / "No" for screen readers (and in the
+    tooltip, after ``meaning``: "Secure transport: yes"). Keeps narrow columns narrow."""
+    yes = bool(value)
+    word = "Yes" if yes else "No"
+    return format_html(
+        '<span class="flag flag-{}" title="{}"><svg viewBox="0 0 16 16" width="16" height="16" '
+        'aria-hidden="true" focusable="false"><path d="{}"></path></svg>'
+        '<span class="visually-hidden">{}</span></span>',
+        word.lower(),
+        f"{meaning}: {word.lower()}" if meaning else word,
+        _FLAG_PATHS[yes],
+        word,
+    )
 
 
 @register.filter

@@ -187,10 +187,13 @@ def _page_arguments(form: QueryFilterForm) -> dict[str, Any]:
         "cursor": data.get("cursor") or None,
         "backwards": bool(data.get("back")),
         "limit": PAGE_SIZE,
+        "count": True,  # "1,234 matching" above the table (`selectors.Page.matches`)
     }
 
 
 def _filtered_page(form: QueryFilterForm, select: Callable[..., selectors.Page]) -> tuple[Any, int]:
+    """The page of the table that ``form`` filters, with its match count (`selectors.Page.matches`),
+    and the status: 400 with the mistakes on the form's fields, 503 when the database gave up."""
     if not form.is_valid():
         return None, 400
     try:

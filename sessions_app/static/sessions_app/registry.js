@@ -42,6 +42,45 @@ document.addEventListener("click", async (event) => {
 
 document.querySelectorAll("button[data-copy]").forEach((button) => { button.hidden = false; });
 
+// Remembered disclosures: <details data-remember="name"> keeps its last state (open or folded) in
+// localStorage under "registry.name". Without a choice saved, a narrow screen starts folded (the
+// dashboard's charts would push the table a screen down); without JavaScript it is as the HTML says.
+// (A block: its names stay out of the global scope other scripts share.)
+{
+  const narrow = window.matchMedia("(max-width: 720px)");
+  const stored = (key) => {
+    try { return window.localStorage.getItem(key); } catch { return null; }  // storage may be off
+  };
+  document.querySelectorAll("details[data-remember]").forEach((details) => {
+    const key = `registry.${details.dataset.remember}`;
+    const saved = stored(key);
+    if (saved === "open" || saved === "closed") details.open = saved === "open";
+    else if (narrow.matches) details.open = false;
+    details.addEventListener("toggle", () => {
+      try { window.localStorage.setItem(key, details.open ? "open" : "closed"); } catch { /* off */ }
+    });
+  });
+
+  // The top bar's menu (<details class="menu">): a button on narrow screens, always open on wide
+  // ones (registry.css shows its content there even while closed, where ::details-content is
+  // supported; opening it here serves the other browsers). Escape or a click elsewhere closes it.
+  const menu = document.querySelector(".topbar details.menu");
+  if (menu) {
+    const fit = () => { menu.open = !narrow.matches; };
+    fit();
+    narrow.addEventListener("change", fit);
+    menu.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && menu.open && narrow.matches) {
+        menu.open = false;
+        menu.querySelector("summary").focus();
+      }
+    });
+    document.addEventListener("click", (event) => {
+      if (menu.open && narrow.matches && !menu.contains(event.target)) menu.open = false;
+    });
+  }
+}
+
 // Live sessions table: the dashboard subscribes to /sessions/events/ (server-sent events) and, when a
 // session begins or ends anywhere, fetches the same page again and swaps in its table (filters,
 // order and page kept); rows that appeared are highlighted. The viewer's own session ending ("end")
@@ -63,6 +102,9 @@ if (liveStatus && window.EventSource && window.fetch) {
       if (!known.has(row.dataset.sessionId)) row.classList.add("live-new");
     });
     current.replaceWith(fresh);
+    const count = document.getElementById("match-count");  // the total changes with the rows
+    const freshCount = doc.getElementById("match-count");
+    if (count && freshCount) count.replaceWith(freshCount);
     say(`Live updates on · table updated ${new Date().toLocaleTimeString()}`);
   };
   const schedule = () => {  // a burst of events costs one fetch
