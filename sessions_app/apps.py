@@ -22,3 +22,7 @@ class SessionsAppConfig(AppConfig):
         from sessions_app.admin import check_admin_secrets
 
         checks.register(check_admin_secrets, checks.Tags.admin)
+        # Planner statistics (autovacuum on, sessions table analysed): check --deploy only (issue 18).
+        from sessions_app.checks import check_planner_statistics
+
+        checks.register(check_planner_statistics, checks.Tags.database, deploy=True)

@@ -15,6 +15,11 @@ gets `QueryTimeout`.
 SQLite database files are also made private to the service's account on each new connection
 (`make_private`), and `atomic_or_give_up` runs a transaction that gives up on a lock after a
 short wait instead of the connection's long one.
+
+SQLite gathers no planner statistics unless told (issue 18), so connections follow its recommended
+usage: ``PRAGMA analysis_limit`` bounds any ``ANALYZE``, ``PRAGMA optimize=0x10002`` runs when a
+connection opens, and ``PRAGMA optimize`` after a request at most every `SQLITE_OPTIMIZE_INTERVAL`
+per process (`sqlite_optimize`); bulk operations refresh statistics themselves (`planner_stats`).
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ import functools
 import logging
 import os
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
+from django.core.signals import request_finished
+from django.db import OperationalError, connection, connections, transaction
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
 
@@ -75,6 +82,69 @@ def _install_sqlite_functions(sender: Any, connection: Any, **kwargs: Any) -> No
     if connection.vendor == "sqlite":
         connection.connection.create_function("REGEXP", 2, bounded_regexp, deterministic=True)
         make_private(str(connection.settings_dict["NAME"]))
+
+
+#: Seconds between two ``PRAGMA optimize`` of one server process after requests (SQLite: "every few
+#: hours" for long-lived connections).
+SQLITE_OPTIMIZE_INTERVAL = 2 * 3600.0
+#: ``PRAGMA optimize`` on a new connection: ANALYZE (0x2) every table whose size changed a lot since
+#: its statistics, used in this connection or not (0x10000, SQLite >= 3.46; older ones ignore it).
+SQLITE_OPTIMIZE_ON_OPEN = 0x10002
+_optimized_at: float | None = None  # monotonic time of this process's last periodic PRAGMA optimize
+
+
+def sqlite_optimize(raw: Any, mask: int | None = None) -> bool:
+    """Run ``PRAGMA optimize`` (with ``mask``) on the sqlite3 connection ``raw``; False if it could
+    not have the write lock at once.
+
+    Any ``ANALYZE`` it starts reads at most `planner_stats.SQLITE_ANALYSIS_LIMIT` rows per index:
+    set on every connection, as SQLite recommends, because SQLite < 3.46 sets no limit of its own
+    and would read every index in full. It is a no-op (microseconds) unless statistics are missing
+    or stale. Nothing waits here: with no busy timeout, a connection that cannot have the write lock
+    right away skips the refresh (the next one will do it) instead of stalling a request.
+    """
+    previous = int(raw.execute("PRAGMA busy_timeout").fetchone()[0])
+    raw.execute("PRAGMA busy_timeout = 0").close()
+    try:
+        raw.execute("PRAGMA optimize" if mask is None else f"PRAGMA optimize={int(mask)}").fetchall()
+    except sqlite3.OperationalError as exc:  # "database is locked" / "database table is locked"
+        logger.debug("PRAGMA optimize skipped: %s", exc)
+        return False
+    finally:
+        raw.execute(f"PRAGMA busy_timeout = {previous}").close()
+    return True
+
+
+@receiver(connection_created)
+def _sqlite_planner_statistics(sender: Any, connection: Any, **kwargs: Any) -> None:
+    """SQLite's recommended usage (https://sqlite.org/lang_analyze.html): a bounded
+    ``analysis_limit``, and ``PRAGMA optimize=0x10002`` when a connection opens (issue 18)."""
+    if connection.vendor != "sqlite":
+        return
+    from sessions_app.planner_stats import SQLITE_ANALYSIS_LIMIT
+
+    raw = connection.connection
+    raw.execute(f"PRAGMA analysis_limit = {SQLITE_ANALYSIS_LIMIT}").close()
+    sqlite_optimize(raw, SQLITE_OPTIMIZE_ON_OPEN)
+
+
+@receiver(request_finished)
+def _sqlite_optimize_periodically(sender: Any, **kwargs: Any) -> None:
+    """At most every `SQLITE_OPTIMIZE_INTERVAL` per process, ``PRAGMA optimize`` on a SQLite
+    connection still open after a request (``CONN_MAX_AGE`` > 0).
+
+    SQLite's complement to the check on open: up to 3.45 ``PRAGMA optimize`` considers only the
+    tables the connection has queried, so it is useful after work, not on open. (Django has no hook
+    before it closes a connection; with ``CONN_MAX_AGE`` = 0 it is closed before this runs.)
+    """
+    global _optimized_at
+    now = time.monotonic()
+    if _optimized_at is not None and now - _optimized_at < SQLITE_OPTIMIZE_INTERVAL:
+        return
+    for conn in connections.all(initialized_only=True):
+        usable = conn.vendor == "sqlite" and conn.connection is not None and not conn.in_atomic_block
+        if usable and sqlite_optimize(conn.connection):
+            _optimized_at = now
 
 
 def atomic_or_give_up(work: Callable[[], T], *, within: float, every: tuple[float, float] = (0.02, 0.1)) -> T:
@@ -186,8 +256,23 @@ def _postgresql_budget(seconds: float) -> Iterator[None]:
         raise
     finally:
         if not in_transaction and connection.connection is not None:
+            _reset_statement_timeout()
+
+
+def _reset_statement_timeout() -> None:
+    """``RESET statement_timeout``, which the short budget itself governs: on a starved machine even
+    the RESET can outlast a 250 ms budget and be cancelled (seen under load), which must not turn a
+    finished query into an error. A cancelled RESET changed nothing, so it is sent again."""
+    from psycopg import errors
+
+    for attempt in range(3):
+        try:
             with connection.cursor() as cursor:
                 cursor.execute("RESET statement_timeout")
+            return
+        except OperationalError as exc:
+            if not isinstance(exc.__cause__, errors.QueryCanceled) or attempt == 2:
+                raise
 
 
 def query_budget() -> contextlib.AbstractContextManager[None]:

@@ -38,7 +38,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Model, Q
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -47,6 +47,7 @@ from sessions_app.auth.totp_seeds import seal_seed
 from sessions_app.devices.agents import describe
 from sessions_app.devices.places import locate
 from sessions_app.models import ApiKey, AuditEvent, AuditRecord, Credentials, EndReason, UserSession
+from sessions_app.planner_stats import refresh_after_bulk_change
 from sessions_app.services.sessions import user_auth_hash
 
 #: (User-Agent, weight) of the demo's browser logins and of its programs (API keys, tokens); None: a
@@ -202,6 +203,8 @@ class DemoSeedResult:
     seconds: float  # spent creating (clearing excluded)
     cleared: dict[str, int] = field(default_factory=dict)
     audit_records: int = 0
+    #: Tables whose planner statistics were refreshed (`planner_stats.refresh_after_bulk_change`).
+    statistics: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -343,6 +346,19 @@ def demo_seed(
             if progress is not None:
                 progress(n)
         audit_records = seeder.audit.write(batch_size=batch_size)
+    # Planner statistics of every table filled or emptied (issue 18), so that a demo or benchmark
+    # database is fast from its first query, with autovacuum off and on SQLite alike.
+    user_rows = users + cleared.get("users", 0)
+    changed: dict[type[Model], int] = {
+        UserSession: written + cleared.get("sessions", 0),
+        AuditRecord: audit_records + cleared.get("audit_records", 0),
+        ApiKey: api_keys + cleared.get("api_keys", 0),
+        get_user_model(): user_rows,
+        TOTPDevice: user_rows,  # at most one device per user
+    }
+    statistics = tuple(
+        model._meta.db_table for model, rows in changed.items() if refresh_after_bulk_change(model, rows)
+    )
     return DemoSeedResult(
         users=users,
         api_keys=api_keys,
@@ -352,6 +368,7 @@ def demo_seed(
         seconds=time.perf_counter() - started,
         cleared=cleared,
         audit_records=audit_records,
+        statistics=statistics,
     )
 
 

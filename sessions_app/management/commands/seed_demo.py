@@ -46,7 +46,8 @@ class Command(RegistryCommand):
         "Fill the database with realistic demo data for demos and benchmarks: users, API keys and "
         "sessions of every credential type, a fraction of them ended (history), and the audit records "
         "of the last two days (logins, failed attempts, logouts) that the dashboard charts. Demo users "
-        f"and keys are named {DEMO_PREFIX}*; their passwords are unusable and the keys have no secret."
+        f"and keys are named {DEMO_PREFIX}*; their passwords are unusable and the keys have no secret. "
+        "The planner statistics of the tables filled are refreshed at the end (ANALYZE)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -119,3 +120,5 @@ class Command(RegistryCommand):
         if result.by_credentials:
             breakdown = ", ".join(f"{cred} {n}" for cred, n in sorted(result.by_credentials.items()))
             self.stdout.write(f"By credentials: {breakdown}.")
+        if result.statistics:
+            self.stdout.write(f"Planner statistics refreshed: {', '.join(result.statistics)}.")
