@@ -3,6 +3,8 @@
 
     .venv/bin/python bench/api_bench.py                  # PostgreSQL database bench_1000000
     .venv/bin/python bench/api_bench.py --database-url postgres://postgres@127.0.0.1:5432/bench_100000
+    .venv/bin/python bench/api_bench.py --database-url sqlite:///$PWD/bench/data/bench-1000000.sqlite3 \\
+        --analyze --results bench/RESULTS-plans.md --section api_bench-sqlite --label "SQLite, after"
 
 The database is the one `bench/query_bench.py` seeds (``bench_1000000``; seeded here with
 ``seed_demo`` when empty). The query is 50 filtered rows, newest first:
@@ -16,7 +18,9 @@ The database is the one `bench/query_bench.py` seeds (``bench_1000000``; seeded 
     p50/p99 of that query and of a trivial authenticated call (``auth.me``), in the same run.
 
 The section between ``<!-- api_bench:start -->`` and ``<!-- api_bench:end -->`` of bench/RESULTS.md
-is replaced.
+is replaced (``--results`` / ``--section``: another file or section). SQLite databases work too
+(``sqlite:///…``; the plan is then SQLite's ``EXPLAIN QUERY PLAN``). ``--analyze`` gathers planner
+statistics first (``VACUUM ANALYZE`` / ``ANALYZE``); without it the database is measured as it is.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from auth_bench import base_env, gunicorn, load, percentile, setup_django  # noqa: E402
-from common import machine, write_section  # noqa: E402
+from common import machine  # noqa: E402
+from query_bench import RESULTS, LastSelect, explain, gather_statistics, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FILTERS = [["internal", "=", False], ["credentials", "in", ["LOGIN_PASSWORD", "API_KEY"]]]
@@ -43,13 +48,12 @@ def rpc(method: str, *params: Any) -> bytes:
     return json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}).encode()
 
 
-def worker(database_url: str, repeat: int) -> dict[str, Any]:
+def worker(database_url: str, repeat: int, analyze: bool) -> dict[str, Any]:
     setup_django(database_url)
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.db import connection
     from django.test import Client
-    from django.test.utils import CaptureQueriesContext
 
     from sessions_app.models import ApiKey, UserSession
     from sessions_app.selectors import session_query
@@ -58,6 +62,8 @@ def worker(database_url: str, repeat: int) -> dict[str, Any]:
     call_command("migrate", verbosity=0)
     if not UserSession.objects.exists():
         call_command("seed_demo", sessions=1_000_000, seed=1, verbosity=0)
+    if analyze:
+        gather_statistics(connection)
     user_model = get_user_model()
     admin = user_model.objects.filter(username="bench_admin").first()
     if admin is None:
@@ -78,14 +84,13 @@ def worker(database_url: str, repeat: int) -> dict[str, Any]:
         assert response.status_code == 200, response.content[:300]
         assert len(json.loads(response.content)) == 50, response.content[:300]
 
-    with CaptureQueriesContext(connection) as captured:
+    with LastSelect(connection) as sent:
         rows = session_query(filters=FILTERS, options=OPTIONS)
     assert len(rows) == 50  # type: ignore[arg-type]
-    sql = next(q["sql"] for q in reversed(captured.captured_queries) if "SELECT" in q["sql"])
 
     def raw() -> None:
         with connection.cursor() as cursor:
-            cursor.execute(sql)
+            cursor.execute(sent.sql, sent.params)
             cursor.fetchall()
 
     def selector() -> None:
@@ -100,10 +105,9 @@ def worker(database_url: str, repeat: int) -> dict[str, Any]:
             started = time.perf_counter()
             call()
             times[name].append((time.perf_counter() - started) * 1000)
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN " + sql)
-        plan = "\n".join(r[0] for r in cursor.fetchall())
+    plan = explain(connection, sent.sql, sent.params)
     return {
+        "vendor": "PostgreSQL" if connection.vendor == "postgresql" else "SQLite",
         "key": key,
         "sessions": UserSession.objects.count(),
         "active": UserSession.objects.active().count(),
@@ -145,11 +149,12 @@ def render(
     raw = inproc["raw SQL"]
     trivial = served["auth.me (trivial)"]["rps"]
     lines = [
-        "<!-- api_bench:start -->",
-        "## JSON APIs (`bench/api_bench.py`)",
+        f"<!-- {args.section}:start -->",
+        f"## JSON APIs (`bench/api_bench.py`){f' — {args.label}' if args.label else ''}",
         "",
-        f"Machine: {machine()}. Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; PostgreSQL database "
-        f"with {result['sessions']:,} sessions ({result['active']:,} active). 1-minute load average at start / "
+        f"Machine: {machine()}. Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"{result['vendor']} database with {result['sessions']:,} sessions ({result['active']:,} active)"
+        f"{', statistics gathered first' if args.analyze else ''}. 1-minute load average at start / "
         f"end: {load_avg[0]:.2f} / {load_avg[1]:.2f}.",
         "",
         f"Query: `auth.sessions` `{json.dumps(FILTERS)}` `{json.dumps(OPTIONS)}` (50 rows), authenticated "
@@ -189,7 +194,7 @@ def render(
         "```",
         "",
         "</details>",
-        "<!-- api_bench:end -->",
+        f"<!-- {args.section}:end -->",
     ]
     return "\n".join(lines)
 
@@ -202,10 +207,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--analyze", action="store_true", help="gather planner statistics first")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the Markdown file to write")
+    parser.add_argument("--section", default="api_bench", help="its section name")
+    parser.add_argument("--label", default="", help="words after the section title")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.database_url, args.repeat)))
+        print(json.dumps(worker(args.database_url, args.repeat, args.analyze)))
         return
     import subprocess
 
@@ -219,6 +228,7 @@ def main() -> None:
             args.database_url,
             "--repeat",
             str(args.repeat),
+            *(["--analyze"] if args.analyze else []),
         ],
         capture_output=True,
         text=True,
@@ -229,8 +239,8 @@ def main() -> None:
         sys.exit(f"worker failed:\n{done.stderr[-4000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     served = http(args.database_url, result["key"], args.requests, args.concurrency)
-    write_section("api_bench", render(result, served, args, [load_start, os.getloadavg()[0]]))
-    print("wrote bench/RESULTS.md", file=sys.stderr)
+    write_section(args.results, args.section, render(result, served, args, [load_start, os.getloadavg()[0]]))
+    print(f"wrote {args.results}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ class EndReason(models.TextChoices):
 
 
 ACTIVE = Q(ended_at__isnull=True)
+ENDED = Q(ended_at__isnull=False)
 
 
 class UserSessionQuerySet(models.QuerySet["UserSession"]):
@@ -196,18 +197,48 @@ class UserSession(models.Model):
             ("audit_read", "AUDIT_READ: read the audit trail"),
             ("readonly_admin", "READONLY_ADMIN: every *_READ role"),
         ]
-        # Partial indexes over active rows only: what operators query (see README "Indexes").
+        # Partial indexes over active rows only: what operators query (see README "Indexes"), and
+        # over ended rows for the history tab. Every sortable column of the dashboard's two tables
+        # (selectors.SESSION_SORTS, ordered by (column, id)) has its index, so that a page reads 50
+        # index entries instead of sorting every row. ``expires_at`` at the end of an index on active
+        # rows decides "active" (``expires_at > now``) from the index: deep offsets (the query
+        # compiler's deferred join) and counts by type read no table row, and PostgreSQL without
+        # statistics still walks these indexes for a page rather than sorting every active row.
+        # ``ended_at`` too where SQLite must find the index covering: it is null in every entry,
+        # but SQLite counts an index as covering only when it holds every column the statement
+        # names, the partial index's own condition included (PostgreSQL does not need it).
         indexes = [
-            models.Index(fields=["created_at", "id"], condition=ACTIVE, name="sess_active_created"),
+            models.Index(
+                fields=["created_at", "id", "expires_at", "ended_at"],
+                condition=ACTIVE,
+                name="sess_active_created",
+            ),
+            models.Index(
+                fields=["last_seen_at", "id", "expires_at"], condition=ACTIVE, name="sess_active_seen"
+            ),
             models.Index(fields=["username", "created_at"], condition=ACTIVE, name="sess_active_username"),
+            models.Index(
+                fields=["username", "id", "expires_at"], condition=ACTIVE, name="sess_active_uname_id"
+            ),
             models.Index(fields=["username_folded"], condition=ACTIVE, name="sess_active_ufold"),
             models.Index(fields=["credentials", "created_at"], condition=ACTIVE, name="sess_active_cred"),
+            models.Index(
+                fields=["credentials", "id", "expires_at", "ended_at"],
+                condition=ACTIVE,
+                name="sess_active_cred_id",
+            ),
             # PostgreSQL also has (credentials, expires_at) WHERE active: see migration 0006.
-            models.Index(fields=["origin"], condition=ACTIVE, name="sess_active_origin"),
+            models.Index(fields=["origin", "id", "expires_at"], condition=ACTIVE, name="sess_active_origin"),
             models.Index(fields=["user"], condition=ACTIVE, name="sess_active_user"),
             models.Index(fields=["api_key"], condition=ACTIVE, name="sess_active_apikey"),
             models.Index(fields=["parent"], condition=ACTIVE, name="sess_active_parent"),
-            models.Index(fields=["ended_at"], condition=~ACTIVE, name="sess_ended"),
+            # ``ended_at IS NOT NULL``, the history tab's own condition: SQLite uses a partial index
+            # only when the query's WHERE contains its condition (or a comparison implying it).
+            models.Index(fields=["ended_at", "id"], condition=ENDED, name="sess_ended"),
+            models.Index(fields=["created_at", "id"], condition=ENDED, name="sess_ended_created"),
+            models.Index(fields=["username", "id"], condition=ENDED, name="sess_ended_username"),
+            models.Index(fields=["credentials", "id"], condition=ENDED, name="sess_ended_cred"),
+            models.Index(fields=["origin", "id"], condition=ENDED, name="sess_ended_origin"),
         ]
 
     def __str__(self) -> str:

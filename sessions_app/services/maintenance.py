@@ -29,7 +29,6 @@ from django.utils import timezone
 from sessions_app import conf, planner_stats, throttle
 from sessions_app.audit import audit_record
 from sessions_app.models import (
-    ACTIVE,
     AuditEvent,
     AuditRecord,
     EndReason,
@@ -329,9 +328,10 @@ class PurgeResult:
 def _purge_targets(now: dt.datetime, cutoff: dt.datetime) -> dict[str, tuple[QuerySet[Any], tuple[str, ...]]]:
     """Each kind of row to delete: its queryset and the order its batches walk.
 
-    Ended sessions and audit records are taken from the front of an index (``sess_ended``, whose
-    partial condition ``NOT (ended_at IS NULL)`` must appear literally for SQLite to use it;
-    ``audit_ts``), so each batch reads only the rows it deletes; the small tables are walked by pk.
+    Ended sessions and audit records are taken from the front of an index (``sess_ended`` on
+    ``(ended_at, id)``, partial on ``ended_at IS NOT NULL``, which ``ended_at < cutoff`` implies for
+    both planners; ``audit_ts``), so each batch reads only the rows it deletes; the small tables are
+    walked by pk.
     """
     skew = dt.timedelta(seconds=int(conf.get("SESSIONS_NODE_MAX_SKEW")))
     event_retention = dt.timedelta(seconds=float(conf.get("SESSIONS_EVENT_RETENTION")))
@@ -347,7 +347,7 @@ def _purge_targets(now: dt.datetime, cutoff: dt.datetime) -> dict[str, tuple[Que
         # The login path forgets nonces after twice the replay window; keep exactly that.
         "node_nonces": (NodeNonce.objects.filter(seen_at__lt=now - 2 * skew), ("pk",)),
         # After the tokens, so that a dry run counts what a real run deletes.
-        "sessions": (UserSession.objects.filter(~ACTIVE, ended_at__lt=cutoff), ("ended_at", "pk")),
+        "sessions": (UserSession.objects.filter(ended_at__lt=cutoff), ("ended_at", "pk")),
         "audit_records": (AuditRecord.objects.filter(timestamp__lt=cutoff), ("timestamp", "pk")),
         # The live-event outbox: every process has read an event within seconds of its commit.
         "session_events": (SessionEvent.objects.filter(created_at__lt=now - event_retention), ("pk",)),
