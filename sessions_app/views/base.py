@@ -31,7 +31,7 @@ from sessions_app.middleware import (
 )
 from sessions_app.models import AuditEvent, EndReason
 from sessions_app.query import QueryError
-from sessions_app.roles import Role, has_role
+from sessions_app.roles import Role, has_role, user_roles
 from sessions_app.services import stepup
 from sessions_app.services.login import has_totp
 
@@ -133,8 +133,8 @@ def _to_sign_in(request: HttpRequest) -> HttpResponse:
 
 
 def _render(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
-    """A page of this app; ``roles`` comes from `sessions_app.context_processors.roles` (every page,
-    the error pages too)."""
+    roles = user_roles(request.user)
+    context.setdefault("roles", {role.name: role in roles for role in Role})
     context.setdefault("now", timezone.now())
     return render(request, f"sessions_app/{template}", context, status=status)
 
