@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
 DATA = ROOT / "bench" / "data"
-ASGI_WORKER = "sessions_app.asgi_worker.PeerCredUvicornWorker"
+ASGI_WORKER = "sessions_app.server.asgi_worker.PeerCredUvicornWorker"
 PG_BASE = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 PING = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "core.ping", "params": []}).encode()
 

@@ -6,7 +6,7 @@ connection, against the served configuration.
     .venv/bin/python bench/ws_bench.py --database-url postgres://postgres@127.0.0.1:5432/x   # + PostgreSQL
 
 The server is started by the script as ``bin/serve`` runs it: gunicorn with
-``sessions_app.asgi_worker.PeerCredUvicornWorker``, **1 worker**, ``project.asgi:application`` on
+``sessions_app.server.asgi_worker.PeerCredUvicornWorker``, **1 worker**, ``project.asgi:application`` on
 127.0.0.1. Each database is a scratch one, recreated at every run and seeded with 60 non-internal
 sessions: SQLite ``bench/data/ws_bench.sqlite3``; with ``--database-url`` (or ``DATABASE_URL``)
 also PostgreSQL, in a database ``bench_ws`` created on that server (the database the URL names is
@@ -344,7 +344,7 @@ def render(runs: list[dict[str, Any]], args: argparse.Namespace, load_avg: list[
         "share one process.",
         "",
         "HTTP through the served worker runs Django's WSGI handler in a pooled thread "
-        "(`sessions_app.asgi_http`: one hop per request, connections kept per thread on SQLite and "
+        "(`sessions_app.server.asgi_http`: one hop per request, connections kept per thread on SQLite and "
         "pooled on PostgreSQL); what remains of its gap to the WSGI sync worker, which even pays a TCP "
         "connect per call, is uvicorn's pure-Python HTTP parser (h11) and that hop. The WebSocket skips "
         "HTTP parsing and the middleware stack altogether.",

@@ -1,7 +1,7 @@
 """ASGI entry point: the WebSocket JSON-RPC transport at ``/api/current`` and Django for the rest.
 
 Served by ``bin/serve`` as
-``gunicorn -k sessions_app.asgi_worker.PeerCredUvicornWorker project.asgi:application``
+``gunicorn -k sessions_app.server.asgi_worker.PeerCredUvicornWorker project.asgi:application``
 (HTTP and WebSocket on one port, and on the unix socket with the peer's credentials).
 """
 
@@ -17,11 +17,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 django_application = get_asgi_application()
 
 from sessions_app.api.websocket import websocket_application  # noqa: E402  (needs the app registry)
-from sessions_app.asgi_http import WSGIBridge  # noqa: E402
+from sessions_app.server.asgi_http import WSGIBridge  # noqa: E402
 
 #: Every view is synchronous but the event streams (the dashboard's, and the new-sign-in notices' of
 #: every page): HTTP runs on Django's WSGI handler in a thread pool (one hop per request, see
-#: sessions_app.asgi_http), the streams on Django's ASGI handler.
+#: sessions_app.server.asgi_http), the streams on Django's ASGI handler.
 ASGI_PATHS = frozenset({"/sessions/events/", "/me/notices/events/"})
 http_application = WSGIBridge()
 

@@ -3,7 +3,7 @@
 gunicorn's sync workers write ``Server: gunicorn`` ahead of the application's headers, and no setting
 turns it off. A server banner only tells an attacker which software to look up (F13), so when this
 module is loaded by gunicorn its response class leaves that line out. (bin/serve runs the ASGI
-application on uvicorn workers, whose banner `sessions_app.asgi_worker` turns off.)
+application on uvicorn workers, whose banner `sessions_app.server.asgi_worker` turns off.)
 """
 
 from __future__ import annotations

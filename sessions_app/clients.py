@@ -100,7 +100,7 @@ def peer_credentials(sock: Any) -> tuple[int, int, int] | None:
 
 
 def scope_peer_credentials(scope: Any) -> tuple[int, int, int] | None:
-    """``(pid, uid, gid)`` that `sessions_app.asgi_worker` put in an ASGI scope of a unix-socket
+    """``(pid, uid, gid)`` that `sessions_app.server.asgi_worker` put in an ASGI scope of a unix-socket
     connection (``scope["extensions"]["peercred"]``), or None."""
     found = ((scope or {}).get("extensions") or {}).get("peercred")
     if not isinstance(found, dict):

@@ -73,7 +73,7 @@ def session_removed(row: UserSession, *, public_id: str | None = None, ended: bo
 def roles_changed(*, users: Iterable[int] | None) -> None:
     """Record that the roles of ``users`` (``None``: of anyone) may have changed; call inside the
     transaction of the change. Every process re-checks the streams of those users before it
-    delivers any later event (`sessions_app.live`); nothing is sent to clients."""
+    delivers any later event (`sessions_app.server.live`); nothing is sent to clients."""
     SessionEvent.objects.create(
         kind=SessionEvent.Kind.ROLES,
         session=0,
@@ -85,7 +85,7 @@ def roles_changed(*, users: Iterable[int] | None) -> None:
 
 def notices_changed(*, user_pk: int) -> None:
     """Record that a new-sign-in notice of user ``user_pk`` was created or answered; call inside the
-    transaction of the change. Only that user's notice streams hear of it (`sessions_app.live`):
+    transaction of the change. Only that user's notice streams hear of it (`sessions_app.server.live`):
     ``internal`` and without a session, it is never an ``auth.sessions`` notification (a process
     that predates the kind skips it as internal)."""
     SessionEvent.objects.create(

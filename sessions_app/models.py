@@ -472,7 +472,7 @@ class SessionEvent(models.Model):
     allows end before the next event is delivered (security.md F3).
 
     ``notice`` rows (``internal``, no session) reach only the notice streams of the user in
-    ``fields["user"]`` (`sessions_app.streams.notice_events`), never ``auth.sessions`` subscribers.
+    ``fields["user"]`` (`sessions_app.server.streams.notice_events`), never ``auth.sessions`` subscribers.
     """
 
     class Kind(models.TextChoices):

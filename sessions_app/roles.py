@@ -115,7 +115,7 @@ def holders_q(role: Role, *, prefix: str = "") -> Q:
 
     On the user model, or (``prefix="user__"``) on a model that points at it, so that a query over
     many rows reads their roles in the same statement (the hub's check of its open sockets,
-    `sessions_app.live`). Flags, direct permissions and group permissions are read as they are in
+    `sessions_app.server.live`). Flags, direct permissions and group permissions are read as they are in
     the database now: no permission cache applies.
     """
     granting = [r for r in Role if role in implied_roles(r)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from sessions_app import streams
+from sessions_app.server import streams
 from sessions_app.views import account, api_keys, audit, devices, sessions
 
 app_name = "sessions_app"

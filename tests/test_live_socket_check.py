@@ -1,4 +1,4 @@
-"""The per-process hub's periodic check of open sockets (`sessions_app.live`)."""
+"""The per-process hub's periodic check of open sockets (`sessions_app.server.live`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from sessions_app.clients import Client
-from sessions_app.live import _socket_states
 from sessions_app.models import Credentials
+from sessions_app.server.live import _socket_states
 from sessions_app.services.api_keys import api_key_create, api_key_revoke
 from sessions_app.services.sessions import session_create
 from tests import factories

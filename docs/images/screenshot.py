@@ -75,7 +75,7 @@ def served(env: dict[str, str], directory: Path) -> Iterator[str]:
         str(GUNICORN),
         "project.asgi:application",
         "--worker-class",
-        "sessions_app.asgi_worker.PeerCredUvicornWorker",
+        "sessions_app.server.asgi_worker.PeerCredUvicornWorker",
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",

@@ -4,7 +4,7 @@ The connection is the session (spec/websocket.md): it is unauthenticated until a
 call on it succeeds, which creates the session row (``current`` is true for this socket); logout ends
 the session and leaves the socket open; closing the socket ends it; terminating it (through any
 interface, on any process or host), its expiry and every cascade close the socket with code 1000
-(`sessions_app.live`). A connection over the unix socket whose uid maps to a user is a
+(`sessions_app.server.live`). A connection over the unix socket whose uid maps to a user is a
 ``UNIX_SOCKET`` session from the start. The session cookie is never read: only in-band logins count,
 so a cross-site page that opens a socket gains nothing.
 
@@ -16,7 +16,7 @@ re-checked in the database, as every HTTP request is. Caps as in TrueNAS: 8 KiB 
 login (close 1007), 64 KiB after (close 1009).
 
 A subscription that needs a role ends when the user loses it (security.md F3), before any event
-committed after the change is sent (`sessions_app.live`): the client gets what TrueNAS sends when it
+committed after the change is sent (`sessions_app.server.live`): the client gets what TrueNAS sends when it
 drops a subscription, ``notify_unsubscribed`` with ``{"collection": name, "error": {"error": 13,
 "errname": "EACCES", ...}}``, and the socket stays open, since its session is still valid (``auth.*``
 calls keep working; ``core.subscribe`` to it answers ``EACCES``). A disabled account's sessions end,
@@ -59,10 +59,10 @@ from sessions_app.api.methods import METHODS, CallContext, Method
 from sessions_app.clients import Client, client_from_scope
 from sessions_app.events import COLLECTION, notification
 from sessions_app.exceptions import InvalidParams, NotAuthorized
-from sessions_app.live import hub
 from sessions_app.models import Credentials, EndReason, SessionEvent, UserSession
 from sessions_app.prepared import RowLoader
 from sessions_app.roles import Role, has_role
+from sessions_app.server.live import hub
 
 logger = logging.getLogger(__name__)
 

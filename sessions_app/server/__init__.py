@@ -1,5 +1,4 @@
-"""Interfaces: serving HTTP -- what every response gets on its way out (the Content-Security-Policy).
-
-Issue 19 moves the ASGI glue here too (asgi_http, asgi_worker, the per-process hub, streams). May
-import core and services, never imported by them.
+"""Interfaces: serving HTTP and WebSocket -- the ASGI glue (`asgi_http`, `asgi_worker`), the
+per-process live hub (`live`) and the event streams (`streams`), and what every response gets on its
+way out (`csp`, the Content-Security-Policy). May import core and services, never imported by them.
 """

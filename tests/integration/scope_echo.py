@@ -1,6 +1,6 @@
 """An ASGI application that answers with what the server put in its scope, for tests/test_tls.py.
 
-Served by gunicorn with the project's worker (``sessions_app.asgi_worker.PeerCredUvicornWorker``)
+Served by gunicorn with the project's worker (``sessions_app.server.asgi_worker.PeerCredUvicornWorker``)
 in place of ``project.asgi:application``, it shows the worker's view of each connection directly:
 an HTTP request gets ``{"type", "scheme", "peercred"}`` as JSON; a WebSocket is accepted and gets
 the same as its first message. No Django, no database.

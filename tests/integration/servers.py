@@ -222,7 +222,7 @@ def _ready(server: Server, deadline: float) -> None:
     pytest.fail(f"gunicorn on {server.bind} did not become ready ({last!r}):\n{tail}")
 
 
-ASGI_WORKER = "sessions_app.asgi_worker.PeerCredUvicornWorker"
+ASGI_WORKER = "sessions_app.server.asgi_worker.PeerCredUvicornWorker"
 
 
 def gunicorn_command(

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from sessions_app.events import EventCursor, notification
-from sessions_app.live import Hub
 from sessions_app.models import SessionEvent, SignInNotice
-from sessions_app.streams import _events, _NoticeStream, _Stream
+from sessions_app.server.live import Hub
+from sessions_app.server.streams import _events, _NoticeStream, _Stream
 from tests.notices.conftest import AWAY, DESKTOP, HOME, IPHONE
 
 pytestmark = pytest.mark.django_db

@@ -190,7 +190,7 @@ def me(server: Server, cookie: str, **kwargs: Any) -> Reply:
 # --- gunicorn instances -----------------------------------------------------------------------------------
 
 #: The served configuration (``bin/serve``): the ASGI application on uvicorn workers.
-ASGI_WORKER = "sessions_app.asgi_worker.PeerCredUvicornWorker"
+ASGI_WORKER = "sessions_app.server.asgi_worker.PeerCredUvicornWorker"
 #: HTTP statuses in access-log lines: gunicorn's default format and uvicorn's (``"POST / HTTP/1.1" 200``).
 _STATUS = re.compile(r'" (\d{3})(?: |$)')
 

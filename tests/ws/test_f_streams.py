@@ -25,9 +25,9 @@ import pytest
 from django.contrib.auth.models import Group, Permission
 
 from sessions_app.clients import Client
-from sessions_app.live import Hub, _socket_states
 from sessions_app.models import Credentials, UserSession
 from sessions_app.roles import Role, grant, role_group
+from sessions_app.server.live import Hub, _socket_states
 from sessions_app.services.sessions import session_create
 from tests.integration.servers import COOKIE, Server
 from tests.ws.helpers import RPCSocket, added_id, open_socket, removed_id

@@ -2,11 +2,11 @@
 
 The sessions page subscribes with ``EventSource`` (registry.js) and reloads its table when a session
 begins or ends anywhere. The stream is the browser's counterpart of ``core.subscribe("auth.sessions")``:
-same events (`sessions_app.live` hub), same role (``AUTH_SESSIONS_READ``), authenticated by the
+same events (`sessions_app.server.live` hub), same role (``AUTH_SESSIONS_READ``), authenticated by the
 page's session cookie (a same-origin GET that changes nothing, so no CSRF token is needed). It ends
 with an ``end`` event, and closes, as soon as the viewer's own session ends (terminated, expired,
 signed out) or the viewer loses the role (security.md F3: before any event committed after the
-change; `sessions_app.live`), and is re-checked against the database every second like a WebSocket.
+change; `sessions_app.server.live`), and is re-checked against the database every second like a WebSocket.
 The page reloads on ``end``, and shows what the viewer may still see.
 
 Event streams need the ASGI server (``bin/serve``); under WSGI the view answers 501, and the page
@@ -34,9 +34,9 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from sessions_app.clients import client_from_request
-from sessions_app.live import hub
 from sessions_app.models import SessionEvent
 from sessions_app.roles import Role, has_role
+from sessions_app.server.live import hub
 
 KEEPALIVE_SECONDS = 15
 QUEUE_SIZE = 256
@@ -83,7 +83,7 @@ class _Stream:
         self._put(_END)  # wakes the reader; if the queue is full, the next item it takes does
 
     def server_closing(self) -> None:
-        """`sessions_app.live.Hub.server_closing`: end the response now, without ``end``."""
+        """`sessions_app.server.live.Hub.server_closing`: end the response now, without ``end``."""
         self.ending = True
         self.closing = True
         self._put(_CLOSE)

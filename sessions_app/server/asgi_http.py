@@ -6,7 +6,7 @@ spooling, each middleware that can run both ways, the view): ~2 ms of a 2.5 ms `
 measured here, against 0.5 ms through a WSGI worker. `WSGIBridge` instead reads the request body on
 the event loop, then runs the whole WSGI application in a pooled thread -- as gunicorn's gthread
 worker would -- and streams the response back chunk by chunk. The unix-socket peer credentials that
-`sessions_app.asgi_worker` put in the scope reach the request as ``META["asgi.scope"]``.
+`sessions_app.server.asgi_worker` put in the scope reach the request as ``META["asgi.scope"]``.
 
 Only the server-sent-events stream (an async view) goes through Django's ASGI handler.
 """

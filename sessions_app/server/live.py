@@ -7,7 +7,7 @@ event stream. Every ``SESSIONS_EVENT_POLL_INTERVAL`` seconds it reads the new ro
 * hands each event to every local listener (WebSocket connections subscribed to ``auth.sessions``,
   the dashboard's event streams);
 * hands a ``notice`` event (a new-sign-in notice created or answered) only to the notice streams
-  of the user it concerns (`sessions_app.streams.notice_events`), never to ``auth.sessions``
+  of the user it concerns (`sessions_app.server.streams.notice_events`), never to ``auth.sessions``
   subscribers;
 * closes every local WebSocket whose session was removed (terminated, logged out or evicted through
   any interface, on any process or host): the socket closes within one poll of the commit.

@@ -1,6 +1,6 @@
 """The gunicorn worker that serves the ASGI application (HTTP and WebSocket) with unix-socket peers.
 
-``gunicorn -k sessions_app.asgi_worker.PeerCredUvicornWorker project.asgi:application``
+``gunicorn -k sessions_app.server.asgi_worker.PeerCredUvicornWorker project.asgi:application``
 
 uvicorn puts no peer credentials in an ASGI scope (``scope["client"]`` is None on a unix socket), so
 its HTTP and WebSocket protocol classes are subclassed here: on a new connection over an ``AF_UNIX``
@@ -105,10 +105,10 @@ class TLSOnTCPServer(Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """uvicorn's shutdown waits for every open response to complete; an event stream never does
         by itself, so the worker waited for gunicorn's graceful timeout (30 s) after SIGTERM. The
-        hub ends the streams first (`sessions_app.live.Hub.server_closing`), then uvicorn closes
+        hub ends the streams first (`sessions_app.server.live.Hub.server_closing`), then uvicorn closes
         idle connections and WebSockets as usual: a worker with no request running stops in about a
         second (tests/test_shutdown.py)."""
-        from sessions_app.live import hub  # the app (and Django) is loaded by now, not at import
+        from sessions_app.server.live import hub  # the app (and Django) is loaded by now, not at import
 
         hub.server_closing()
         await super().shutdown(sockets=sockets)
@@ -120,8 +120,8 @@ class PeerCredUvicornWorker(UvicornWorker):
 
     CONFIG_KWARGS = {
         "loop": "asyncio",
-        "http": "sessions_app.asgi_worker:PeerCredH11Protocol",
-        "ws": "sessions_app.asgi_worker:PeerCredWebSocketProtocol",
+        "http": "sessions_app.server.asgi_worker:PeerCredH11Protocol",
+        "ws": "sessions_app.server.asgi_worker:PeerCredWebSocketProtocol",
         "ws_max_size": WS_MAX_SIZE,
         "ws_ping_interval": 20.0,
         "ws_ping_timeout": 20.0,
