@@ -96,7 +96,7 @@ def worker_seed(database_url: str) -> dict[str, Any]:
     from django.core.management import call_command
     from django.db import connection
 
-    from sessions_app.clients import Client
+    from sessions_app.auth.clients import Client
     from sessions_app.models import Credentials
     from sessions_app.services.api_keys import api_key_create
     from sessions_app.services.sessions import session_create
@@ -194,9 +194,9 @@ def worker_inprocess(database_url: str, seed: dict[str, Any], batches: int, per_
         queries[name] = len(captured.captured_queries)
     # The floor of any database-checked request: the session lookup's SQL alone, run by the driver
     # (no Django, no model building) -- what one indexed lookup costs on this machine.
-    from sessions_app import keys
+    from sessions_app.auth import keys
+    from sessions_app.auth.prepared import RowLoader
     from sessions_app.models import UserSession
-    from sessions_app.prepared import RowLoader
 
     wrapper = connections["default"]  # not the thread-local proxy `connection`, as RowLoader.load does
     loader = RowLoader(UserSession, "secret_hash", related="user")
@@ -209,7 +209,7 @@ def worker_inprocess(database_url: str, seed: dict[str, Any], batches: int, per_
 
     # The step-up check of a guarded page (security.md F2): a decision on the session row already
     # loaded by the middleware, no query. Its password re-entry is a password check plus two writes.
-    from sessions_app.clients import Client
+    from sessions_app.auth.clients import Client
     from sessions_app.services import stepup
 
     row = UserSession.objects.select_related("user").get(secret_hash=digest)

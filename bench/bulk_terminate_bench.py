@@ -166,7 +166,7 @@ def worker_seed(database_url: str, sessions: int, children: int) -> dict[str, An
     from django.core.management import call_command
     from django.db import connection, transaction
 
-    from sessions_app.roles import Role, grant
+    from sessions_app.auth.roles import Role, grant
 
     call_command("migrate", verbosity=0)
     model = get_user_model()
@@ -200,7 +200,7 @@ def worker_logins(database_url: str, stop_file: str, max_seconds: float) -> dict
     """Log in (``auth.login_ex``, password) in a loop until ``stop_file`` exists: each login's start
     time and latency, and every failure (its first line)."""
     setup_django(database_url)
-    from sessions_app.clients import Client
+    from sessions_app.auth.clients import Client
     from sessions_app.services.login import login_ex
 
     stop = Path(stop_file)

@@ -193,7 +193,7 @@ def worker_logins(database_url: str, stop_file: str, max_logins: int, max_second
     line), never retried.
     """
     setup_django(database_url)
-    from sessions_app.clients import Client
+    from sessions_app.auth.clients import Client
     from sessions_app.services.login import login_ex
 
     stop = Path(stop_file)

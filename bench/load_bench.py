@@ -49,7 +49,7 @@ KEYCLOAK = "Keycloak: 15 password logins/s per vCPU; 1 vCPU per ~200 refresh/s (
 SEED = """
 import json
 from django.contrib.auth import get_user_model
-from sessions_app.clients import Client
+from sessions_app.auth.clients import Client
 from sessions_app.models import Credentials
 from sessions_app.services.api_keys import api_key_create
 from sessions_app.services.sessions import session_create

@@ -50,7 +50,7 @@ def _signed_in_client() -> tuple[Any, Any]:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    from sessions_app.clients import Client as Peer
+    from sessions_app.auth.clients import Client as Peer
     from sessions_app.middleware import session_cookie_name
     from sessions_app.models import Credentials
     from sessions_app.services.sessions import session_create

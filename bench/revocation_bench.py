@@ -70,7 +70,7 @@ def worker_seed(url: str, count: int) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from sessions_app.clients import Client
+    from sessions_app.auth.clients import Client
     from sessions_app.models import Credentials
     from sessions_app.services.api_keys import api_key_create
     from sessions_app.services.sessions import session_create

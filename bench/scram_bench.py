@@ -103,7 +103,7 @@ def worker(url: str, rounds: int, key_count: int) -> dict[str, Any]:
     from django.db import connection
 
     from sessions_app.auth import scram
-    from sessions_app.clients import Client
+    from sessions_app.auth.clients import Client
     from sessions_app.models import UserSession
     from sessions_app.services.api_keys import api_key_create
     from sessions_app.services.login import login_ex

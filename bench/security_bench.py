@@ -85,8 +85,9 @@ def worker(url: str, rounds: int) -> dict[str, Any]:
     from django.core.management import call_command
     from django.db import connection
 
-    from sessions_app import selectors, throttle
-    from sessions_app.clients import Client
+    from sessions_app import selectors
+    from sessions_app.auth import throttle
+    from sessions_app.auth.clients import Client
     from sessions_app.exceptions import QueryTimeout
     from sessions_app.models import Credentials
     from sessions_app.query import QueryError

@@ -80,7 +80,7 @@ def worker_seed(database_url: str) -> dict[str, Any]:
     from django.core.management import call_command
     from django.db import connection
 
-    from sessions_app.clients import Client
+    from sessions_app.auth.clients import Client
     from sessions_app.models import Credentials
     from sessions_app.services.sessions import session_create
 

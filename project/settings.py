@@ -137,7 +137,7 @@ TEMPLATES = [
 
 _default_sqlite = BASE_DIR / "var" / "db.sqlite3"
 #: PostgreSQL: the ceiling of every statement (query endpoints run under the lower
-#: SESSIONS_QUERY_TIMEOUT, sessions_app/db.py).
+#: SESSIONS_QUERY_TIMEOUT, sessions_app/db/connections.py).
 PG_STATEMENT_TIMEOUT_MS: int = _env["PG_STATEMENT_TIMEOUT_MS"]
 DATABASES = {
     "default": dj_database_url.parse(
@@ -166,7 +166,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     if Path(DATABASES["default"]["NAME"]) == _default_sqlite:
         # var/ holds the database, its -wal and -shm files and bin/serve's secret key: private to the
         # service's account (0700), tightened if an older release created it 0755 (security.md F6).
-        # The files themselves are made 0600 on connection (sessions_app/db.py).
+        # The files themselves are made 0600 on connection (sessions_app/db/connections.py).
         _var = _default_sqlite.parent
         _var.mkdir(mode=0o700, exist_ok=True)
         if _var.stat().st_mode & 0o077:
@@ -197,7 +197,7 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         }
         DATABASES["default"]["CONN_MAX_AGE"] = 0
     # Prepared statements: Django's own cursors bind client-side and never prepare; the per-request
-    # authentication lookup (sessions_app/prepared.py) asks for one, which psycopg honours only with a
+    # authentication lookup (sessions_app/auth/prepared.py) asks for one, which psycopg honours only with a
     # threshold set. Off (DJANGO_DB_PREPARED=false) behind a pooler that cannot keep them, such as
     # PgBouncer in transaction mode before 1.21: the lookup is then parsed and planned every time.
     if _env["DJANGO_DB_PREPARED"]:

@@ -32,12 +32,12 @@ from django.utils.html import format_html
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from sessions_app import reports
+from sessions_app.auth.clients import client_from_request
+from sessions_app.auth.roles import Role, has_role
 from sessions_app.auth.secret_fields import is_secret_path, secret_field_names
-from sessions_app.clients import client_from_request
 from sessions_app.devices.places import Place
 from sessions_app.forms import TYPE_THE_NUMBER_ABOVE, BulkTerminateForm
 from sessions_app.models import ApiKey, AuditRecord, KnownDevice, UserSession
-from sessions_app.roles import Role, has_role
 from sessions_app.services import totp as totp_services
 from sessions_app.services.api_keys import api_key_revoke
 from sessions_app.services.maintenance import BulkState, sessions_terminate_selection

@@ -10,8 +10,9 @@ class SessionsAppConfig(AppConfig):
 
     def ready(self) -> None:
         # Connection hooks (bounded REGEXP on SQLite) and the account-change cascades.
-        from sessions_app import db, signals  # noqa: F401
+        from sessions_app import signals  # noqa: F401
         from sessions_app.auth import totp_seeds
+        from sessions_app.db import connections  # noqa: F401
 
         # TOTP seeds sealed at rest (security.md F6): django-otp's reads and writes of the seed.
         totp_seeds.install()

@@ -7,8 +7,8 @@ from typing import Any
 from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
 
+from sessions_app.auth.roles import Role, user_roles
 from sessions_app.devices.known import BANNER_LIMIT, notice_list_open
-from sessions_app.roles import Role, user_roles
 
 
 def sign_in_notices(request: HttpRequest) -> dict[str, Any]:

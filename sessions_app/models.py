@@ -69,7 +69,7 @@ class UserSessionQuerySet(models.QuerySet["UserSession"]):
 
 
 class ApiKey(models.Model):
-    """An API key. Only a keyed hash of its secret is stored (`sessions_app.keys`)."""
+    """An API key. Only a keyed hash of its secret is stored (`sessions_app.auth.keys`)."""
 
     # Unique per owner, not across users: a name taken by someone else must not be an oracle (F14).
     name = models.CharField(max_length=200)
@@ -188,7 +188,7 @@ class UserSession(models.Model):
 
     class Meta:
         verbose_name = "session"
-        # The roles of spec §6 are these permissions, granted through groups (see sessions_app.roles).
+        # The roles of spec §6 are these permissions, granted through groups (see sessions_app.auth.roles).
         permissions = [
             ("auth_sessions_read", "AUTH_SESSIONS_READ: list every user's sessions"),
             ("auth_sessions_write", "AUTH_SESSIONS_WRITE: end any session"),
@@ -300,7 +300,7 @@ class AuditRecord(models.Model):
 
 
 class AccountLockout(models.Model):
-    """Consecutive failed logins of one account name, across every pathway (`sessions_app.throttle`).
+    """Consecutive failed logins of one account name, across every pathway (`sessions_app.auth.throttle`).
 
     Keyed by the name as presented, known account or not, so that a lockout answer cannot reveal
     whether an account exists.

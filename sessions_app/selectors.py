@@ -22,7 +22,7 @@ from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from sessions_app import conf
-from sessions_app.db import query_budget, statement_budget
+from sessions_app.db.connections import query_budget, statement_budget
 from sessions_app.exceptions import QueryTimeout
 from sessions_app.models import ApiKey, AuditEvent, AuditRecord, UserSession
 from sessions_app.query import make_predicate, parse_filters, parse_options

@@ -38,7 +38,7 @@ def make_user(db: Any, django_user_model: Any) -> Callable[..., Any]:
     def make(
         username: str = "alice", *, password: str = PASSWORD, superuser: bool = False, roles: Any = ()
     ) -> Any:
-        from sessions_app.roles import grant
+        from sessions_app.auth.roles import grant
 
         if superuser:
             user = django_user_model.objects.create_superuser(username, password=password)

@@ -716,8 +716,9 @@ def test_records_the_service_writes_read_as_their_own_sentences(make_user: Any, 
     """Real flows, real records: none of them needs the fallback sentence."""
     import datetime as dt
 
-    from sessions_app import selectors, throttle
-    from sessions_app.clients import Client as Peer
+    from sessions_app import selectors
+    from sessions_app.auth import throttle
+    from sessions_app.auth.clients import Client as Peer
     from sessions_app.services.api_keys import api_key_create, api_key_revoke
     from sessions_app.services.maintenance import history_purge, sessions_terminate
     from sessions_app.services.sessions import session_terminate

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from sessions_app.clients import Client
+from sessions_app.auth.clients import Client
 from sessions_app.models import ApiKey, AuditRecord, Credentials, EndReason
 from sessions_app.services.login import login_ex
 from sessions_app.services.sessions import session_create

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
-from sessions_app.clients import Client
+from sessions_app.auth.clients import Client
 from sessions_app.models import AuditRecord, OneTimePassword
 from sessions_app.services.login import login_ex
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
-from sessions_app.demo import demo_seed
 from sessions_app.management.commands.sessions import ROW_ORDER
+from sessions_app.management.demo import demo_seed
 from sessions_app.management.output import (
     csv_chunks,
     escape_control,

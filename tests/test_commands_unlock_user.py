@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
-from sessions_app import throttle
+from sessions_app.auth import throttle
 from sessions_app.models import AuditRecord
 
 

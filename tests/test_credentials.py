@@ -20,8 +20,9 @@ from django.utils import timezone
 from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from sessions_app import conf, keys
-from sessions_app.clients import Client
+from sessions_app import conf
+from sessions_app.auth import keys
+from sessions_app.auth.clients import Client
 from sessions_app.middleware import session_cookie_name, unix_socket_session
 from sessions_app.models import AuditEvent, Credentials, EndReason, UserSession
 from sessions_app.services.api_keys import api_key_create

@@ -20,12 +20,12 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from sessions_app.clients import Client as Peer
+from sessions_app.auth.clients import Client as Peer
+from sessions_app.auth.roles import Role
 from sessions_app.devices.agents import MAX_USER_AGENT, UNKNOWN
 from sessions_app.devices.places import Place
 from sessions_app.middleware import session_cookie_name
 from sessions_app.models import AuditEvent, AuditRecord, Credentials, UserSession
-from sessions_app.roles import Role
 from sessions_app.services.sessions import session_create, session_end
 from sessions_app.templatetags.registry import ago
 from tests.conftest import PASSWORD

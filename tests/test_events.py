@@ -9,7 +9,7 @@ import pytest
 from django.db import transaction
 
 from sessions_app import events
-from sessions_app.clients import Client
+from sessions_app.auth.clients import Client
 from sessions_app.events import EventCursor, notification
 from sessions_app.models import Credentials, EndReason, SessionEvent, UserSession
 from sessions_app.services.sessions import session_create, session_end, session_rotate

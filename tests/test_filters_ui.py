@@ -18,12 +18,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sessions_app import selectors
-from sessions_app.clients import Client as Peer
+from sessions_app.auth.clients import Client as Peer
+from sessions_app.auth.roles import Role
 from sessions_app.exceptions import QueryTimeout
 from sessions_app.forms import SessionFilterForm, SessionHistoryFilterForm
 from sessions_app.models import AuditEvent, AuditRecord, Credentials, UserSession
 from sessions_app.query.compiler import run_in_memory
-from sessions_app.roles import Role
 from sessions_app.services.sessions import session_create, session_end
 from sessions_app.specs import AUDIT_SPEC
 from tests.conftest import PASSWORD

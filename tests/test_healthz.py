@@ -16,7 +16,7 @@ from django.db import OperationalError
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test import Client
 
-from sessions_app import keys
+from sessions_app.auth import keys
 from sessions_app.middleware import session_cookie_name
 from sessions_app.models import AuditRecord, UserSession
 

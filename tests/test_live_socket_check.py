@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sessions_app.clients import Client
+from sessions_app.auth.clients import Client
 from sessions_app.models import Credentials
 from sessions_app.server.live import _socket_states
 from sessions_app.services.api_keys import api_key_create, api_key_revoke

@@ -17,8 +17,8 @@ import pytest
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from sessions_app.auth.roles import Role
 from sessions_app.models import AuditRecord
-from sessions_app.roles import Role
 from tests.test_views import Browser, _field_errors
 
 

@@ -20,10 +20,10 @@ from django.core.management import call_command
 from django.db import DatabaseError, connection, connections
 
 from sessions_app import checks as stats_checks
-from sessions_app import db, planner_stats
 from sessions_app.checks import check_planner_statistics
-from sessions_app.models import AuditEvent, AuditRecord, UserSession
-from sessions_app.planner_stats import (
+from sessions_app.db import connections as db
+from sessions_app.db import planner_stats
+from sessions_app.db.planner_stats import (
     REFRESH_FLOOR,
     REFRESH_ROWS,
     REFRESH_SHARE,
@@ -32,6 +32,7 @@ from sessions_app.planner_stats import (
     needs_refresh,
     refresh_after_bulk_change,
 )
+from sessions_app.models import AuditEvent, AuditRecord, UserSession
 from tests.factories import session
 
 SQLITE = connection.vendor == "sqlite"

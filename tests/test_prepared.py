@@ -1,4 +1,4 @@
-"""The hot-path lookups (`sessions_app.prepared.RowLoader`) build exactly what the ORM builds, and
+"""The hot-path lookups (`sessions_app.auth.prepared.RowLoader`) build exactly what the ORM builds, and
 PostgreSQL's pool hands out connections without a round trip yet never a dead one
 (project/postgresql/base.py)."""
 
@@ -14,9 +14,9 @@ from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
-from sessions_app.keys import hash_secret
+from sessions_app.auth.keys import hash_secret
+from sessions_app.auth.prepared import RowLoader
 from sessions_app.models import ApiKey, Credentials, UserSession
-from sessions_app.prepared import RowLoader
 from tests import factories
 
 pytestmark = pytest.mark.django_db

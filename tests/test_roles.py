@@ -1,4 +1,4 @@
-"""`sessions_app.roles` and the role groups of migration 0003 (spec auth-sessions.md §6)."""
+"""`sessions_app.auth.roles` and the role groups of migration 0003 (spec auth-sessions.md §6)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from django.contrib.auth.models import AnonymousUser, Group, Permission, User
 from django.db import connection
 from django.db.migrations.loader import MigrationLoader
 
-from sessions_app.models import UserSession
-from sessions_app.roles import (
+from sessions_app.auth.roles import (
     IMPLIES,
     Role,
     grant,
@@ -23,6 +22,7 @@ from sessions_app.roles import (
     role_group,
     user_roles,
 )
+from sessions_app.models import UserSession
 
 R = Role
 READS = frozenset({R.AUTH_SESSIONS_READ, R.API_KEY_READ, R.AUDIT_READ})

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from sessions_app import db
+from sessions_app.db import connections as db
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -1,4 +1,4 @@
-"""`sessions_app.throttle`: failure delay, account lockout (security.md A4–A8, A11) and rate limits."""
+"""`sessions_app.auth.throttle`: failure delay, account lockout (security.md A4–A8, A11) and rate limits."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from sessions_app import throttle
+from sessions_app.auth import throttle
 from sessions_app.models import AccountLockout, AuditRecord, RateCounter
 from tests.threads import Threads, threads_fixture
 

@@ -19,9 +19,9 @@ from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from sessions_app.audit import audit_record
-from sessions_app.clients import Client as Peer
+from sessions_app.auth.clients import Client as Peer
+from sessions_app.auth.roles import Role
 from sessions_app.models import ApiKey, AuditEvent, AuditRecord, Credentials, EndReason, UserSession
-from sessions_app.roles import Role
 from sessions_app.services.api_keys import api_key_create
 from sessions_app.services.sessions import session_create
 from sessions_app.services.users import onetime_password_issue

@@ -30,10 +30,10 @@ from django.db import DatabaseError, DataError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from sessions_app import throttle
 from sessions_app.api.methods import METHODS, CallContext
 from sessions_app.audit import audit_record
-from sessions_app.clients import client_from_request
+from sessions_app.auth import throttle
+from sessions_app.auth.clients import client_from_request
 from sessions_app.exceptions import Busy, CallError, InvalidParams, NotAuthenticated, QueryTimeout
 from sessions_app.middleware import clear_session_cookie, pending_cookie, set_session_cookie
 from sessions_app.models import AuditEvent

@@ -16,9 +16,11 @@ from typing import Any
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
-from sessions_app import policy, selectors
+from sessions_app import selectors
 from sessions_app.audit import audit_record
-from sessions_app.clients import Client
+from sessions_app.auth import policy
+from sessions_app.auth.clients import Client
+from sessions_app.auth.roles import Role, has_role
 from sessions_app.exceptions import InvalidParams, NotAuthenticated, NotAuthorized, NotFound
 from sessions_app.middleware import (
     clear_pending_cookie,
@@ -27,7 +29,6 @@ from sessions_app.middleware import (
     set_session_cookie,
 )
 from sessions_app.models import ApiKey, AuditEvent, UserSession
-from sessions_app.roles import Role, has_role
 from sessions_app.services import api_keys as api_key_services
 from sessions_app.services import sessions as session_services
 from sessions_app.services.login import MECHANISMS, LoginResult, login_ex, login_ex_continue, user_info
@@ -221,7 +222,7 @@ def auth_login_with_api_key(context: CallContext, params: list[Any]) -> bool:
     key = _param(params, 0)
     if not isinstance(key, str):
         raise InvalidParams.one("api_key", "a string is required")
-    from sessions_app.keys import split_api_key
+    from sessions_app.auth.keys import split_api_key
 
     parsed = split_api_key(key)
     owner = ApiKey.objects.select_related("user").filter(pk=parsed[0]).first() if parsed else None

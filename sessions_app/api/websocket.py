@@ -56,12 +56,12 @@ from sessions_app.api.jsonrpc import (
     parse_envelope,
 )
 from sessions_app.api.methods import METHODS, CallContext, Method
-from sessions_app.clients import Client, client_from_scope
+from sessions_app.auth.clients import Client, client_from_scope
+from sessions_app.auth.prepared import RowLoader
+from sessions_app.auth.roles import Role, has_role
 from sessions_app.events import COLLECTION, notification
 from sessions_app.exceptions import InvalidParams, NotAuthorized
 from sessions_app.models import Credentials, EndReason, SessionEvent, UserSession
-from sessions_app.prepared import RowLoader
-from sessions_app.roles import Role, has_role
 from sessions_app.server.live import hub
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Data migration: one group per role of spec §6 (sessions_app.roles), with its permissions.
+"""Data migration: one group per role of spec §6 (sessions_app.auth.roles), with its permissions.
 
 The role table is frozen here on purpose (a migration must not follow later code changes).
 Permissions are normally created by the post_migrate signal, after every migration has run, so

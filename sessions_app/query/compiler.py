@@ -80,7 +80,7 @@ from django.db.models.expressions import Expression, OrderBy, RawSQL
 from django.db.models.functions import Cast, Length, Right, StrIndex
 from django.db.models.sql import Query
 
-from sessions_app.db import query_budget
+from sessions_app.db.connections import query_budget
 from sessions_app.query import engine
 from sessions_app.query.ast import AnyOf, Leaf, Node, Path, QueryOptions
 from sessions_app.query.errors import MatchNotFound, QueryError

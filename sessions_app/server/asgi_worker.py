@@ -5,7 +5,7 @@
 uvicorn puts no peer credentials in an ASGI scope (``scope["client"]`` is None on a unix socket), so
 its HTTP and WebSocket protocol classes are subclassed here: on a new connection over an ``AF_UNIX``
 socket they read ``SO_PEERCRED`` from the kernel once and add ``{"pid", "uid", "gid"}`` as
-``scope["extensions"]["peercred"]`` to every scope of that connection; `sessions_app.clients` reads
+``scope["extensions"]["peercred"]`` to every scope of that connection; `sessions_app.auth.clients` reads
 it from there. TCP connections get nothing. This relies on uvicorn's protocol internals
 (``connection_made`` and ``self.app``): uvicorn is pinned to a minor range in pyproject.toml, and
 tests/ws/test_unix_socket.py connects over a real socket and checks the uid.
@@ -18,7 +18,7 @@ listening socket gunicorn passes it, so `PeerCredUvicornWorker` serves through `
 which gives the context to ``AF_INET``/``AF_INET6`` sockets alone and starts the others without
 TLS. The ASGI ``scope["scheme"]`` stays right per connection (uvicorn's protocols read it from the
 transport): ``https``/``wss`` on a TLS connection, ``http``/``ws`` on a plain TCP or unix one, and
-the application relies on it to know that a request came over TLS (`sessions_app.clients`, SCRAM's
+the application relies on it to know that a request came over TLS (`sessions_app.auth.clients`, SCRAM's
 ``tls-server-end-point`` channel binding). The context is a server-only one
 (``PROTOCOL_TLS_SERVER``, TLS 1.2 at least): gunicorn still hands uvicorn its deprecated, ignored
 ``ssl_version`` default, the generic ``PROTOCOL_TLS``. tests/test_tls.py checks the scheme of every
@@ -43,7 +43,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
-from sessions_app.clients import peer_credentials
+from sessions_app.auth.clients import peer_credentials
 
 WS_MAX_SIZE = 1024 * 1024
 #: The address families that get TLS when it is configured; every other listener (AF_UNIX) is plain.

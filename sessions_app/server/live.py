@@ -44,9 +44,9 @@ from django.db import DatabaseError, close_old_connections, connection
 from django.db.models import BooleanField, ExpressionWrapper
 
 from sessions_app import conf
+from sessions_app.auth.roles import Role, holders_q, role_holders
 from sessions_app.events import EventCursor
 from sessions_app.models import SessionEvent, UserSession
-from sessions_app.roles import Role, holders_q, role_holders
 
 logger = logging.getLogger(__name__)
 

@@ -33,9 +33,9 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
-from sessions_app.clients import client_from_request
+from sessions_app.auth.clients import client_from_request
+from sessions_app.auth.roles import Role, has_role
 from sessions_app.models import SessionEvent
-from sessions_app.roles import Role, has_role
 from sessions_app.server.live import hub
 
 KEEPALIVE_SECONDS = 15

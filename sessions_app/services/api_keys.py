@@ -1,7 +1,7 @@
 """API keys: create (the key is shown once), update / reset, revoke, delete -- with cascades.
 
 A key is ``"<id>-<64 alphanumerics>"``; only an HMAC-SHA256 of the secret part is stored
-(`sessions_app.keys`), and its SCRAM-SHA-512 verifier, sealed (`services.scram_login`): computed
+(`sessions_app.auth.keys`), and its SCRAM-SHA-512 verifier, sealed (`services.scram_login`): computed
 when the key is made or reset -- one PBKDF2 of ``SESSIONS_SCRAM_ITERATIONS`` rounds, before the
 transaction, so that no row lock is held meanwhile. Revoking, expiring or deleting a key ends the sessions opened with it
 (``CREDENTIAL_REVOKED``) in the same transaction; expiry is also enforced on every request.
@@ -25,9 +25,9 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from sessions_app import conf, keys
+from sessions_app import conf
 from sessions_app.audit import audit_record
-from sessions_app.auth import fieldcrypt, scram
+from sessions_app.auth import fieldcrypt, keys, scram
 from sessions_app.exceptions import InvalidParams
 from sessions_app.models import ApiKey, AuditEvent, EndReason, UserSession
 

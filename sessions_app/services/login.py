@@ -24,11 +24,12 @@ from django.utils import timezone
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from sessions_app import conf, keys, policy, throttle
+from sessions_app import conf
 from sessions_app.audit import audit_record
+from sessions_app.auth import keys, policy, throttle
+from sessions_app.auth.clients import Client
 from sessions_app.auth.fieldcrypt import FieldKeyError
 from sessions_app.auth.scram import CLIENT_FINAL, SCRAM_TYPES
-from sessions_app.clients import Client
 from sessions_app.exceptions import InvalidParams, NotSupported
 from sessions_app.models import (
     ApiKey,
@@ -88,7 +89,7 @@ def user_info(user: Any, session: UserSession | None = None) -> dict[str, Any]:
     ``account_attributes`` also says how ``session`` was opened: ``API_KEY`` for an API-key session,
     plus ``SCRAM`` when the key was proved by SCRAM, ``OTPW`` for a one-time-password session.
     """
-    from sessions_app.roles import user_roles
+    from sessions_app.auth.roles import user_roles
 
     attributes = ["LOCAL", *(["2FA"] if has_totp(user) else [])]
     if session is not None:

@@ -26,8 +26,10 @@ from django.db import connection, transaction
 from django.db.models import Model, QuerySet
 from django.utils import timezone
 
-from sessions_app import conf, planner_stats, throttle
+from sessions_app import conf
 from sessions_app.audit import audit_record
+from sessions_app.auth import throttle
+from sessions_app.db import planner_stats
 from sessions_app.models import (
     AuditEvent,
     AuditRecord,
@@ -456,7 +458,7 @@ def history_purge(
             },
         )
     # Planner statistics of every table a large share of which was ended or deleted (issue 18).
-    from sessions_app.planner_stats import refresh_after_bulk_change
+    from sessions_app.db.planner_stats import refresh_after_bulk_change
 
     changed: dict[type[Model], int] = {UserSession: result.ended_expired + result.ended_idle}
     for name, (queryset, _) in _purge_targets(now, cutoff).items():

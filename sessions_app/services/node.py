@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from sessions_app import conf
-from sessions_app.clients import Client
+from sessions_app.auth.clients import Client
 from sessions_app.models import Credentials, NodeNonce
 from sessions_app.services.sessions import NewSession, session_create
 

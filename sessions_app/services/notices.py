@@ -62,7 +62,7 @@ from django.utils import timezone
 
 from sessions_app import conf, events
 from sessions_app.audit import audit_record
-from sessions_app.clients import Client
+from sessions_app.auth.clients import Client
 from sessions_app.devices.agents import describe
 from sessions_app.devices.known import (
     INTERACTIVE,

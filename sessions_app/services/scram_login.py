@@ -38,10 +38,10 @@ from typing import Any
 
 from django.utils import timezone
 
-from sessions_app import conf, keys, policy, throttle
-from sessions_app.auth import scram
+from sessions_app import conf
+from sessions_app.auth import keys, policy, scram, throttle
 from sessions_app.auth.channel_binding import server_binding
-from sessions_app.clients import Client
+from sessions_app.auth.clients import Client
 from sessions_app.exceptions import CallError, NotSupported
 from sessions_app.models import ApiKey, ScramExchange, UserSession
 from sessions_app.services.api_keys import api_key_pepper, verifier_open

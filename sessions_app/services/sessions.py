@@ -28,11 +28,13 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from sessions_app import conf, events, keys, policy
+from sessions_app import conf, events
 
 # `_scrub` is `audit_record`'s masking of secret-looking keys, applied here to records written in bulk.
 from sessions_app.audit import _scrub, audit_record
-from sessions_app.clients import Client
+from sessions_app.auth import keys, policy
+from sessions_app.auth.clients import Client
+from sessions_app.auth.prepared import RowLoader
 from sessions_app.devices.agents import describe
 from sessions_app.devices.places import locate
 from sessions_app.models import (
@@ -45,7 +47,6 @@ from sessions_app.models import (
     UserSession,
     new_audit_id,
 )
-from sessions_app.prepared import RowLoader
 
 _USER_LOGINS = {
     Credentials.LOGIN_PASSWORD,

@@ -31,9 +31,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from sessions_app import conf, throttle
+from sessions_app import conf
 from sessions_app.audit import audit_record
-from sessions_app.clients import Client
+from sessions_app.auth import throttle
+from sessions_app.auth.clients import Client
 from sessions_app.models import AuditEvent, Credentials, UserSession
 from sessions_app.services.login import check_password, has_totp, totp_code_matches
 

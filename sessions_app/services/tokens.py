@@ -8,9 +8,9 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from sessions_app import keys, policy
 from sessions_app.audit import audit_record
-from sessions_app.clients import Client
+from sessions_app.auth import keys, policy
+from sessions_app.auth.clients import Client
 from sessions_app.exceptions import InvalidParams, NotSupported
 from sessions_app.models import AuditEvent, Credentials, Token, UserSession
 

@@ -24,7 +24,7 @@ from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from sessions_app.audit import audit_record
-from sessions_app.clients import Client
+from sessions_app.auth.clients import Client
 from sessions_app.exceptions import NotAuthorized
 from sessions_app.models import AuditEvent, UserSession
 from sessions_app.services import stepup

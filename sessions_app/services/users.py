@@ -10,9 +10,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from sessions_app import keys
 from sessions_app.audit import audit_record
-from sessions_app.clients import Client
+from sessions_app.auth import keys
+from sessions_app.auth.clients import Client
 from sessions_app.exceptions import InvalidParams
 from sessions_app.models import AuditEvent, EndReason, OneTimePassword, UserSession
 from sessions_app.services.sessions import session_rotate, sessions_end_for_user

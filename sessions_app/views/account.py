@@ -15,8 +15,10 @@ from django.utils.http import urlencode
 from django.views.decorators.cache import never_cache
 from django.views.defaults import permission_denied
 
-from sessions_app import charts, selectors, throttle
-from sessions_app.clients import client_from_request
+from sessions_app import charts, selectors
+from sessions_app.auth import throttle
+from sessions_app.auth.clients import client_from_request
+from sessions_app.auth.roles import Role, has_role
 from sessions_app.exceptions import InvalidParams
 from sessions_app.forms import (
     OtpForm,
@@ -32,7 +34,6 @@ from sessions_app.middleware import (
     set_pending_cookie,
     set_session_cookie,
 )
-from sessions_app.roles import Role, has_role
 from sessions_app.services import stepup
 from sessions_app.services import totp as totp_services
 from sessions_app.services.login import LoginResult, login_ex, login_ex_continue

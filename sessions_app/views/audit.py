@@ -5,10 +5,10 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 
 from sessions_app import selectors
+from sessions_app.auth.roles import Role
 from sessions_app.forms import (
     AuditFilterForm,
 )
-from sessions_app.roles import Role
 from sessions_app.views.base import _filtered_page, _render, _with_devices, page
 
 # --- audit --------------------------------------------------------------------------------------------

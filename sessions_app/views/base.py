@@ -19,7 +19,8 @@ from django.views.decorators.http import require_http_methods
 from django.views.defaults import page_not_found, permission_denied
 
 from sessions_app import selectors
-from sessions_app.clients import client_from_request
+from sessions_app.auth.clients import client_from_request
+from sessions_app.auth.roles import Role, has_role, user_roles
 from sessions_app.exceptions import QueryTimeout
 from sessions_app.forms import (
     PasswordConfirmForm,
@@ -31,7 +32,6 @@ from sessions_app.middleware import (
 )
 from sessions_app.models import AuditEvent, EndReason
 from sessions_app.query import QueryError
-from sessions_app.roles import Role, has_role, user_roles
 from sessions_app.services import stepup
 from sessions_app.services.login import has_totp
 

@@ -29,9 +29,9 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 
 from sessions_app import conf
-from sessions_app.clients import client_from_request
+from sessions_app.auth.clients import client_from_request
+from sessions_app.auth.roles import Role, user_roles
 from sessions_app.devices import known
-from sessions_app.roles import Role, user_roles
 from sessions_app.services import notices as notice_services
 from sessions_app.views.base import page
 

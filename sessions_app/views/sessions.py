@@ -19,7 +19,8 @@ from django.utils.http import urlencode
 from django.utils.timesince import timesince
 
 from sessions_app import charts, reports, selectors
-from sessions_app.clients import client_from_request
+from sessions_app.auth.clients import client_from_request
+from sessions_app.auth.roles import Role, has_role
 from sessions_app.forms import (
     MAX_STEP_SIZE,
     TYPE_THE_NUMBER_ABOVE,
@@ -31,7 +32,6 @@ from sessions_app.forms import (
 )
 from sessions_app.models import EndReason, UserSession
 from sessions_app.query import QueryError
-from sessions_app.roles import Role, has_role
 from sessions_app.services.maintenance import BulkState, sessions_terminate_selection
 from sessions_app.services.sessions import session_terminate
 from sessions_app.views.base import _filtered_page, _local_url, _render, page

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from sessions_app.roles import Role
+from sessions_app.auth.roles import Role
 from sessions_app.services.api_keys import api_key_create
 from tests.conftest import PASSWORD
 

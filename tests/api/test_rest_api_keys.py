@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from sessions_app.auth.roles import Role
 from sessions_app.models import ApiKey
-from sessions_app.roles import Role
 from tests.api.conftest import attributes, errors
 
 ROW_KEYS = {

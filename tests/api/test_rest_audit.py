@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sessions_app.roles import Role
+from sessions_app.auth.roles import Role
 from tests.api.conftest import attributes
 
 AUDIT_KEYS = {"audit_id", "timestamp", "event", "username", "session", "address", "success", "event_data"}

@@ -156,7 +156,7 @@ def test_logout(rest: Any, alice: Any) -> None:
 
 
 def test_me(rest: Any, make_user: Any) -> None:
-    from sessions_app.roles import Role
+    from sessions_app.auth.roles import Role
 
     make_user("carol", roles=[Role.AUTH_SESSIONS_WRITE])
     info = rest("carol").get("/auth/me").json()

@@ -210,7 +210,7 @@ def client(server: Server) -> Callable[[], Http]:
 @pytest.fixture
 def user(create_user: Callable[..., Any]) -> Callable[..., Any]:  # noqa: F811
     """``user("alice", superuser=False, roles=[Role.AUDIT_READ])``: password ``PASSWORD``."""
-    from sessions_app.roles import grant
+    from sessions_app.auth.roles import grant
 
     def make(username: str, *, superuser: bool = False, roles: Any = ()) -> Any:
         created = create_user(username, superuser=superuser)
@@ -227,7 +227,7 @@ def seed_session(user: Any, credentials: str = "LOGIN_PASSWORD") -> str:
     Logins over HTTP cost an Argon2 verification (~0.4 s) on the server; tests whose subject is not
     the login itself start from a seeded session, which the server authenticates like any other.
     """
-    from sessions_app.clients import Client as Peer
+    from sessions_app.auth.clients import Client as Peer
     from sessions_app.services.sessions import session_create
 
     new = session_create(

@@ -16,7 +16,7 @@ import pytest
 from django.utils import timezone
 
 from sessions_app.api.methods import METHODS
-from sessions_app.roles import Role
+from sessions_app.auth.roles import Role
 from tests.blackbox.conftest import COOKIE, Http, another_session, bearer, fresh_address_budget
 from tests.blackbox.shapes import (
     API_KEY_KEYS,

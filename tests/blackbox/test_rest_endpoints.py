@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sessions_app.roles import Role
+from sessions_app.auth.roles import Role
 from tests.blackbox.conftest import (
     API,
     COOKIE,

@@ -86,7 +86,7 @@ class Credentials:
         return {"Authorization": f"Bearer {self.key}"}
 
     def cookie(self) -> dict[str, str]:
-        from sessions_app import keys
+        from sessions_app.auth import keys
         from sessions_app.models import UserSession
 
         valid = UserSession.objects.filter(

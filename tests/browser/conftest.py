@@ -96,7 +96,7 @@ def shot(request: pytest.FixtureRequest) -> Callable[[Any, str], Path]:
 @pytest.fixture
 def create_user(django_user_model: Any) -> Callable[..., Any]:
     """``create_user("alice", roles=[...], superuser=False)``: a user the live server can sign in."""
-    from sessions_app.roles import grant
+    from sessions_app.auth.roles import grant
 
     def create(username: str, *, roles: Any = (), superuser: bool = False) -> Any:
         user = django_user_model(username=username, is_superuser=superuser, is_staff=superuser)
@@ -296,7 +296,7 @@ def _seed_rows(users: dict[str, Any]) -> dict[str, Any]:
 
     from django.utils import timezone
 
-    from sessions_app.demo import demo_seed
+    from sessions_app.management.demo import demo_seed
     from sessions_app.models import ApiKey, AuditEvent, AuditRecord, Credentials, EndReason, KnownDevice
     from tests.factories import session
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from sessions_app.auth.roles import Role
 from sessions_app.models import Credentials, EndReason, Token, UserSession
-from sessions_app.roles import Role
 from tests.conftest import PASSWORD
 from tests.factories import FAR_FUTURE, session
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from sessions_app.roles import Role
+from sessions_app.auth.roles import Role
 from tests.conftest import PASSWORD
 from tests.security.test_f_headers import PAGES
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
+from sessions_app.auth.roles import Role
 from sessions_app.models import UserSession
-from sessions_app.roles import Role
 from tests.conftest import PASSWORD
 from tests.devices.geoip import PLACES, write_geoip
 from tests.devices.test_agents import CHROME_LINUX, IPHONE

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sessions_app.roles import Role
+from sessions_app.auth.roles import Role
 from tests.browser.test_pages import public_id, row, sign_in
 from tests.integration.servers import Server
 

@@ -16,8 +16,8 @@ import pytest
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from sessions_app.auth.roles import Role
 from sessions_app.models import UserSession
-from sessions_app.roles import Role
 from tests.conftest import PASSWORD
 from tests.integration.servers import COOKIE, Server
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Permission
 
+from sessions_app.auth.roles import Role, grant
 from sessions_app.models import AuditRecord, KnownDevice, SignInNotice
-from sessions_app.roles import Role, grant
 from tests.notices.conftest import AWAY, DESKTOP, HOME, IPHONE, Browser
 
 pytestmark = pytest.mark.django_db

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sessions_app import keys
+from sessions_app.auth import keys
 from sessions_app.middleware import session_cookie_name
 from sessions_app.models import AuditEvent, AuditRecord, EndReason, UserSession
 from tests.conftest import PASSWORD

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 from django.db import transaction
 
-from sessions_app import keys, middleware
+from sessions_app import middleware
+from sessions_app.auth import keys
 from sessions_app.middleware import session_cookie_name
 from sessions_app.models import AuditRecord, EndReason, UserSession
 from sessions_app.services import sessions as session_services

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from django.db import OperationalError, connection, transaction
 
-from sessions_app import throttle
 from sessions_app.audit import audit_record
-from sessions_app.clients import Client
+from sessions_app.auth import throttle
+from sessions_app.auth.clients import Client
 from sessions_app.models import AccountLockout, AuditEvent, AuditRecord, Credentials, RateCounter, UserSession
 from sessions_app.services.sessions import session_create
 

@@ -18,7 +18,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from sessions_app import keys, policy
+from sessions_app.auth import keys, policy
 from sessions_app.middleware import session_cookie_name
 from sessions_app.models import ApiKey, AuditRecord, EndReason, UserSession
 from sessions_app.services.api_keys import LAST_USED_INTERVAL, api_key_create

@@ -44,8 +44,8 @@ from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp import models as totp_models
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from sessions_app import keys
-from sessions_app.clients import Client
+from sessions_app.auth import keys
+from sessions_app.auth.clients import Client
 from sessions_app.middleware import session_cookie_name
 from sessions_app.models import AuditRecord, Credentials, UserSession
 from sessions_app.services import login as login_service

@@ -20,8 +20,8 @@ from django.db import connection
 from django.db.migrations.loader import MigrationLoader
 from django.utils import timezone
 
-from sessions_app import keys
-from sessions_app.clients import Client
+from sessions_app.auth import keys
+from sessions_app.auth.clients import Client
 from sessions_app.models import AuditRecord, UserSession
 from sessions_app.services.sessions import session_authenticate
 from tests.reliability.helpers_late import (

@@ -25,7 +25,7 @@ from django.db import connections
 from django.db.models import Count
 from django.utils import timezone
 
-from sessions_app import keys
+from sessions_app.auth import keys
 from sessions_app.models import AuditRecord, EndReason, UserSession
 from sessions_app.services import maintenance
 from tests.conftest import PASSWORD

@@ -28,9 +28,9 @@ from django.test import Client as DjangoClient
 from django.utils import timezone
 from websockets.sync.client import connect
 
-from sessions_app import throttle
+from sessions_app.auth import throttle
 from sessions_app.auth.channel_binding import certificate_binding
-from sessions_app.clients import Client as Peer
+from sessions_app.auth.clients import Client as Peer
 from sessions_app.models import AccountLockout, ApiKey, AuditRecord, ScramExchange
 from sessions_app.services.api_keys import api_key_create, api_key_revoke, verifier_open
 from sessions_app.services.login import login_ex

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from sessions_app import keys
-from sessions_app.auth import scram
+from sessions_app.auth import keys, scram
 from sessions_app.models import ApiKey
 from sessions_app.services import scram_login
 from sessions_app.services.api_keys import api_key_pepper, verifier_seal

@@ -25,9 +25,11 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from sessions_app import conf, keys, throttle
+from sessions_app import conf
 from sessions_app.api.methods import METHODS
-from sessions_app.clients import Client
+from sessions_app.auth import keys, throttle
+from sessions_app.auth.clients import Client
+from sessions_app.auth.roles import Role
 from sessions_app.exceptions import NotSupported
 from sessions_app.middleware import pending_cookie_name, session_cookie_name
 from sessions_app.models import (
@@ -42,7 +44,6 @@ from sessions_app.models import (
     Token,
     UserSession,
 )
-from sessions_app.roles import Role
 from sessions_app.services import api_keys as key_services
 from sessions_app.services.login import check_password, login_ex
 from sessions_app.services.tokens import token_generate

@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 
 from sessions_app import selectors
 from sessions_app.api import methods
+from sessions_app.auth.roles import user_roles
 from sessions_app.models import AuditRecord, UserSession
-from sessions_app.roles import user_roles
 from tests.api.conftest import Rest, errors
 from tests.conftest import PASSWORD, RPC
 from tests.integration.servers import Server, free_port, running_servers

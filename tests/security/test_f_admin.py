@@ -27,7 +27,7 @@ from django.test import Client, RequestFactory
 from django.urls import reverse
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from sessions_app.clients import Client as Peer
+from sessions_app.auth.clients import Client as Peer
 from sessions_app.models import ApiKey, Credentials, UserSession
 from sessions_app.services.api_keys import api_key_create
 from sessions_app.services.sessions import session_create

@@ -24,9 +24,9 @@ from django.urls import path
 
 from project.urls import urlpatterns as project_urlpatterns
 from sessions_app import charts
-from sessions_app.clients import Client as Peer
+from sessions_app.auth.clients import Client as Peer
+from sessions_app.auth.roles import Role
 from sessions_app.models import Credentials, EndReason
-from sessions_app.roles import Role
 from sessions_app.services.sessions import session_create, session_end
 from tests.conftest import PASSWORD
 from tests.integration.servers import Server, create_user, free_port, running_servers

@@ -16,8 +16,8 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from sessions_app import keys, throttle
-from sessions_app.clients import Client as Peer
+from sessions_app.auth import keys, throttle
+from sessions_app.auth.clients import Client as Peer
 from sessions_app.middleware import session_cookie_name
 from sessions_app.models import AccountLockout, AuditRecord
 from sessions_app.services import api_keys as key_services

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sessions_app.api.rest.filtersets import CASEFOLD_PREFIX, OPERATORS, parameter_name
+from sessions_app.auth.roles import Role
 from sessions_app.exceptions import InvalidParams
 from sessions_app.models import ApiKey, AuditRecord, Credentials, EndReason, UserSession
 from sessions_app.query import QueryError, compiler, filter_list, make_predicate, parse_filters
@@ -33,7 +34,6 @@ from sessions_app.query.ast import QueryOptions
 from sessions_app.query.compiler import QuerySpec
 from sessions_app.query.engine import RegexBudget
 from sessions_app.query.schema import Field, FieldType, Schema
-from sessions_app.roles import Role
 from sessions_app.services.api_keys import api_key_create, api_key_delete, api_key_revoke
 from sessions_app.specs import API_KEY_SPEC, AUDIT_SPEC, SESSION_SPEC
 from tests.conftest import PASSWORD

@@ -15,7 +15,7 @@ from django.test import Client
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from sessions_app import keys, throttle
+from sessions_app.auth import keys, throttle
 from sessions_app.middleware import session_cookie_name
 from sessions_app.models import ApiKey, AuditRecord, Credentials, UserSession
 from sessions_app.services.api_keys import api_key_create

@@ -32,11 +32,11 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from sessions_app import keys
-from sessions_app.clients import Client
+from sessions_app.auth import keys
+from sessions_app.auth.clients import Client
+from sessions_app.auth.roles import Role
 from sessions_app.middleware import session_cookie_name, unix_socket_session
 from sessions_app.models import ApiKey, AuditRecord, Credentials, EndReason, Token, UserSession
-from sessions_app.roles import Role
 from sessions_app.services import login as login_services
 from sessions_app.services import sessions as session_services
 from sessions_app.services.api_keys import api_key_create, api_key_revoke

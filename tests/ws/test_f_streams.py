@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Group, Permission
 
-from sessions_app.clients import Client
+from sessions_app.auth.clients import Client
+from sessions_app.auth.roles import Role, grant, role_group
 from sessions_app.models import Credentials, UserSession
-from sessions_app.roles import Role, grant, role_group
 from sessions_app.server.live import Hub, _socket_states
 from sessions_app.services.sessions import session_create
 from tests.integration.servers import COOKIE, Server

@@ -16,7 +16,7 @@ import pytest
 from django.core.management import call_command
 from websockets.exceptions import InvalidStatus
 
-from sessions_app.roles import Role, grant
+from sessions_app.auth.roles import Role, grant
 from tests.integration.servers import COOKIE, Server
 from tests.ws.helpers import NOT_AUTHENTICATED, RPCSocket, added_id, history, open_socket, removed_id
 

@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 
 from sessions_app.api.websocket import Connection
-from sessions_app.clients import Client
+from sessions_app.auth.clients import Client
 from sessions_app.models import SessionEvent
 
 

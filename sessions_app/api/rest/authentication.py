@@ -18,7 +18,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, CSRFCheck
 from rest_framework.request import Request
 
-from sessions_app.clients import client_from_request
+from sessions_app.auth.clients import client_from_request
 
 
 def uses_cookie(request: HttpRequest) -> bool:

@@ -16,9 +16,9 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from sessions_app.audit import audit_record
-from sessions_app.clients import client_from_request
+from sessions_app.auth.clients import client_from_request
+from sessions_app.auth.roles import Role, has_role
 from sessions_app.models import AuditEvent
-from sessions_app.roles import Role, has_role
 
 
 def audit_call(request: Request, name: str, success: bool) -> None:

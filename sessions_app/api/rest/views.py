@@ -32,7 +32,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
-from sessions_app import selectors, throttle
+from sessions_app import selectors
 from sessions_app.api.jsonrpc import audit_rate_limited
 from sessions_app.api.rest.authentication import RegistryAuthentication
 from sessions_app.api.rest.filtersets import AuditFilterSet, ParamQuery, QueryFilterSet, SessionFilterSet
@@ -52,7 +52,9 @@ from sessions_app.api.rest.serializers import (
     QueryInputSerializer,
     TokenInputSerializer,
 )
-from sessions_app.clients import Client, client_from_request
+from sessions_app.auth import throttle
+from sessions_app.auth.clients import Client, client_from_request
+from sessions_app.auth.roles import Role
 from sessions_app.exceptions import Busy, NotAuthorized, NotFound
 from sessions_app.middleware import (
     clear_pending_cookie,
@@ -62,7 +64,6 @@ from sessions_app.middleware import (
     set_session_cookie,
 )
 from sessions_app.query import MatchNotFound, QueryError
-from sessions_app.roles import Role
 from sessions_app.services import sessions as session_services
 from sessions_app.services.login import LoginResult, login_ex, login_ex_continue, user_info
 from sessions_app.services.tokens import token_generate

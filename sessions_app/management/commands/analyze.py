@@ -7,8 +7,8 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
+from sessions_app.db.planner_stats import SQLITE_ANALYSIS_LIMIT, analyze_database
 from sessions_app.management.cli import RegistryCommand
-from sessions_app.planner_stats import SQLITE_ANALYSIS_LIMIT, analyze_database
 
 
 class Command(RegistryCommand):

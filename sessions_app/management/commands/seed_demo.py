@@ -10,8 +10,8 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 from tqdm import tqdm
 
-from sessions_app.demo import DEMO_PREFIX, DemoDataExists, demo_seed
 from sessions_app.management.cli import RegistryCommand
+from sessions_app.management.demo import DEMO_PREFIX, DemoDataExists, demo_seed
 
 
 def _count(text: str) -> int:

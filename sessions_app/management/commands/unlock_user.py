@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 from django.db import DatabaseError
 
-from sessions_app import throttle
+from sessions_app.auth import throttle
 from sessions_app.management.cli import RegistryCommand, database_error, operator_name, parse_text, quoted
 
 

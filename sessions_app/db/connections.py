@@ -121,7 +121,7 @@ def _sqlite_planner_statistics(sender: Any, connection: Any, **kwargs: Any) -> N
     ``analysis_limit``, and ``PRAGMA optimize=0x10002`` when a connection opens (issue 18)."""
     if connection.vendor != "sqlite":
         return
-    from sessions_app.planner_stats import SQLITE_ANALYSIS_LIMIT
+    from sessions_app.db.planner_stats import SQLITE_ANALYSIS_LIMIT
 
     raw = connection.connection
     raw.execute(f"PRAGMA analysis_limit = {SQLITE_ANALYSIS_LIMIT}").close()

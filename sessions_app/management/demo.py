@@ -44,10 +44,10 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from sessions_app import conf
 from sessions_app.auth.totp_seeds import seal_seed
+from sessions_app.db.planner_stats import refresh_after_bulk_change
 from sessions_app.devices.agents import describe
 from sessions_app.devices.places import locate
 from sessions_app.models import ApiKey, AuditEvent, AuditRecord, Credentials, EndReason, UserSession
-from sessions_app.planner_stats import refresh_after_bulk_change
 from sessions_app.services.sessions import user_auth_hash
 
 #: (User-Agent, weight) of the demo's browser logins and of its programs (API keys, tokens); None: a

@@ -109,7 +109,7 @@ from django.utils import timezone
 
 from sessions_app import conf
 from sessions_app.audit import audit_record
-from sessions_app.db import atomic_or_give_up
+from sessions_app.db.connections import atomic_or_give_up
 from sessions_app.models import AccountLockout, AuditEvent, AuditRecord, RateCounter
 
 logger = logging.getLogger(__name__)
