@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
-from websockets.sync.client import connect
 
 from sessions_app.auth.channel_binding import certificate_binding
 from sessions_app.middleware import pending_cookie_name
@@ -36,7 +35,15 @@ from tests.scram.client import (
     first_params,
 )
 from tests.scram.conftest import TLSServer
-from tests.ws.helpers import TIMEOUT, RPCSocket, open_socket, open_unix_socket, session_ended, settled
+from tests.ws.helpers import (
+    TIMEOUT,
+    RPCSocket,
+    open_socket,
+    open_unix_socket,
+    session_ended,
+    settled,
+    wss_connect,
+)
 
 #: Hang ceiling for a socket the server must close (it checks open sockets' sessions every second).
 CLOSE_CEILING = 30.0
@@ -61,7 +68,7 @@ def secret_of(text: str) -> str:
 @contextlib.contextmanager
 def open_wss(server: TLSServer) -> Iterator[tuple[RPCSocket, bytes]]:
     """A ``wss://`` socket to ``server`` and the DER of the certificate its handshake presented."""
-    ws = connect(server.wss_url, ssl=server.context(), open_timeout=TIMEOUT, close_timeout=2)
+    ws = wss_connect(server.wss_url, ssl=server.context(), open_timeout=TIMEOUT, close_timeout=2)
     der = ws.socket.getpeercert(binary_form=True)
     assert der
     with settled(ws) as rpc:

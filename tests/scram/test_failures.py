@@ -26,7 +26,6 @@ from typing import Any
 import pytest
 from django.test import Client as DjangoClient
 from django.utils import timezone
-from websockets.sync.client import connect
 
 from sessions_app.auth import throttle
 from sessions_app.auth.channel_binding import certificate_binding
@@ -47,7 +46,7 @@ from tests.scram.client import (
     make_certificate,
 )
 from tests.scram.conftest import TLSServer
-from tests.ws.helpers import TIMEOUT, RPCSocket, open_socket, settled
+from tests.ws.helpers import TIMEOUT, RPCSocket, open_socket, settled, wss_connect
 
 NOT_IN_PROGRESS = "SCRAM authentication is not in progress"
 UNKNOWN_ID = 987_654
@@ -888,7 +887,7 @@ def test_wrong_binding_and_downgrade_over_wss_are_auth_err(
 ) -> None:
     key, text = api_key_create(user=create_user("alice"), name="ci")
     other = hashlib.sha256(der_of(make_certificate(tmp_path)[0])).digest()
-    ws_conn = connect(tls_server.wss_url, ssl=tls_server.context(), open_timeout=TIMEOUT, close_timeout=2)
+    ws_conn = wss_connect(tls_server.wss_url, ssl=tls_server.context(), open_timeout=TIMEOUT, close_timeout=2)
     with settled(ws_conn) as ws:
         # A client that saw another certificate (a TLS interceptor's) binds to it: refused.
         scram = ScramClient("alice", text, binding=other)

@@ -7,6 +7,9 @@ server may answer out of order and sends ``collection_update`` notifications at 
 `open_socket` / `open_unix_socket` close the socket and then wait until the server has ended the
 session it held: the server ends it after the close, asynchronously, and on PostgreSQL that write
 would otherwise race the test database flush (TRUNCATE) of the test's teardown and can deadlock.
+
+`wss_connect` is the sync client's ``connect`` for ``wss://`` URLs with `WakingClientConnection`
+(websockets 17 closes a socket without shutting it down; see there).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,6 +31,28 @@ from tests.ws.conftest import ws_url
 
 NOT_AUTHENTICATED = 207
 TIMEOUT = 5.0
+
+
+class WakingClientConnection(ClientConnection):
+    """The sync client's connection, shut down before it is closed.
+
+    websockets 17's ``close_socket`` only closes the socket. Its reader thread calls ``recv`` when
+    the socket polls readable; over TLS that can be a record with no application data (a TLS 1.3
+    session ticket), and the reader then blocks inside ``SSL_read``. Closing the descriptor does not
+    wake a thread blocked on it (Linux), so ``connect()``, which joins the reader after a failed
+    opening handshake, waited forever: a CI run hung there twice. Shutting the socket down first
+    makes the blocked read return, so a failed handshake is a failure, never a hang.
+    """
+
+    def close_socket(self) -> None:
+        with contextlib.suppress(OSError):
+            self.socket.shutdown(socket.SHUT_RDWR)
+        super().close_socket()
+
+
+def wss_connect(url: str, **kwargs: Any) -> ClientConnection:
+    """``websockets.sync.client.connect`` with `WakingClientConnection` (for ``wss://`` URLs)."""
+    return connect(url, create_connection=WakingClientConnection, **kwargs)
 
 
 class RPCSocket:
