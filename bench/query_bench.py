@@ -14,7 +14,7 @@ between runs: SQLite files ``bench/data/<prefix>-<size>.sqlite3``, PostgreSQL da
 * **orm**: ``selectors.session_query`` -- parse, schema check, compile, execute, build rows (the
   dashboard rows: ``selectors.session_page``, one keyset page of 50 rows);
 * **raw**: the SQL that the ORM sent, captured and run again through a plain cursor (fetchall);
-* **memory**: ``compiler.run_in_memory`` on the same active rows loaded as dicts;
+* **memory**: ``execution.run_in_memory`` on the same active rows loaded as dicts;
 
 and records the plan (``EXPLAIN`` on PostgreSQL, ``EXPLAIN QUERY PLAN`` on SQLite).
 
@@ -251,7 +251,7 @@ def worker(database_url: str, size: int, repeat: int, memory: bool, modes: list[
     from django.db.models import Count
 
     from sessions_app.models import UserSession
-    from sessions_app.query import compiler
+    from sessions_app.query import execution
     from sessions_app.selectors import session_page, session_query, session_rows
     from sessions_app.specs import SESSION_SPEC
 
@@ -318,7 +318,7 @@ def worker(database_url: str, size: int, repeat: int, memory: bool, modes: list[
         elif mode == "analyze":
             gather_statistics(connection)
         # "seeded": the statistics as seed_demo left them, untouched.
-        compiler._STATEMENTS.clear()  # plans are made per statement: no statement from another mode
+        execution._STATEMENTS.clear()  # plans are made per statement: no statement from another mode
         rows = session_rows() if memory else None
         out = []
         for name, filters, options, wants_index in queries(username, size):
@@ -328,9 +328,9 @@ def worker(database_url: str, size: int, repeat: int, memory: bool, modes: list[
             mem_ms = None
             if rows is not None:
                 mem_ms = median_ms(
-                    lambda f=filters, o=options, r=rows: compiler.run_in_memory(SESSION_SPEC, r, f, o)
+                    lambda f=filters, o=options, r=rows: execution.run_in_memory(SESSION_SPEC, r, f, o)
                 )
-                assert compiler.run_in_memory(SESSION_SPEC, rows, filters, options) == result, name
+                assert execution.run_in_memory(SESSION_SPEC, rows, filters, options) == result, name
             call = f"`{json.dumps(filters)}` `{json.dumps(options)}`"
             out.append(
                 measured(name, call, result, orm, sent) | {"memory_ms": mem_ms, "wants_index": wants_index}

@@ -43,9 +43,11 @@ from sessions_app.services.api_keys import (
     api_key_touch_due,
     verifier_backfill,
 )
-from sessions_app.services.login import check_password, has_totp
+from sessions_app.services.login_results import has_totp
 from sessions_app.services.notices import api_key_use_noticed
-from sessions_app.services.sessions import session_authenticate, session_check, session_create, session_end
+from sessions_app.services.password_login import check_password
+from sessions_app.services.session_ending import session_end
+from sessions_app.services.sessions import session_authenticate, session_check, session_create
 
 logger = logging.getLogger(__name__)
 

@@ -27,16 +27,9 @@ from sessions_app.exceptions import QueryTimeout
 from sessions_app.models import ApiKey, AuditEvent, AuditRecord, UserSession
 from sessions_app.query import make_predicate, parse_filters, parse_options
 from sessions_app.query.ast import AllOf, Leaf, Node, QueryOptions
-from sessions_app.query.compiler import (
-    FALSE,
-    TRUE,
-    Compiler,
-    QuerySpec,
-    iter_rows,
-    prefix_successor,
-    run_query,
-)
+from sessions_app.query.compiler import FALSE, TRUE, Compiler, QuerySpec, prefix_successor
 from sessions_app.query.errors import QueryError
+from sessions_app.query.execution import iter_rows, run_query
 from sessions_app.query.schema import FieldType, Schema, check
 from sessions_app.specs import API_KEY_SPEC, AUDIT_SPEC, SESSION_SPEC
 

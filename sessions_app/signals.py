@@ -26,7 +26,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from sessions_app.events import roles_changed
 from sessions_app.models import EndReason
 from sessions_app.services.notices import password_change_demand_clear
-from sessions_app.services.sessions import sessions_end_for_user
+from sessions_app.services.session_ending import sessions_end_for_user
 
 
 @receiver(pre_save, sender=settings.AUTH_USER_MODEL)

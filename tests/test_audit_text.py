@@ -721,7 +721,7 @@ def test_records_the_service_writes_read_as_their_own_sentences(make_user: Any, 
     from sessions_app.auth.clients import Client as Peer
     from sessions_app.services.api_keys import api_key_create, api_key_revoke
     from sessions_app.services.maintenance import history_purge, sessions_terminate
-    from sessions_app.services.sessions import session_terminate
+    from sessions_app.services.session_ending import session_terminate
     from sessions_app.services.users import onetime_password_issue
 
     admin = make_user("admin", superuser=True)

@@ -21,7 +21,7 @@ from sessions_app import reports
 from sessions_app.auth.roles import Role
 from sessions_app.models import AuditRecord, Credentials, EndReason, SessionEvent, Token, UserSession
 from sessions_app.services.maintenance import BulkState, sessions_terminate_selection
-from sessions_app.services.sessions import EndCounts, session_end, sessions_end_batch
+from sessions_app.services.session_ending import EndCounts, session_end, sessions_end_batch
 from tests.conftest import PASSWORD
 from tests.factories import FAR_FUTURE, session
 
@@ -165,7 +165,7 @@ def test_terminate_other_sessions_of_the_apis_ends_many_in_short_transactions(
     """``auth.terminate_other_sessions`` answers as before (how many ended, derived ones not counted);
     above `OTHERS_AT_ONCE` it ends them in batches."""
     from sessions_app.auth.clients import Client as Peer
-    from sessions_app.services import sessions as session_services
+    from sessions_app.services import session_ending as session_services
 
     monkeypatch.setattr(session_services, "OTHERS_AT_ONCE", 2)
     caller = saved(username="op")

@@ -16,7 +16,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from sessions_app.management.commands.sessions import ROW_ORDER
-from sessions_app.management.demo import demo_seed
+from sessions_app.management.demo.seed import demo_seed
 from sessions_app.management.output import (
     csv_chunks,
     escape_control,

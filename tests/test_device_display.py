@@ -26,7 +26,8 @@ from sessions_app.devices.agents import MAX_USER_AGENT, UNKNOWN
 from sessions_app.devices.places import Place
 from sessions_app.middleware import session_cookie_name
 from sessions_app.models import AuditEvent, AuditRecord, Credentials, UserSession
-from sessions_app.services.sessions import session_create, session_end
+from sessions_app.services.session_ending import session_end
+from sessions_app.services.sessions import session_create
 from sessions_app.templatetags.registry import ago
 from tests.conftest import PASSWORD
 from tests.devices.test_agents import CHROME_LINUX, IPHONE

@@ -12,7 +12,8 @@ from sessions_app import events
 from sessions_app.auth.clients import Client
 from sessions_app.events import EventCursor, notification
 from sessions_app.models import Credentials, EndReason, SessionEvent, UserSession
-from sessions_app.services.sessions import session_create, session_end, session_rotate
+from sessions_app.services.session_ending import session_end
+from sessions_app.services.sessions import session_create, session_rotate
 from sessions_app.services.tokens import token_generate
 
 pytestmark = pytest.mark.django_db

@@ -23,8 +23,9 @@ from sessions_app.auth.roles import Role
 from sessions_app.exceptions import QueryTimeout
 from sessions_app.forms import SessionFilterForm, SessionHistoryFilterForm
 from sessions_app.models import AuditEvent, AuditRecord, Credentials, UserSession
-from sessions_app.query.compiler import run_in_memory
-from sessions_app.services.sessions import session_create, session_end
+from sessions_app.query.execution import run_in_memory
+from sessions_app.services.session_ending import session_end
+from sessions_app.services.sessions import session_create
 from sessions_app.specs import AUDIT_SPEC
 from tests.conftest import PASSWORD
 

@@ -16,8 +16,9 @@ from django.utils import timezone
 
 from sessions_app import selectors
 from sessions_app.audit import audit_record
-from sessions_app.management import demo
-from sessions_app.management.demo import DEMO_PREFIX, demo_seed
+from sessions_app.management.demo import history as demo  # holds the AUDIT_* knobs patched below
+from sessions_app.management.demo.population import DEMO_PREFIX
+from sessions_app.management.demo.seed import demo_seed
 from sessions_app.models import ApiKey, AuditEvent, AuditRecord, Credentials, EndReason, Token, UserSession
 from sessions_app.services.sessions import user_auth_hash
 from sessions_app.specs import ROOT_CREDENTIALS, SESSION_ROW_FIELDS, build_session_row

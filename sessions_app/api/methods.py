@@ -30,9 +30,11 @@ from sessions_app.middleware import (
 )
 from sessions_app.models import ApiKey, AuditEvent, UserSession
 from sessions_app.services import api_keys as api_key_services
-from sessions_app.services import sessions as session_services
-from sessions_app.services.login import MECHANISMS, LoginResult, login_ex, login_ex_continue, user_info
+from sessions_app.services import session_ending as session_services
+from sessions_app.services.login import MECHANISMS, login_ex
+from sessions_app.services.login_results import LoginResult, user_info
 from sessions_app.services.tokens import token_generate
+from sessions_app.services.totp_login import login_ex_continue
 from sessions_app.services.users import onetime_password_issue
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -288,7 +288,7 @@ class Connection:
 
     def end_session(self) -> None:
         """The socket closed: its session ends (LOGOUT), unless it already has."""
-        from sessions_app.services.sessions import session_end
+        from sessions_app.services.session_ending import session_end
 
         session = self.session
         if session is None:

@@ -248,7 +248,7 @@ def api_key_update(
 
 
 def _end_key_sessions(key: ApiKey, reason: str, actor: str | None, address: str) -> int:
-    from sessions_app.services.sessions import sessions_end
+    from sessions_app.services.session_ending import sessions_end
 
     return sessions_end(
         sessions=UserSession.objects.filter(api_key_id=key.pk, ended_at__isnull=True),

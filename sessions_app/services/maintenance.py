@@ -50,7 +50,7 @@ from sessions_app.reports import (
     sessions_past_absolute_limit,
     sessions_past_idle_limit,
 )
-from sessions_app.services.sessions import sessions_end_batch
+from sessions_app.services.session_ending import sessions_end_batch
 
 Progress = Callable[[int], object]
 

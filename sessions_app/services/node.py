@@ -15,13 +15,17 @@ import hashlib
 import hmac
 import re
 import time
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from sessions_app import conf
+from sessions_app.auth import policy
 from sessions_app.auth.clients import Client
-from sessions_app.models import Credentials, NodeNonce
+from sessions_app.models import Credentials, EndReason, NodeNonce, UserSession
+from sessions_app.services.login_results import LoginResult, fail
+from sessions_app.services.session_ending import session_end
 from sessions_app.services.sessions import NewSession, session_create
 
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -69,3 +73,24 @@ def node_login(
         internal=True,
         audit_data={"mechanism": "NODE_HMAC", "node": node},
     )
+
+
+def _node_login(params: dict[str, Any], client: Client, replaces: UserSession | None) -> LoginResult:
+    with transaction.atomic():
+        new = node_login(
+            node=params["node"],
+            timestamp=params["timestamp"],
+            nonce=params["nonce"],
+            signature=params["signature"],
+            client=client,
+        )
+        if new is not None and replaces is not None:
+            session_end(
+                session=replaces, reason=EndReason.LOGOUT, actor=replaces.username, address=client.origin
+            )
+    if new is None:
+        return fail(
+            client=client, mechanism="NODE_HMAC", username=None, reason="invalid node proof", count=False
+        )
+    response = {"response_type": "SUCCESS", "authenticator": policy.assurance_level(), "user_info": None}
+    return LoginResult(response, new_session=new)

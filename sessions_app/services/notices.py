@@ -2,7 +2,7 @@
 new, and let them stop it from the message.
 
 **When.** `sign_in_noticed` runs inside the transaction of every successful login
-(`services.login.open_session`), so the session, the known device, the notice and their audit record
+(`services.login_results.open_session`), so the session, the known device, the notice and their audit record
 commit together. Interactive logins (``LOGIN_PASSWORD``, ``LOGIN_TWOFACTOR``,
 ``LOGIN_ONETIME_PASSWORD``) remember their (device signature, network) pair in `KnownDevice` and are
 a *new sign-in* when the signature or the network was not used lately (`devices.known`). API keys
@@ -83,7 +83,7 @@ from sessions_app.models import (
     UserSession,
 )
 from sessions_app.services.api_keys import api_key_revoke
-from sessions_app.services.sessions import sessions_end
+from sessions_app.services.session_ending import sessions_end
 
 logger = logging.getLogger(__name__)
 

@@ -44,8 +44,9 @@ from sessions_app.auth.channel_binding import server_binding
 from sessions_app.auth.clients import Client
 from sessions_app.exceptions import CallError, NotSupported
 from sessions_app.models import ApiKey, ScramExchange, UserSession
+from sessions_app.services.api_key_login import open_api_key_session
 from sessions_app.services.api_keys import api_key_pepper, verifier_open
-from sessions_app.services.login import LoginResult, fail, open_api_key_session, success
+from sessions_app.services.login_results import LoginResult, fail, success
 
 MECHANISM = "SCRAM"
 

@@ -36,7 +36,9 @@ from sessions_app.audit import audit_record
 from sessions_app.auth import throttle
 from sessions_app.auth.clients import Client
 from sessions_app.models import AuditEvent, Credentials, UserSession
-from sessions_app.services.login import check_password, has_totp, totp_code_matches
+from sessions_app.services.login_results import has_totp
+from sessions_app.services.password_login import check_password
+from sessions_app.services.totp_login import totp_code_matches
 
 #: Sessions opened by entering the password: the only ones that may change the second factor.
 PASSWORD_CREDENTIALS = frozenset({Credentials.LOGIN_PASSWORD, Credentials.LOGIN_TWOFACTOR})

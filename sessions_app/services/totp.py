@@ -3,7 +3,7 @@
 Enrolment is two steps, as authenticator apps expect: `totp_device_start` creates an *unconfirmed*
 device (its secret is shown once, as a QR code and in base32), and `totp_device_confirm` confirms it
 with a code the app computed from that secret. Only confirmed devices count at sign-in
-(`services.login.has_totp`). Disabling needs the account password and a current code again
+(`services.login_results.has_totp`). Disabling needs the account password and a current code again
 (`totp_device_disable`): a wrong one counts towards the account lockout like any failed login;
 removing a confirmed device ends the user's sessions (`sessions_app.signals`), so the caller signs
 in again.

@@ -15,7 +15,8 @@ from sessions_app.auth import keys
 from sessions_app.auth.clients import Client
 from sessions_app.exceptions import InvalidParams
 from sessions_app.models import AuditEvent, EndReason, OneTimePassword, UserSession
-from sessions_app.services.sessions import session_rotate, sessions_end_for_user
+from sessions_app.services.session_ending import sessions_end_for_user
+from sessions_app.services.sessions import session_rotate
 from sessions_app.services.stepup import password_confirm
 
 ONETIME_PASSWORD_LIFETIME = dt.timedelta(hours=24)

@@ -36,10 +36,10 @@ from sessions_app.middleware import (
 )
 from sessions_app.services import stepup
 from sessions_app.services import totp as totp_services
-from sessions_app.services.login import LoginResult, login_ex, login_ex_continue
-from sessions_app.services.sessions import (
-    session_logout,
-)
+from sessions_app.services.login import login_ex
+from sessions_app.services.login_results import LoginResult
+from sessions_app.services.session_ending import session_logout
+from sessions_app.services.totp_login import login_ex_continue
 from sessions_app.services.users import user_change_password
 from sessions_app.views.base import (
     GENERIC_ERROR,

@@ -33,7 +33,7 @@ from sessions_app.middleware import (
 from sessions_app.models import AuditEvent, EndReason
 from sessions_app.query import QueryError
 from sessions_app.services import stepup
-from sessions_app.services.login import has_totp
+from sessions_app.services.login_results import has_totp
 
 GENERIC_ERROR = "The username or password is not correct, or the account cannot sign in right now."
 PAGE_SIZE = 50

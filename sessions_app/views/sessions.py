@@ -33,7 +33,7 @@ from sessions_app.forms import (
 from sessions_app.models import EndReason, UserSession
 from sessions_app.query import QueryError
 from sessions_app.services.maintenance import BulkState, sessions_terminate_selection
-from sessions_app.services.sessions import session_terminate
+from sessions_app.services.session_ending import session_terminate
 from sessions_app.views.base import _filtered_page, _local_url, _render, page
 
 # --- sessions -----------------------------------------------------------------------------------------

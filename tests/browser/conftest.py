@@ -296,7 +296,7 @@ def _seed_rows(users: dict[str, Any]) -> dict[str, Any]:
 
     from django.utils import timezone
 
-    from sessions_app.management.demo import demo_seed
+    from sessions_app.management.demo.seed import demo_seed
     from sessions_app.models import ApiKey, AuditEvent, AuditRecord, Credentials, EndReason, KnownDevice
     from tests.factories import session
 

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from sessions_app.models import ApiKey, AuditRecord, Credentials
 from sessions_app.query import MatchNotFound, QueryError
-from sessions_app.query.compiler import prefix_successor, regex_literal_prefix, run_in_memory
+from sessions_app.query.compiler import prefix_successor, regex_literal_prefix
+from sessions_app.query.execution import run_in_memory
 from sessions_app.selectors import api_key_query, audit_query, session_query, session_rows
 from sessions_app.specs import AUDIT_SPEC, SESSION_SPEC
 from tests.factories import session

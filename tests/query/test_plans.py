@@ -1,4 +1,4 @@
-"""Plans that do not depend on luck (issue 18): the statements `compiler.plan_query` sends.
+"""Plans that do not depend on luck (issue 18): the statements `plans.plan_query` sends.
 
 Two things are checked on the test database (SQLite, or PostgreSQL with ``DATABASE_URL``):
 
@@ -29,8 +29,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from sessions_app.models import Credentials, UserSession
-from sessions_app.query import compiler
-from sessions_app.query.compiler import FALSE, TRUE, Cond, run_in_memory, usable_indexes
+from sessions_app.query import execution
+from sessions_app.query.compiler import FALSE, TRUE, Cond
+from sessions_app.query.execution import run_in_memory
+from sessions_app.query.plans import usable_indexes
 from sessions_app.selectors import session_page, session_query, session_rows, session_scope
 from sessions_app.specs import SESSION_SPEC
 from tests.factories import session
@@ -113,7 +115,7 @@ class LastSelect:
         return execute(sql, params, many, context)
 
     def run(self, call: Callable[[], Any]) -> Any:
-        compiler._STATEMENTS.clear()  # a cached statement would send nothing new
+        execution._STATEMENTS.clear()  # a cached statement would send nothing new
         with connection.execute_wrapper(self):
             return call()
 
@@ -281,7 +283,7 @@ def test_every_dashboard_sort_walks_its_index(
 
 
 def test_the_forms_are_the_ones_described(few_sessions: None) -> None:
-    """Which statement each shape gets (the module docstring of `compiler`)."""
+    """Which statement each shape gets (the module docstring of `plans`)."""
     api = sent(lambda: session_query(filters=API_PAGE, options=NEWEST)).sql
     assert api.count("UNION ALL") == 1
     assert api.count("LIMIT 50") == 3  # each branch, then the outer statement
@@ -335,10 +337,10 @@ def three_ways(filters: Any, options: Any, current_pk: int | None = None) -> tup
     planned = outcome(
         lambda: last.run(lambda: session_query(filters=filters, options=options, current_pk=current_pk))
     )
-    with mock.patch.object(compiler, "plan_query", plain_plan):
-        compiler._STATEMENTS.clear()
+    with mock.patch.object(execution, "plan_query", plain_plan):
+        execution._STATEMENTS.clear()
         plain = outcome(lambda: session_query(filters=filters, options=options, current_pk=current_pk))
-    compiler._STATEMENTS.clear()
+    execution._STATEMENTS.clear()
     assert planned == plain, f"filters={filters!r} options={options!r}\n{last.sql}"
     assert planned == expected, f"filters={filters!r} options={options!r}\n{last.sql}"
     form = "split" if "UNION ALL" in last.sql else "deferred join" if " IN (SELECT" in last.sql else "plain"

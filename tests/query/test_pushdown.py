@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from sessions_app.models import Credentials, EndReason, UserSession
 from sessions_app.query import MatchNotFound, QueryError
-from sessions_app.query.compiler import run_in_memory
+from sessions_app.query.execution import run_in_memory
 from sessions_app.selectors import session_query, session_rows
 from sessions_app.specs import SESSION_SPEC
 from tests.factories import session

@@ -27,7 +27,7 @@ from sessions_app import middleware
 from sessions_app.auth import keys
 from sessions_app.middleware import session_cookie_name
 from sessions_app.models import AuditRecord, EndReason, UserSession
-from sessions_app.services import sessions as session_services
+from sessions_app.services import session_ending as session_services
 from tests.conftest import PASSWORD
 
 pytestmark = [pytest.mark.reliability, pytest.mark.django_db(transaction=True)]

@@ -48,7 +48,7 @@ from sessions_app.auth import keys
 from sessions_app.auth.clients import Client
 from sessions_app.middleware import session_cookie_name
 from sessions_app.models import AuditRecord, Credentials, UserSession
-from sessions_app.services import login as login_service
+from sessions_app.services import totp_login as login_service
 from sessions_app.services.api_keys import api_key_create
 from sessions_app.services.sessions import session_create
 from tests.conftest import PASSWORD

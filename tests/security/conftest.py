@@ -14,7 +14,7 @@ from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp import models as totp_models
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from sessions_app.services import login as login_service
+from sessions_app.services import totp_login as login_service
 from tests.threads import Threads, threads_fixture
 
 #: The server's TOTP clock during a test: mid-step, fixed, so that codes are deterministic.

@@ -45,7 +45,8 @@ from sessions_app.models import (
     UserSession,
 )
 from sessions_app.services import api_keys as key_services
-from sessions_app.services.login import check_password, login_ex
+from sessions_app.services.login import login_ex
+from sessions_app.services.password_login import check_password
 from sessions_app.services.tokens import token_generate
 from sessions_app.services.users import onetime_password_issue, user_set_password
 

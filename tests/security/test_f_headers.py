@@ -27,7 +27,8 @@ from sessions_app import charts
 from sessions_app.auth.clients import Client as Peer
 from sessions_app.auth.roles import Role
 from sessions_app.models import Credentials, EndReason
-from sessions_app.services.sessions import session_create, session_end
+from sessions_app.services.session_ending import session_end
+from sessions_app.services.sessions import session_create
 from tests.conftest import PASSWORD
 from tests.integration.servers import Server, create_user, free_port, running_servers
 

@@ -29,7 +29,7 @@ from sessions_app.api.rest.filtersets import CASEFOLD_PREFIX, OPERATORS, paramet
 from sessions_app.auth.roles import Role
 from sessions_app.exceptions import InvalidParams
 from sessions_app.models import ApiKey, AuditRecord, Credentials, EndReason, UserSession
-from sessions_app.query import QueryError, compiler, filter_list, make_predicate, parse_filters
+from sessions_app.query import QueryError, execution, filter_list, make_predicate, parse_filters
 from sessions_app.query.ast import QueryOptions
 from sessions_app.query.compiler import QuerySpec
 from sessions_app.query.engine import RegexBudget
@@ -526,7 +526,7 @@ def test_f11_the_regex_budget_covers_the_whole_query_in_the_database_path(
         ApiKey(name=f"{SLOW_NAME}{index}", user=quinn, key_hash=f"{index:064d}") for index in range(ROWS)
     )
     built = 0
-    real_iter_rows = compiler.iter_rows
+    real_iter_rows = execution.iter_rows
 
     def counting_iter_rows(*args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
         nonlocal built
@@ -534,7 +534,7 @@ def test_f11_the_regex_budget_covers_the_whole_query_in_the_database_path(
             built += 1
             yield row
 
-    monkeypatch.setattr(compiler, "iter_rows", counting_iter_rows)
+    monkeypatch.setattr(execution, "iter_rows", counting_iter_rows)
     client = _basic(quinn)
     error = rpc_error(client.rpc("api_key.my_keys", [["name", "~", SLOW_PATTERN]], {}))
     assert error["code"] == -32602, error

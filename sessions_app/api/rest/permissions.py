@@ -4,7 +4,7 @@ Anonymous callers get 401 (DRF raises ``NotAuthenticated`` whenever no authentic
 authenticated callers without the role 403 ``Not authorized``. A session opened with an admin-issued
 one-time password may only call the views that set ``before_password_change`` until a new password
 is set (as in JSON-RPC). A denied role is audited, like a role-protected JSON-RPC call; the view
-audits granted calls once it has answered (`views.ApiView`).
+audits granted calls once it has answered (`base.ApiView`).
 """
 
 from __future__ import annotations

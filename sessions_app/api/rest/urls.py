@@ -10,7 +10,7 @@ from django.urls import path, re_path, register_converter
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.routers import SimpleRouter
 
-from sessions_app.api.rest import views
+from sessions_app.api.rest import login, views
 from sessions_app.api.rest.exceptions import ERRNO_BY_STATUS, error_body
 from sessions_app.api.rest.viewsets import ApiKeyViewSet
 
@@ -68,8 +68,8 @@ urlpatterns = [
         name="my-session-terminate",
     ),
     path("auth/me", views.MeView.as_view(), name="me"),
-    path("auth/login", views.LoginView.as_view(), name="login"),
-    path("auth/login_continue", views.LoginContinueView.as_view(), name="login-continue"),
+    path("auth/login", login.LoginView.as_view(), name="login"),
+    path("auth/login_continue", login.LoginContinueView.as_view(), name="login-continue"),
     path("auth/logout", views.LogoutView.as_view(), name="logout"),
     path("auth/generate_token", views.GenerateTokenView.as_view(), name="generate-token"),
     path("auth/csrf", views.CsrfView.as_view(), name="csrf"),

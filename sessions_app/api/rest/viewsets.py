@@ -20,10 +20,10 @@ from rest_framework.response import Response
 from rest_framework.viewsets import ViewSet
 
 from sessions_app import selectors
+from sessions_app.api.rest.base import ApiViewMixin, client_of, query_answer, validated
 from sessions_app.api.rest.filtersets import ApiKeyFilterSet
 from sessions_app.api.rest.schema import list_result, query_parameters, ref
 from sessions_app.api.rest.serializers import ApiKeyCreateInputSerializer, ApiKeyUpdateInputSerializer
-from sessions_app.api.rest.views import ApiViewMixin, client_of, query_answer, validated
 from sessions_app.auth.roles import Role, has_role
 from sessions_app.exceptions import InvalidParams, NotAuthorized, NotFound
 from sessions_app.models import ApiKey

@@ -11,7 +11,8 @@ from django.core.management.base import CommandError, CommandParser
 from tqdm import tqdm
 
 from sessions_app.management.cli import RegistryCommand
-from sessions_app.management.demo import DEMO_PREFIX, DemoDataExists, demo_seed
+from sessions_app.management.demo.population import DEMO_PREFIX
+from sessions_app.management.demo.seed import DemoDataExists, demo_seed
 
 
 def _count(text: str) -> int:
