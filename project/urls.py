@@ -18,8 +18,7 @@ from sessions_app.views import account
 logger = logging.getLogger(__name__)
 
 # The admin signs in and out through the registry's own pages (same lockout, delay and audit).
-admin.site.login = account.admin_sign_in  # type: ignore[method-assign]
-admin.site.logout = account.sign_out  # type: ignore[method-assign]
+admin.site.login, admin.site.logout = account.admin_sign_in, account.sign_out  # type: ignore[method-assign,assignment]  # Django has no setting for these views: the default site's are replaced once, at import
 
 
 def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:

@@ -29,7 +29,7 @@ def _without_server_banner() -> None:
     def without_server(self: Any) -> list[str]:
         return [line for line in default_headers(self) if not line.lower().startswith("server:")]
 
-    without_server.without_server_banner = True  # type: ignore[attr-defined]
+    without_server.without_server_banner = True  # type: ignore[attr-defined]  # a marker on the function, so that it is wrapped once
     gunicorn_wsgi.Response.default_headers = without_server
 
 

@@ -15,7 +15,7 @@ declares a secret anyway.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -25,7 +25,7 @@ from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.admin.views.main import ORDER_VAR
 from django.contrib.auth.forms import ReadOnlyPasswordHashField
 from django.core import checks
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
@@ -56,7 +56,16 @@ def _admin_has_permission(request: HttpRequest) -> bool:
     return bool(_site_has_permission(request))
 
 
-admin.site.has_permission = _admin_has_permission  # type: ignore[method-assign]
+admin.site.has_permission = _admin_has_permission  # type: ignore[method-assign]  # AdminSite has no hook for it; the default site's check is wrapped once, at import
+
+if TYPE_CHECKING:
+    # The stubs' generic parameters (any model: these apply to every registered admin). Django's
+    # admin classes cannot be subscripted at run time, so the bases are the plain classes there.
+    _BaseModelAdmin = BaseModelAdmin[Model]
+    _InlineModelAdmin = InlineModelAdmin[Model, Model]
+    _ModelAdmin = admin.ModelAdmin[Model]
+else:
+    _BaseModelAdmin, _InlineModelAdmin, _ModelAdmin = BaseModelAdmin, InlineModelAdmin, admin.ModelAdmin
 
 
 def _entry_name(entry: Any) -> str | None:
@@ -67,7 +76,7 @@ def _entry_name(entry: Any) -> str | None:
     return entry.lstrip("-^=@") if isinstance(entry, str) else None
 
 
-class _SecretFormFields(BaseModelAdmin):  # type: ignore[type-arg]
+class _SecretFormFields(_BaseModelAdmin):
     """Change forms (of admins and inlines) without the model's secret columns.
 
     A secret stays only where its form field is Django's `ReadOnlyPasswordHashField` (the user's
@@ -112,11 +121,11 @@ class _SecretFormFields(BaseModelAdmin):  # type: ignore[type-arg]
         ]
 
 
-class SecretFieldsHiddenInline(_SecretFormFields, InlineModelAdmin):  # type: ignore[type-arg]
+class SecretFieldsHiddenInline(_SecretFormFields, _InlineModelAdmin):
     """Inlines without the secret columns of their model (see `SecretFieldsHiddenAdmin`)."""
 
 
-class SecretFieldsHiddenAdmin(_SecretFormFields, admin.ModelAdmin):  # type: ignore[type-arg]
+class SecretFieldsHiddenAdmin(_SecretFormFields, _ModelAdmin):
     """A ModelAdmin that never displays, filters, searches or orders by a secret column (F5).
 
     Secret columns are those of `sessions_app.auth.secret_fields`, of the model itself or reached through
@@ -128,7 +137,7 @@ class SecretFieldsHiddenAdmin(_SecretFormFields, admin.ModelAdmin):  # type: ign
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
         if is_secret_path(self.model, lookup):
             return False
-        return bool(super().lookup_allowed(lookup, value, request))
+        return bool(super().lookup_allowed(lookup, value, request))  # type: ignore[arg-type]  # Django 5.2 takes None (then reads list_filter); the stubs follow 6.0
 
     def to_field_allowed(self, request: HttpRequest, to_field: str) -> bool:
         return not is_secret_path(self.model, to_field) and bool(super().to_field_allowed(request, to_field))
@@ -259,7 +268,7 @@ class UserSessionAdmin(ReadOnlyAdmin):
         "end_reason",
         "ended_by",
     ]
-    readonly_fields = fields
+    readonly_fields = cast("list[str]", fields)  # the names above, none grouped
     actions = ["terminate_sessions"]
 
     @admin.display(description="id")
@@ -271,16 +280,17 @@ class UserSessionAdmin(ReadOnlyAdmin):
 
     @admin.display(description="device", ordering="device_label")
     def device(self, obj: UserSession) -> str:
-        if not obj.device_label:
+        label: str | None = obj.device_label
+        if not label:
             return "—"
         if not obj.user_agent:
-            return obj.device_label
-        return format_html('<span title="{}">{}</span>', obj.user_agent, obj.device_label)
+            return label
+        return format_html('<span title="{}">{}</span>', obj.user_agent, label)
 
     @admin.display(description="place", ordering="location_country")
     def place(self, obj: UserSession) -> str:
         where = Place(country=obj.location_country, city=obj.location_city).label
-        address = obj.client_address or obj.origin
+        address: str = obj.client_address or obj.origin
         return format_html("{} · {}", where, address) if where else address
 
     @admin.display(description="created", ordering="created_at")
@@ -380,7 +390,7 @@ class ApiKeyAdmin(ReadOnlyAdmin):
     ordering = ["-created_at"]
     list_select_related = ["user"]
     fields = ["name", "user", "created_at", "expires_at", "last_used_at", "revoked", "revoked_reason"]
-    readonly_fields = fields
+    readonly_fields = cast("list[str]", fields)  # the names above, none grouped
     actions = ["revoke_keys"]
 
     def has_revoke_permission(self, request: HttpRequest) -> bool:
@@ -408,7 +418,7 @@ class KnownDeviceAdmin(ReadOnlyAdmin):
     ordering = ["-last_seen_at", "-id"]
     list_select_related = ["user"]
     fields = ["user", "label", "signature", "place", "network", "first_seen_at", "last_seen_at", "confirmed"]
-    readonly_fields = fields
+    readonly_fields = cast("list[str]", fields)  # the names above, none grouped
     actions = ["forget_devices"]
 
     def has_forget_permission(self, request: HttpRequest) -> bool:
@@ -430,7 +440,7 @@ class AuditRecordAdmin(ReadOnlyAdmin):
     search_fields = ["^username", "^address", "=session", "=audit_id"]
     ordering = ["-timestamp", "-id"]
     fields = ["audit_id", "timestamp", "event", "username", "session", "address", "success", "event_data"]
-    readonly_fields = fields
+    readonly_fields = cast("list[str]", fields)  # the names above, none grouped
 
 
 # django-otp's own TOTPDevice admin shows the device key and a QR code of it; this one never does.
@@ -447,7 +457,7 @@ class TOTPDeviceAdmin(SecretFieldsHiddenAdmin):
     search_fields = ["user__username", "name"]
     list_select_related = ["user"]
     fields = ["user", "name", "confirmed", "created_at", "last_used_at", "digits", "step"]
-    readonly_fields = fields
+    readonly_fields = cast("list[str]", fields)  # the names above, none grouped
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -509,16 +519,15 @@ _EXPOSING_OPTIONS = (
 _PROBES = ("", "__startswith", "__regex")
 
 
-def _declared_exposures(model_admin: BaseModelAdmin) -> list[str]:  # type: ignore[type-arg]
+def _declared_exposures(model_admin: BaseModelAdmin[Model]) -> list[str]:
     """``"option: name"`` for every secret an admin's or inline's options name (masked ones aside)."""
     model = model_admin.model
     declared: dict[str, Any] = {
         option: getattr(model_admin, option, None) or () for option in _EXPOSING_OPTIONS
     }
     declared["fieldsets"] = flatten_fieldsets(model_admin.fieldsets or ())
-    declared["date_hierarchy"] = (
-        [model_admin.date_hierarchy] if getattr(model_admin, "date_hierarchy", None) else []
-    )
+    hierarchy = getattr(model_admin, "date_hierarchy", None)  # a ModelAdmin option, not an inline's
+    declared["date_hierarchy"] = [hierarchy] if hierarchy else []
     masked = {
         name
         for name, field in getattr(model_admin.form, "declared_fields", {}).items()
@@ -540,7 +549,7 @@ def _declared_exposures(model_admin: BaseModelAdmin) -> list[str]:  # type: igno
     return found
 
 
-def _secret_probe_paths(model: Any) -> list[str]:
+def _secret_probe_paths(model: type[Model]) -> list[str]:
     """The model's secret columns and those one relation away (``user__password``, ``api_key__key_hash``)."""
     paths = sorted(secret_field_names(model))
     for field in model._meta.get_fields():

@@ -7,7 +7,7 @@ from typing import Any
 from django.db import models
 
 
-class BinaryCharField(models.CharField):  # type: ignore[type-arg]
+class BinaryCharField(models.CharField):  # type: ignore[type-arg]  # Django's fields take no [] at runtime (no django_stubs_ext)
     """A ``CharField`` that compares and sorts by code point on every database.
 
     SQLite's default BINARY collation already orders UTF-8 text by code point, which is Python's

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.utils import timezone
@@ -211,7 +211,8 @@ class SessionHistoryFilterForm(SessionFilterForm):
         from sessions_app.models import EndReason
 
         super().__init__(*args, **kwargs)
-        self.fields["reason"].choices = [("", "Any"), *EndReason.choices]
+        # The `reason` field declared above, a ChoiceField.
+        cast(forms.ChoiceField, self.fields["reason"]).choices = [("", "Any"), *EndReason.choices]
         del self.fields["internal"]
 
     def build(self) -> list[Any]:
@@ -299,7 +300,7 @@ class ApiKeyCreateForm(forms.Form):
             del self.fields["username"]
 
     def clean_name(self) -> str:
-        name = self.cleaned_data["name"]
+        name: str = self.cleaned_data["name"]
         if "\x00" in name:
             raise forms.ValidationError("The name cannot contain NUL characters.")
         return name

@@ -14,13 +14,14 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import datetime as dt
 import errno
 import logging
 import os
 import pwd
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
@@ -34,6 +35,7 @@ from sessions_app.auth import keys, policy, throttle
 from sessions_app.auth.clients import Client, client_from_request
 from sessions_app.auth.prepared import RowLoader
 from sessions_app.exceptions import Busy
+from sessions_app.http import RegistryRequest
 from sessions_app.models import ApiKey, AuditEvent, Credentials, EndReason, UserSession
 from sessions_app.selectors import user_get_by_username
 from sessions_app.services.api_keys import (
@@ -158,11 +160,13 @@ class SessionAuthenticationMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        request.auth_session = None  # type: ignore[attr-defined]
-        request.api_key = None  # type: ignore[attr-defined]
+        # Django's plain request becomes the `RegistryRequest` the views expect: set here, first.
+        request = cast(RegistryRequest, request)
+        request.auth_session = None
+        request.api_key = None
         request.user = AnonymousUser()
         #: Why a per-request credential was refused, when the caller may be told (F8); else None.
-        request.auth_refusal = None  # type: ignore[attr-defined]
+        request.auth_refusal = None
         if request.path_info == HEALTH_PATH:
             # The load balancer's probe carries no credential that matters: none is checked (a probe
             # over the unix socket would otherwise open a session, a stale cookie be audited).
@@ -186,7 +190,7 @@ class SessionAuthenticationMiddleware:
             return service_unavailable()
         return self.get_response(request)
 
-    def authenticate(self, request: HttpRequest) -> None:
+    def authenticate(self, request: RegistryRequest) -> None:
         client = client_from_request(request)
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if client.peer is not None and not header:
@@ -203,25 +207,25 @@ class SessionAuthenticationMiddleware:
                 logger.warning("unknown or ended session cookie from %s", client.origin)
                 _audit_failure(client, "SESSION_COOKIE", None, "unknown or ended session")
         if session is not None:
-            request.auth_session = session  # type: ignore[attr-defined]
+            request.auth_session = session
             request.user = session.user if session.user is not None else AnonymousUser()
 
-    def per_request(self, request: HttpRequest, client: Client, header: str) -> None:
+    def per_request(self, request: RegistryRequest, client: Client, header: str) -> None:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer":
             try:
                 key = bearer_api_key(value.strip(), client)
             except CredentialRefused as exc:
-                request.auth_refusal = exc.reason  # type: ignore[attr-defined]
+                request.auth_refusal = exc.reason
                 return
             if key is not None:
-                request.api_key = key  # type: ignore[attr-defined]
+                request.api_key = key
                 request.user = key.user
         elif scheme.lower() == "basic":
             try:
                 user = basic_user(value.strip(), client)
             except CredentialRefused as exc:
-                request.auth_refusal = exc.reason  # type: ignore[attr-defined]
+                request.auth_refusal = exc.reason
                 return
             if user is not None:
                 request.user = user
@@ -271,7 +275,7 @@ def bearer_api_key(text: str, client: Client) -> ApiKey | None:
     for crossing plain HTTP says so (`API_KEY_REVOKED_INSECURE`).
     """
     parsed = keys.split_api_key(text)
-    key = _KEY_BY_ID.load(parsed[0]) if parsed else None
+    key: ApiKey | None = _KEY_BY_ID.load(parsed[0]) if parsed else None
     digest = keys.api_key_hash(parsed[1] if parsed else text[:200], pepper=api_key_pepper())
     now = timezone.now()
     label = f"{key.pk}:{key.name}" if key is not None else "<INVALID>"
@@ -426,7 +430,7 @@ def unix_socket_user(uid: int) -> Any:
 _KEY_BY_ID = RowLoader(ApiKey, "id", related="user")
 
 
-def _process_started_after(pid: int, moment: Any) -> bool:
+def _process_started_after(pid: int, moment: dt.datetime) -> bool:
     """Whether process ``pid`` started after ``moment`` (Linux ``/proc``; False when unknown)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:

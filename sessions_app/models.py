@@ -16,6 +16,7 @@ Ended sessions are never deleted by the lifecycle; they keep ``ended_at`` / ``en
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import models
@@ -24,6 +25,9 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from sessions_app.fields import BinaryCharField
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 class Credentials(models.TextChoices):
@@ -64,7 +68,7 @@ class UserSessionQuerySet(models.QuerySet["UserSession"]):
     def ended(self) -> UserSessionQuerySet:
         return self.filter(ended_at__isnull=False)
 
-    def for_user(self, user: object) -> UserSessionQuerySet:
+    def for_user(self, user: User | int) -> UserSessionQuerySet:
         return self.filter(user=user)
 
 

@@ -30,7 +30,9 @@ from sessions_app.models import (
     UserSession,
 )
 from sessions_app.query import make_predicate, parse_filters, parse_options
+from sessions_app.query.ast import Node
 from sessions_app.query.compiler import FALSE, TRUE, Compiler
+from sessions_app.query.engine import Predicate
 from sessions_app.query.schema import check
 from sessions_app.selectors import session_counts_by_credentials
 from sessions_app.specs import AUDIT_SPEC, SESSION_SPEC
@@ -49,7 +51,7 @@ def session_pks_matching(*, filters: object, chunk_size: int = CHUNK) -> list[in
     rows. The table is walked by primary key in chunks, one short read each, and the result is the
     set as of the call: sessions created afterwards are not included.
     """
-    tree = parse_filters(filters)
+    tree: Node = parse_filters(filters)
     options = parse_options({})
     schema = SESSION_SPEC.schema_for(options)
     tree, options = check(tree, options, schema)
@@ -175,10 +177,11 @@ class _Compiled:
 
     def __init__(self, selection: SessionSelection) -> None:
         self.selection = selection
-        self.predicate: Any = None
+        self.predicate: Predicate | None = None
         self.fields: tuple[str, ...] = ("pk",)
         self.context: dict[str, Any] = {}
         self.empty = False
+        queryset: QuerySet[UserSession]
         if selection.pks is not None:
             queryset = UserSession.objects.filter(ended_at__isnull=True)
         elif selection.others:
@@ -195,7 +198,7 @@ class _Compiled:
 
     def _filtered(self, filters: list[Any]) -> QuerySet[UserSession]:
         # As the dashboard compiles them (`selectors.session_page`): same schema, same errors.
-        tree = parse_filters(filters)
+        tree: Node = parse_filters(filters)
         options = parse_options({"extra": {"device": True}})
         schema = SESSION_SPEC.schema_for(options)
         tree, options = check(tree, options, schema)
@@ -356,6 +359,7 @@ def sessions_past_idle_limit(*, now: dt.datetime) -> QuerySet[UserSession]:
     )
     cond = Q(pk__in=[])
     for seconds in limits:
+        assert seconds is not None  # idle_timeout__isnull=False
         cond |= Q(idle_timeout=seconds, last_seen_at__lte=now - dt.timedelta(seconds=seconds))
     return candidates.filter(cond)
 
@@ -666,7 +670,7 @@ def token_chain_depths(*, pks: Iterable[int] | None = None) -> dict[int, int]:
             roots.update(set(batch[start : start + CHUNK]) - seen)  # purged ancestors
     depth: dict[int, int] = {}
     for pk in active:
-        path = []
+        path: list[int] = []
         node: int | None = pk
         while node is not None and node not in depth and node not in roots and len(path) <= len(parent_of):
             path.append(node)

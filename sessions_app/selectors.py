@@ -387,7 +387,7 @@ def _filtered(
     *, spec: QuerySpec, queryset: QuerySet[Any], context: Mapping[str, Any], filters: object, options: object
 ) -> _Filtered:
     """Validate and compile ``filters`` (raises `QueryError`) into ``queryset``, as the APIs do."""
-    tree = parse_filters(filters)
+    tree: Node = parse_filters(filters)
     opts = parse_options(options)
     schema = spec.schema_for(opts)
     tree, opts = check(tree, opts, schema)

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from sessions_app import selectors
 from sessions_app.audit import audit_record
-from sessions_app.management.demo import history as demo  # holds the AUDIT_* knobs patched below
+from sessions_app.management.demo import history
 from sessions_app.management.demo.population import DEMO_PREFIX
 from sessions_app.management.demo.seed import demo_seed
 from sessions_app.models import ApiKey, AuditEvent, AuditRecord, Credentials, EndReason, Token, UserSession
@@ -382,13 +382,13 @@ def test_audit_history_does_not_change_the_sessions(monkeypatch: pytest.MonkeyPa
     """The audit history draws from its own generator: the sessions are those of a seed without it."""
     demo_seed(sessions=300, seed=6, now=NOW)
     first = keyless(snapshot())
-    monkeypatch.setattr(demo, "AUDIT_WINDOW_MS", 0)
+    monkeypatch.setattr(history, "AUDIT_WINDOW_MS", 0)
     demo_seed(sessions=300, seed=6, now=NOW, clear=True)
     assert keyless(snapshot()) == first
 
 
 def test_audit_history_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(demo, "AUDIT_MAX_EVENTS", 100)
+    monkeypatch.setattr(history, "AUDIT_MAX_EVENTS", 100)
     demo_seed(sessions=3000, seed=3, now=NOW)
     records = AuditRecord.objects.all()
     kept = records.exclude(event=AuditEvent.AUTHENTICATION, success=False)

@@ -43,7 +43,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
             return False
         try:
             check_connection(self.connection)
-        except base.Database.Error:
+        except self.Database.Error:
             return False
         return True
 

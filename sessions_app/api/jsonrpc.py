@@ -27,14 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError, DataError, transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from sessions_app.api.methods import METHODS, CallContext
+from sessions_app.api.methods import METHODS, CallContext, Method
 from sessions_app.audit import audit_record
 from sessions_app.auth import throttle
-from sessions_app.auth.clients import client_from_request
+from sessions_app.auth.clients import Client, client_from_request
 from sessions_app.exceptions import Busy, CallError, InvalidParams, NotAuthenticated, QueryTimeout
+from sessions_app.http import RegistryRequest
 from sessions_app.middleware import clear_session_cookie, pending_cookie, set_session_cookie
 from sessions_app.models import AuditEvent
 from sessions_app.query import MatchNotFound, QueryError
@@ -217,7 +218,7 @@ def internal_error_data(error_id: str) -> dict[str, Any]:
     return error_data("EFAULT", f"Internal error (request id {error_id})", request_id=error_id)
 
 
-def audit_rate_limited(method_name: str, params: list[Any], client: Any) -> None:
+def audit_rate_limited(method_name: str, params: list[Any], client: Client) -> None:
     """A refused login attempt is still an authentication attempt: audit it (A9)."""
     first = params[0] if params else None
     username = (
@@ -291,7 +292,7 @@ def parse_envelope(message: Any) -> Envelope | Outcome:
     return Envelope(request_id, "id" not in message, method_name, params)
 
 
-def execute(envelope: Envelope, context: CallContext, methods: dict[str, Any] | None = None) -> Outcome:
+def execute(envelope: Envelope, context: CallContext, methods: dict[str, Method] | None = None) -> Outcome:
     """Run one call for any transport: authentication gate, rate limit, the method, error mapping.
 
     ``methods`` (default `METHODS`) lets a transport add methods of its own (the WebSocket's
@@ -310,7 +311,7 @@ def execute(envelope: Envelope, context: CallContext, methods: dict[str, Any] | 
     return outcome
 
 
-def _call(method: Any, envelope: Envelope, context: CallContext) -> Outcome:
+def _call(method: Method, envelope: Envelope, context: CallContext) -> Outcome:
     request_id, method_name, params = envelope.request_id, envelope.method_name, envelope.params
     client = context.client
     try:
@@ -378,9 +379,9 @@ def _call(method: Any, envelope: Envelope, context: CallContext) -> Outcome:
 
 
 @csrf_exempt
-def jsonrpc_view(request: HttpRequest) -> HttpResponse:
+def jsonrpc_view(request: RegistryRequest) -> HttpResponse:
     if request.method != "POST":
-        response = http_error(405, "method not allowed: use POST")
+        response: HttpResponse = http_error(405, "method not allowed: use POST")
         response["Allow"] = "POST"
         return response
     if request.content_type != "application/json":
@@ -407,12 +408,12 @@ def jsonrpc_view(request: HttpRequest) -> HttpResponse:
         request=request,
         client=client_from_request(request),
         user=request.user,
-        session=request.auth_session,  # type: ignore[attr-defined]
+        session=request.auth_session,
         pending_secret=pending_cookie(request),
     )
     outcome = execute(envelope, context)
     if outcome.http_body is not None:
-        response: HttpResponse = http_error(outcome.status, outcome.http_body["error"])
+        response = http_error(outcome.status, outcome.http_body["error"])
     elif outcome.reply is None:
         response = HttpResponse(status=204)
     else:

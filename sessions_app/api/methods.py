@@ -11,10 +11,11 @@ import contextlib
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 
 from sessions_app import selectors
 from sessions_app.audit import audit_record
@@ -37,6 +38,12 @@ from sessions_app.services.tokens import token_generate
 from sessions_app.services.totp_login import login_ex_continue
 from sessions_app.services.users import onetime_password_issue
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from sessions_app.api.websocket import Connection
+    from sessions_app.http import RegistryRequest
+
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -44,18 +51,27 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 class CallContext:
     """One call: who is calling, from where, and the cookies the transport must set afterwards."""
 
-    request: HttpRequest | None
+    request: RegistryRequest | None
     client: Client
-    user: Any
+    #: None for a session row whose user was deleted.
+    user: User | AnonymousUser | None
     session: UserSession | None
     pending_secret: str | None = None
     cookie_actions: list[Callable[[HttpResponse], None]] = field(default_factory=list)
     #: The WebSocket connection the call came on (None over HTTP): ``core.subscribe`` needs it.
-    connection: Any = None
+    connection: Connection | None = None
 
     @property
     def username(self) -> str | None:
         return self.user.get_username() if self.user is not None and self.user.is_authenticated else None
+
+    @property
+    def caller(self) -> User:
+        """The user of a method that needs an authenticated caller (`jsonrpc.execute` let no one else
+        call it)."""
+        assert self.user is not None
+        assert not isinstance(self.user, AnonymousUser)
+        return self.user
 
     def require_role(self, role: Role) -> None:
         if not has_role(self.user, role):
@@ -367,7 +383,9 @@ def auth_terminate_session(context: CallContext, params: list[Any]) -> bool:
 @method("auth.terminate_my_session", max_params=1)
 def auth_terminate_my_session(context: CallContext, params: list[Any]) -> bool:
     public_id = _session_id(params)
-    if not UserSession.objects.filter(public_id=public_id, user=context.user, ended_at__isnull=True).exists():
+    if not UserSession.objects.filter(
+        public_id=public_id, user=context.caller, ended_at__isnull=True
+    ).exists():
         return False
     return session_services.session_terminate(
         public_id=public_id, actor=context.session, client=context.client
@@ -410,7 +428,7 @@ def auth_generate_onetime_password(context: CallContext, params: list[Any]) -> s
 # --- API keys ---------------------------------------------------------------------------------------
 
 
-def _key_scope(context: CallContext) -> Any:
+def _key_scope(context: CallContext) -> User | AnonymousUser | None:
     return None if has_role(context.user, Role.API_KEY_READ) else context.user
 
 
@@ -437,7 +455,7 @@ def _key_id(value: Any) -> int:
 def _owned_key(context: CallContext, key_id: int) -> ApiKey:
     qs = ApiKey.objects.select_related("user")
     if not has_role(context.user, Role.API_KEY_WRITE):
-        qs = qs.filter(user=context.user)
+        qs = qs.filter(user=context.caller)
     key = qs.filter(pk=key_id).first()
     if key is None:
         raise NotFound(f"API key {key_id} does not exist")

@@ -31,6 +31,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
@@ -92,6 +93,10 @@ SUBSCRIBABLE: dict[str, Role | None] = {
 END_ATTEMPTS = 3
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_INVALID_TEXT, CLOSE_TOO_BIG = 1000, 1008, 1007, 1009
 
+#: The ASGI channel callables (messages are dicts keyed by ``type``).
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
 # Calls run in threads of their own (Django's ORM is synchronous); each thread keeps its database
 # connection between calls, subject to CONN_MAX_AGE and the health check, like a WSGI worker thread.
 _CALLS = ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix="sessions-ws")
@@ -101,21 +106,27 @@ _BY_PK = RowLoader(UserSession, "id", related="user")
 # --- subscriptions ------------------------------------------------------------------------------
 
 
+def _connection(context: CallContext) -> Connection:
+    # WS_METHODS are called by `Connection.call` only, which passes itself.
+    assert context.connection is not None
+    return context.connection
+
+
 def _core_subscribe(context: CallContext, params: list[Any]) -> str:
     name = params[0] if params else None
     if not isinstance(name, str) or name not in SUBSCRIBABLE:
         raise InvalidParams.one("event", f"one of {sorted(SUBSCRIBABLE)} is required")
     role = SUBSCRIBABLE[name]
     if role is None:
-        return context.connection.subscribe(name)
+        return _connection(context).subscribe(name)
     if not has_role(context.user, role):
         raise NotAuthorized()
     # The role read afresh, and no role change handled by the hub meanwhile (F3).
     subscribed: list[str] = []
     if not hub.admitted(
-        context.user.pk,
-        lambda: subscribed.append(context.connection.subscribe(name)),
-        lambda: context.connection.unsubscribe(subscribed.pop()),
+        context.caller.pk,
+        lambda: subscribed.append(_connection(context).subscribe(name)),
+        lambda: _connection(context).unsubscribe(subscribed.pop()),
     ):
         raise NotAuthorized()
     return subscribed[0]
@@ -125,7 +136,7 @@ def _core_unsubscribe(context: CallContext, params: list[Any]) -> None:
     subscription = params[0] if params else None
     if not isinstance(subscription, str):
         raise InvalidParams.one("id", "a subscription id (string) is required")
-    context.connection.unsubscribe(subscription)
+    _connection(context).unsubscribe(subscription)
 
 
 WS_METHODS: dict[str, Method] = {
@@ -141,7 +152,7 @@ WS_METHODS: dict[str, Method] = {
 class Connection:
     """One WebSocket: its client, its session (if logged in), its subscriptions and its writer."""
 
-    def __init__(self, scope: dict[str, Any], send: Any, client: Client) -> None:
+    def __init__(self, scope: dict[str, Any], send: Send, client: Client) -> None:
         self.scope = scope
         self.client = client
         self._send = send
@@ -182,7 +193,7 @@ class Connection:
         """The user lost the role of the ``auth.sessions`` events: end those subscriptions, as
         TrueNAS ends a subscription it no longer allows (``notify_unsubscribed``, EACCES)."""
         for subscription, (name, _) in list(self.subscriptions.items()):
-            if SUBSCRIBABLE.get(name) is not None and self.subscriptions.pop(subscription, None):
+            if SUBSCRIBABLE.get(name) is not None and self.subscriptions.pop(subscription, None) is not None:
                 reason = f"{SUBSCRIBABLE[name]} role required"
                 params = {"collection": name, "error": error_data("EACCES", reason)}
                 message = {"jsonrpc": "2.0", "method": "notify_unsubscribed", "params": params}
@@ -317,7 +328,8 @@ class Connection:
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
-    for key, value in scope.get("headers") or []:
+    headers: list[tuple[bytes, bytes]] = scope.get("headers") or []
+    for key, value in headers:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
@@ -347,7 +359,7 @@ def _acceptable(scope: dict[str, Any], client: Client) -> bool:
     return True
 
 
-async def websocket_application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def websocket_application(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     """ASGI ``websocket`` scopes at `PATHS`."""
     message = await receive()
     if message["type"] != "websocket.connect":
@@ -383,7 +395,7 @@ async def websocket_application(scope: dict[str, Any], receive: Any, send: Any) 
 
 
 async def _read_loop(
-    connection: Connection, receive: Any, slots: asyncio.Semaphore, tasks: set[asyncio.Task[None]]
+    connection: Connection, receive: Receive, slots: asyncio.Semaphore, tasks: set[asyncio.Task[None]]
 ) -> None:
     counter = itertools.count()
     while not connection.closed.is_set():

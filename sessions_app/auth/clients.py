@@ -178,7 +178,7 @@ def client_from_request(request: Any) -> Client:
 
 def client_from_scope(scope: Any) -> Client:
     """The client of an ASGI WebSocket connection (same rules as for an HTTP request)."""
-    headers = {}
+    headers: dict[str, str] = {}
     for name, value in scope.get("headers") or []:
         key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
         text = value.decode("latin-1")

@@ -25,8 +25,9 @@ import weakref
 from typing import Any
 
 from django.db import DatabaseError, connections, router
-from django.db.models import DateTimeField, Model
+from django.db.models import DateTimeField, Field, Model
 from django.db.models.base import ModelState
+from django.db.models.fields.reverse_related import ForeignObjectRel
 from django.db.models.signals import post_init, pre_init
 
 _UTC = dt.UTC
@@ -35,6 +36,13 @@ _CURSORS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 def _utc(value: Any, expression: Any, connection: Any) -> Any:
     return value.astimezone(_UTC) if value is not None else None
+
+
+def _column(field: Field[Any, Any] | ForeignObjectRel) -> str:
+    """The column of a concrete field (only reverse relations and non-concrete fields have none)."""
+    assert isinstance(field, Field), field
+    assert field.column is not None, field
+    return field.column
 
 
 class _Part:
@@ -83,7 +91,7 @@ class _Plan:
         quote = connection.ops.quote_name
         meta = loader.model._meta
         self.own = _Part(loader.model, connection, self.binary)
-        columns = [f"{quote(meta.db_table)}.{quote(f.column)}" for f in self.own.fields]
+        columns = [f"{quote(meta.db_table)}.{quote(_column(f))}" for f in self.own.fields]
         self.joined: _Part | None = None
         self.fk: Any = None
         join = ""
@@ -91,12 +99,12 @@ class _Plan:
             self.fk = meta.get_field(loader.related)
             other = self.fk.related_model
             self.joined = _Part(other, connection, self.binary)
-            columns += [f"r.{quote(f.column)}" for f in self.joined.fields]
+            columns += [f"r.{quote(_column(f))}" for f in self.joined.fields]
             join = (
                 f" LEFT OUTER JOIN {quote(other._meta.db_table)} r"
                 f" ON r.{quote(self.fk.target_field.column)} = {quote(meta.db_table)}.{quote(self.fk.column)}"
             )
-        key_column = quote(meta.get_field(loader.key).column)
+        key_column = quote(_column(meta.get_field(loader.key)))
         placeholder = "?" if self.vendor == "sqlite" else "%s"
         self.sql = (
             f"SELECT {', '.join(columns)} FROM {quote(meta.db_table)}{join}"

@@ -99,6 +99,6 @@ _django_otp_verify_token = TOTPDevice.verify_token
 
 def install() -> None:
     """Route django-otp's seed reads and writes through the sealing above (idempotent)."""
-    TOTPDevice.bin_key = property(_bin_key, doc="The seed, opened from the sealed key column.")  # type: ignore[method-assign, assignment]
-    TOTPDevice.verify_token = _verify_token_or_refuse  # type: ignore[method-assign]
+    TOTPDevice.bin_key = property(_bin_key, doc="The seed, opened from the sealed key column.")
+    TOTPDevice.verify_token = _verify_token_or_refuse
     pre_save.connect(_seal_on_save, sender=TOTPDevice, dispatch_uid="sessions_app.totp_seeds.seal")

@@ -31,12 +31,14 @@ import os
 import random
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.signals import request_finished
-from django.db import OperationalError, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
 
@@ -187,6 +189,8 @@ def atomic_or_give_up(work: Callable[[], T], *, within: float, every: tuple[floa
 
 #: SQLite virtual-machine instructions between two looks at the clock of a statement budget.
 _PROGRESS_STEPS = 10_000
+#: The connections (one per thread: what ``connection`` stands for there) inside a statement budget.
+_IN_BUDGET: weakref.WeakSet[BaseDatabaseWrapper] = weakref.WeakSet()
 
 
 @contextlib.contextmanager
@@ -198,15 +202,16 @@ def statement_budget(seconds: float) -> Iterator[None]:
     handler that interrupts once the deadline has passed, removed after the block. Other database errors pass
     through unchanged.
     """
-    if seconds <= 0 or getattr(connection, "_sessions_in_budget", False):
+    current = connections[DEFAULT_DB_ALIAS]
+    if seconds <= 0 or current in _IN_BUDGET:
         yield  # no budget, or inside one already (the outer budget holds)
         return
-    connection._sessions_in_budget = True  # type: ignore[attr-defined]
+    _IN_BUDGET.add(current)
     try:
         with _statement_budget(seconds):
             yield
     finally:
-        connection._sessions_in_budget = False  # type: ignore[attr-defined]
+        _IN_BUDGET.discard(current)
 
 
 @contextlib.contextmanager

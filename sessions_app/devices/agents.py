@@ -96,10 +96,10 @@ def _describe(user_agent: str) -> Device:
             return Device(generic["name"], version, kind="program", label=f"{generic['name']} {version}")
         return Device()
     browser = _BROWSER_NAMES.get(agent.family, agent.family)
-    version = ".".join(part for part in (agent.major, agent.minor) if part) or None
+    browser_version = ".".join(part for part in (agent.major, agent.minor) if part) or None
     if browser in _PROGRAMS:
-        label = f"{browser} {version}" if version else browser
-        return Device(browser, version, kind="program", label=label)
+        label = f"{browser} {browser_version}" if browser_version else browser
+        return Device(browser, browser_version, kind="program", label=label)
     os_name = system.family if system is not None and system.family != "Other" else None
     device = hardware.family if hardware is not None and hardware.family not in ("Other", "Spider") else None
     label = f"{browser} on {os_name}" if os_name else browser

@@ -134,6 +134,9 @@ class OneLineParser(CommandParser):
         if self.called_from_command_line:
             self.exit(2, f"{self.prog}: error: {escape_line(message)}\n")
         super().error(message)
+        # Not called from the command line, Django's CommandParser.error raises CommandError (its
+        # stub says it returns Any): this line is never reached.
+        raise AssertionError(message)
 
 
 def escape_line(text: str) -> str:

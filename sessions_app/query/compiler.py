@@ -30,10 +30,11 @@ plan badly); `execution` runs queries: validation, compilation, the statement ca
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from django.db.models import BooleanField, Case, F, IntegerField, Q, Value, When
 from django.db.models.expressions import Expression, OrderBy
@@ -48,18 +49,21 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_CODE_POINT = 0x10FFFF
 
 
-class _Const:
-    """TRUE / FALSE of the compiled tree. ``Q()`` cannot stand for TRUE: ``Q() | q`` is ``q``."""
+class _Const(enum.Enum):
+    """TRUE / FALSE of the compiled tree. ``Q()`` cannot stand for TRUE: ``Q() | q`` is ``q``.
 
-    def __init__(self, value: bool) -> None:
-        self.value = value
+    An enum, so that ``cond is TRUE`` / ``cond is FALSE`` narrow a `Cond` to ``Q`` for the type checker.
+    """
+
+    FALSE = False
+    TRUE = True
 
     def __repr__(self) -> str:
-        return "TRUE" if self.value else "FALSE"
+        return self.name
 
 
-TRUE = _Const(True)
-FALSE = _Const(False)
+TRUE: Final = _Const.TRUE
+FALSE: Final = _Const.FALSE
 Cond = Q | _Const
 
 
@@ -70,7 +74,7 @@ def _and(*parts: Cond) -> Cond:
             return FALSE
         if part is TRUE:
             continue
-        out = part if out is TRUE else out & part  # type: ignore[operator]
+        out = part if isinstance(out, _Const) else out & part  # (``out`` is never FALSE here)
     return out
 
 
@@ -81,7 +85,7 @@ def _or(*parts: Cond) -> Cond:
             return TRUE
         if part is FALSE:
             continue
-        out = part if out is FALSE else out | part  # type: ignore[operator]
+        out = part if isinstance(out, _Const) else out | part  # (``out`` is never TRUE here)
     return out
 
 
@@ -182,12 +186,14 @@ class Compiler:
             if col.folded is None or leaf.op == "~":
                 return present, False
             return _and(present, self._op(leaf, fld, col.folded, _casefold(leaf.value))), True
+        name = col.name
+        assert name is not None  # a column without a name is computed, answered by its domain above
         if leaf.op == "~":
             prefix = regex_literal_prefix(leaf.value)
             if not prefix:
                 return present, False
-            return _and(present, self._startswith(col.name, prefix)), False
-        return _and(present, self._op(leaf, fld, col.name, leaf.value)), True
+            return _and(present, self._startswith(name, prefix)), False
+        return _and(present, self._op(leaf, fld, name, leaf.value)), True
 
     def _by_domain(self, leaf: Leaf, fld: Field, col: Column) -> Cond:
         """Evaluate the leaf with the engine on every value the column can hold."""
@@ -291,7 +297,7 @@ class Compiler:
                 # Cast: should Django still find the condition constant, it renders the Case as the
                 # bare literal ``false``, which PostgreSQL refuses in ORDER BY ("non-integer
                 # constant"); a cast expression is accepted.
-                expr: Expression = Cast(
+                expr: Expression | F = Cast(
                     Case(
                         When(condition, then=Value(True)),
                         default=Value(False),
@@ -301,13 +307,15 @@ class Compiler:
                 )
                 maybe_null = False
             else:
-                expr = F(col.name)
+                name = col.name
+                assert name is not None  # an orderable field is a column, a condition or a constant
+                expr = F(name)
                 maybe_null = fld.nullable
                 if col.present is not None:
-                    expr = Case(When(col.present, then=F(col.name)), default=Value(None))
+                    expr = Case(When(col.present, then=F(name)), default=Value(None))
                     maybe_null = True
                 else:
-                    ordered.add(col.name)
+                    ordered.add(name)
             key = resolved.key
             if maybe_null:
                 nulls = {"nulls_first": True} if key.nulls_first else {"nulls_last": True}

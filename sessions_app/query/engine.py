@@ -740,8 +740,6 @@ class _Reversed:
     def __lt__(self, other: _Reversed) -> bool:
         return other.value < self.value
 
-    __hash__ = None  # type: ignore[assignment]
-
 
 _NUMBER_TYPES = frozenset({int, bool, float})
 
@@ -854,7 +852,7 @@ def _apply(
 ) -> list[Any] | dict[str, Any] | int:
     if options.get and not options.order_by:
         first = next(iter(rows), MISSING)
-        if first is MISSING:
+        if isinstance(first, _Missing):
             if options.count:
                 return 0
             raise MatchNotFound()
@@ -886,7 +884,8 @@ def _apply(
     if options.get:
         if not result:
             raise MatchNotFound()
-        return result[0]
+        row: dict[str, Any] = result[0]  # a row is a JSON object
+        return row
     return result
 
 

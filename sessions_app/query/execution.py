@@ -18,7 +18,7 @@ from django.db.models import QuerySet
 
 from sessions_app.db.connections import query_budget
 from sessions_app.query import engine
-from sessions_app.query.ast import QueryOptions
+from sessions_app.query.ast import Node, QueryOptions
 from sessions_app.query.compiler import FALSE, TRUE, Compiler, QuerySpec
 from sessions_app.query.errors import MatchNotFound, QueryError
 from sessions_app.query.plans import plan_query
@@ -107,15 +107,15 @@ class _Statement:
         return out
 
 
+#: A cached query: the statement of its rows or of its count, its options and its row context.
+_Cached = tuple[_Statement | None, _Statement | None, QueryOptions, Mapping[str, Any]]
+
 #: Compiled statements of exact queries, keyed by the caller's query text and scope. Building a
 #: query with the ORM costs far more than running an indexed one (~0.5-1 ms against ~0.1 ms), and
 #: dashboards and scripts repeat the same queries: a repeated query skips parsing, checking and
 #: compiling. Only queries whose SQL depends on nothing but the key are cached (no clock in the
 #: parameters: "not expired" is ``expires_at > CURRENT_TIMESTAMP``).
-_STATEMENTS: OrderedDict[
-    tuple[Any, ...], tuple[_Statement | None, _Statement | None, QueryOptions, Mapping[str, Any]]
-]
-_STATEMENTS = OrderedDict()
+_STATEMENTS: OrderedDict[tuple[Any, ...], _Cached] = OrderedDict()
 STATEMENT_CACHE_SIZE = 512
 
 
@@ -132,7 +132,7 @@ def _cache_key(
 
 def _from_statement(
     spec: QuerySpec,
-    statement: tuple[_Statement | None, _Statement | None, QueryOptions, Mapping[str, Any]],
+    statement: _Cached,
     alias: str,
 ) -> list[dict[str, Any]] | dict[str, Any] | int:
     select, count, opts, context = statement
@@ -186,7 +186,7 @@ def run_query(
             _STATEMENTS.move_to_end(key)
             with query_budget():
                 return _from_statement(spec, hit, key[1])
-    tree = parse_filters(filters)
+    tree: Node = parse_filters(filters)
     opts = parse_options(options)
     schema = spec.schema_for(opts)
     tree, opts = check(tree, opts, schema)
@@ -212,6 +212,7 @@ def run_query(
             planned = plan_query(queryset, cond, order, offset=opts.offset, stop=stop, count=opts.count)
             if key is not None and cond is not FALSE:
                 alias = key[1]
+                statement: _Cached
                 if opts.count:
                     inner = planned[:1] if opts.get else planned
                     counted = _Statement(inner.values_list("pk"), alias)
@@ -267,7 +268,7 @@ def run_in_memory(
     """The same query through the in-memory engine, with the same schema checks (for tests/benchmarks)."""
     from sessions_app.query.parser import parse_filters, parse_options
 
-    tree = parse_filters(filters)
+    tree: Node = parse_filters(filters)
     opts = parse_options(options)
     schema = spec.schema_for(opts)
     tree, opts = check(tree, opts, schema)

@@ -21,13 +21,18 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from re import _parser as _sre_parse  # the stdlib's own parser of `re` syntax
 from types import MappingProxyType
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import regex
 
 from sessions_app.query.ast import BASE_OPERATORS, ORDERING_OPERATORS
+
+if TYPE_CHECKING:
+    # typeshed describes `re._parser` under its old name (importing that warns since Python 3.11).
+    import sre_parse as _sre_parse
+else:
+    from re import _parser as _sre_parse  # the stdlib's own parser of `re` syntax
 
 #: Prefix of the case-insensitive operator variants (``C=``, ``Cin``, ``C~``, ...).
 CASEFOLD_PREFIX = "C"

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 from django.core.exceptions import EmptyResultSet, FieldDoesNotExist, FullResultSet
 from django.db import connections
@@ -59,7 +59,9 @@ SPLIT_MAX_ROWS = 10_000
 #: Lookups an index can seek on (``exact`` with a null value is ``isnull``, excluded below).
 _SEEKABLE = frozenset({"exact", "in", "gt", "gte", "lt", "lte", "range"})
 
-Term = Q | tuple[str, Any]
+#: A term of a condition, as Django keeps the children of a ``Q``: a ``Q``, a ``(lookup, value)`` pair
+#: (``Q(name__in=[…])``) or a conditional expression (``Q(GreaterThan(…))``), which no index seeks on.
+Term = object
 
 
 @dataclass(frozen=True)
@@ -185,10 +187,15 @@ def _indexable(model: Any, branch: Term, indexes: UsableIndexes) -> bool:
     return False
 
 
+class _Named(Protocol):
+    name: str
+
+
 def _first_order_column(model: Any, order: Sequence[OrderBy]) -> str | None:
     if not order or not isinstance(order[0].expression, F):
         return None
-    return _column(model, order[0].expression.name)
+    # ``F(name)`` keeps ``name`` as an attribute, which django-stubs does not declare.
+    return _column(model, cast(_Named, order[0].expression).name)
 
 
 @dataclass(frozen=True)
@@ -206,7 +213,7 @@ def _choose_split(
     model = queryset.model
     bounded = stop is not None and stop <= SPLIT_MAX_ROWS
     ors = [
-        i
+        (i, t)
         for i, t in enumerate(terms)
         if vendor == "sqlite"
         and isinstance(t, Q)
@@ -223,8 +230,8 @@ def _choose_split(
     if not ors and not ins:
         return None
     indexes = usable_indexes(queryset)
-    for i in ors:
-        branches = terms[i].children  # type: ignore[union-attr]
+    for i, t in ors:
+        branches = t.children
         if all(_indexable(model, b, indexes) for b in branches):
             return _Split(
                 terms[:i] + terms[i + 1 :],
@@ -233,7 +240,9 @@ def _choose_split(
             )
     first = _first_order_column(model, order)
     for i in ins:
-        name, values = terms[i]  # type: ignore[misc]
+        term = terms[i]
+        assert isinstance(term, tuple)  # `_seek` seeks only on (lookup, value) pairs
+        name, values = term
         field_name = str(name).partition("__")[0]
         column = _column(model, field_name)
         if first is not None and (column, first) in indexes.pairs:

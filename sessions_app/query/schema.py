@@ -245,6 +245,7 @@ def resolve_order(options: QueryOptions, schema: Schema) -> tuple[ResolvedOrder,
                     schema.lookup(key.path, where)
                 resolved.append(ResolvedOrder(key, None))
                 continue
+        assert source is not None  # a key without a source was resolved above
         field = schema.get(source)
         if field is None:
             schema.lookup(Path(source, key.path.raw), where)

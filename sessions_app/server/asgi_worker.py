@@ -35,6 +35,7 @@ import asyncio
 import socket
 import ssl
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from gunicorn.arbiter import Arbiter
@@ -50,11 +51,13 @@ WS_MAX_SIZE = 1024 * 1024
 TLS_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
-class _PeerCredentials:
+class _PeerCredentials(asyncio.Protocol):
+    # Mixed in before a uvicorn protocol class (which is an asyncio.Protocol too: same MRO as with
+    # no base), so that super() is that class.
     app: Any
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # type: ignore[misc]
+        super().connection_made(transport)
         peer = peer_credentials(transport.get_extra_info("socket"))
         if peer is None:
             return
@@ -93,8 +96,11 @@ class TLSOnTCPServer(Server):
         config = self.config
         loop = asyncio.get_running_loop()
 
+        # Config types it as any asyncio protocol class; uvicorn's (and ours above) take these keywords.
+        protocol_class: Callable[..., asyncio.Protocol] = config.http_protocol_class
+
         def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
-            return config.http_protocol_class(  # type: ignore[call-arg]
+            return protocol_class(
                 config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
             )
 
@@ -114,7 +120,7 @@ class TLSOnTCPServer(Server):
         await super().shutdown(sockets=sockets)
 
 
-class PeerCredUvicornWorker(UvicornWorker):
+class PeerCredUvicornWorker(UvicornWorker):  # type: ignore[misc]  # uvicorn-worker ships no type information
     """uvicorn under gunicorn, with the protocol classes above, keep-alive pings every 20 s, and TLS
     (``--certfile``/``--keyfile``) on TCP binds only."""
 

@@ -11,7 +11,7 @@ django-csp decorator, a report-only policy or DEBUG goes through django-csp unch
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from csp.constants import HEADER
 from csp.middleware import CheckableLazyObject, CSPMiddleware
@@ -19,6 +19,9 @@ from csp.utils import build_policy
 from django.conf import settings
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
+
+if TYPE_CHECKING:
+    from sessions_app.http import RegistryRequest
 
 
 class ContentSecurityPolicyMiddleware(CSPMiddleware):
@@ -42,5 +45,6 @@ class ContentSecurityPolicyMiddleware(CSPMiddleware):
         if built[1] and HEADER not in response and not request.path_info.startswith(prefixes):
             response[HEADER] = built[1]
         # As django-csp does: a nonce asked for after the header was written would not be in it.
-        request.csp_nonce = CheckableLazyObject(self._csp_nonce_post_response)  # type: ignore[attr-defined]
+        # (django-csp's signature takes an HttpRequest; this is where csp_nonce is set on it.)
+        cast("RegistryRequest", request).csp_nonce = CheckableLazyObject(self._csp_nonce_post_response)
         return response

@@ -36,9 +36,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast
 
 from django.db import DatabaseError, close_old_connections, connection
 from django.db.models import BooleanField, ExpressionWrapper
@@ -47,6 +47,13 @@ from sessions_app import conf
 from sessions_app.auth.roles import Role, holders_q, role_holders
 from sessions_app.events import EventCursor
 from sessions_app.models import SessionEvent, UserSession
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+    class _StreamRole(TypedDict):
+        stream_role: bool
+
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +258,9 @@ def _socket_states(clients: dict[int, Any]) -> dict[int, bool]:
     # per socket.
     rows = UserSession.objects.select_related("user", "api_key", "parent__user", "parent__api_key")
     reads = ExpressionWrapper(holders_q(STREAM_ROLE, prefix="user__"), output_field=BooleanField())
-    for row in rows.filter(pk__in=list(clients)).annotate(stream_role=reads):
+    annotated = rows.filter(pk__in=list(clients)).annotate(stream_role=reads)
+    # The queryset class fixes its rows to UserSession, so iterating it drops the annotation.
+    for row in cast("Iterable[WithAnnotations[UserSession, _StreamRole]]", annotated):
         if session_check(row=row, client=clients[row.pk], touch=False) is not None:
             states[row.pk] = bool(row.stream_role)
     return states

@@ -31,10 +31,11 @@ from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 
 from sessions_app.auth.clients import client_from_request
 from sessions_app.auth.roles import Role, has_role
+from sessions_app.http import RegistryRequest
 from sessions_app.models import SessionEvent
 from sessions_app.server.live import hub
 
@@ -48,7 +49,7 @@ _CLOSE = object()
 class _Stream:
     """One open event stream: a listener of the hub and, like a socket, the holder of a session."""
 
-    def __init__(self, session_pk: int, client: Any, user_pk: int) -> None:
+    def __init__(self, session_pk: int, client: Any, user_pk: int | None) -> None:
         self.queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_SIZE)
         self.client = client
         self._session_pk: int | None = session_pk
@@ -98,7 +99,7 @@ class _NoticeStream(_Stream):
     session ends. It depends on no role (`reader_pk` is None), so role changes never end it."""
 
     @property
-    def notice_user_pk(self) -> int:
+    def notice_user_pk(self) -> int | None:
         return self._user_pk
 
     @property
@@ -119,24 +120,25 @@ def _error(status: int, detail: str) -> HttpResponse:
     return response
 
 
-def _refused(request: HttpRequest) -> HttpResponse | None:
+def _refused(request: RegistryRequest) -> HttpResponse | None:
     """Why a stream cannot start (not a GET, no session, not served over ASGI), or None."""
     if request.method != "GET":
         response = _error(405, "method not allowed: use GET")
         response["Allow"] = "GET"
         return response
-    if request.auth_session is None:  # type: ignore[attr-defined]
+    if request.auth_session is None:
         return _error(401, "sign in first")
     if not hasattr(request, "scope"):
         return _error(501, "live updates need the ASGI server (bin/serve)")
     return None
 
 
-async def session_events(request: HttpRequest) -> HttpResponse:
+async def session_events(request: RegistryRequest) -> HttpResponse | StreamingHttpResponse:
     refused = _refused(request)
     if refused is not None:
         return refused
-    session = request.auth_session  # type: ignore[attr-defined]
+    session = request.auth_session
+    assert session is not None  # _refused answered 401 otherwise
     if not await sync_to_async(has_role)(request.user, Role.AUTH_SESSIONS_READ):
         return _error(403, "this stream needs the AUTH_SESSIONS_READ role")
     stream = _Stream(session.pk, client_from_request(request), request.user.pk)
@@ -151,19 +153,20 @@ async def session_events(request: HttpRequest) -> HttpResponse:
     return _stream_response(stream)
 
 
-async def notice_events(request: HttpRequest) -> HttpResponse:
+async def notice_events(request: RegistryRequest) -> HttpResponse | StreamingHttpResponse:
     """``GET /me/notices/events/``: the viewer's own new-sign-in notices changed (no role needed)."""
     refused = _refused(request)
     if refused is not None:
         return refused
-    session = request.auth_session  # type: ignore[attr-defined]
+    session = request.auth_session
+    assert session is not None  # _refused answered 401 otherwise
     stream = _NoticeStream(session.pk, client_from_request(request), request.user.pk)
     hub.add_listener(stream)
     hub.add_socket(stream)  # its session ending ends the stream (checked every second, as sockets)
     return _stream_response(stream)
 
 
-def _stream_response(stream: _Stream) -> HttpResponse:
+def _stream_response(stream: _Stream) -> StreamingHttpResponse:
     response = StreamingHttpResponse(_events(stream), content_type="text/event-stream")
     response["Cache-Control"] = "no-store"
     response["X-Accel-Buffering"] = "no"  # nginx: pass events through at once

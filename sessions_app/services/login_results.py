@@ -83,7 +83,7 @@ def user_info(user: Any, session: UserSession | None = None) -> dict[str, Any]:
 
 
 def has_totp(user: Any) -> bool:
-    return TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+    return bool(TOTPDevice.objects.filter(user=user, confirmed=True).exists())  # django-otp is untyped
 
 
 def open_session(

@@ -54,7 +54,7 @@ from django.conf import settings
 from django.core import signing
 from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.http.request import split_domain_port, validate_host
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -382,7 +382,7 @@ def sign_in_notice_deny(
     return ended
 
 
-def _same_device_sessions(notice: SignInNotice) -> Any:
+def _same_device_sessions(notice: SignInNotice) -> QuerySet[UserSession]:
     """The notice's session and every other active session of its user from the same device."""
     browser, _, rest = notice.signature.partition("|")
     system, _, family = rest.partition("|")

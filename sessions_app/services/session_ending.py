@@ -19,8 +19,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import FieldDoesNotExist
 from django.db import connection, transaction
-from django.db.models import Model, QuerySet
+from django.db.models import Field, Model, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -238,6 +239,13 @@ def _end_rows(
     _fault_point("after_audit")
 
 
+def _column(model: type[Model], name: str) -> str:
+    field = model._meta.get_field(name)
+    if not isinstance(field, Field) or field.column is None:  # a reverse relation, a non-concrete field
+        raise FieldDoesNotExist(f"{model.__name__}.{name} has no column")
+    return field.column
+
+
 def _insert_many(model: type[Model], fields: Sequence[str], values: list[tuple[Any, ...]]) -> None:
     """``INSERT`` many rows whose values are already adapted (`connection.ops`).
 
@@ -250,7 +258,7 @@ def _insert_many(model: type[Model], fields: Sequence[str], values: list[tuple[A
     """
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
-    columns = ", ".join(quote(model._meta.get_field(name).column) for name in fields)
+    columns = ", ".join(quote(_column(model, name)) for name in fields)
     with connection.cursor() as cursor:
         if connection.vendor != "postgresql":
             marks = ", ".join(["%s"] * len(fields))
@@ -335,7 +343,12 @@ def sessions_end(
 
 
 def sessions_end_for_user(
-    *, user: Any, reason: str, keep: UserSession | None = None, actor: str | None = None, now: Any = None
+    *,
+    user: Any,
+    reason: str,
+    keep: UserSession | None = None,
+    actor: str | None = None,
+    now: dt.datetime | None = None,
 ) -> int:
     """End every active session of ``user`` (except ``keep``): password change, disable, delete."""
     qs = UserSession.objects.filter(user=user, ended_at__isnull=True)
@@ -368,7 +381,10 @@ def session_terminate_others(*, current: UserSession, client: Client, own_only: 
     """
     qs = UserSession.objects.filter(ended_at__isnull=True, internal=False).exclude(pk=current.pk)
     if own_only:
-        qs = qs.filter(user_id=current.user_id)
+        # Django reads ``user_id=None`` as ``IS NULL``; spelled out, since the lookup takes no None.
+        qs = (
+            qs.filter(user_id__isnull=True) if current.user_id is None else qs.filter(user_id=current.user_id)
+        )
     pks = list(qs.order_by("pk").values_list("pk", flat=True))
     if len(pks) <= OTHERS_AT_ONCE:
         return sessions_end_batch(

@@ -24,7 +24,7 @@ from sessions_app.auth.clients import Client
 from sessions_app.auth.prepared import RowLoader
 from sessions_app.devices.agents import describe
 from sessions_app.devices.places import locate
-from sessions_app.models import AuditEvent, Credentials, EndReason, Token, UserSession
+from sessions_app.models import ApiKey, AuditEvent, Credentials, EndReason, Token, UserSession
 from sessions_app.services.session_ending import session_end
 
 _USER_LOGINS = {
@@ -76,7 +76,7 @@ def session_create(
     credentials: str,
     client: Client,
     user: Any = None,
-    api_key: Any = None,
+    api_key: ApiKey | None = None,
     token: Token | None = None,
     internal: bool = False,
     password_change_required: bool = False,

@@ -7,7 +7,7 @@ are refused above ``LEVEL_1`` (A19), and a token bound to its origin must come f
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, TypedDict
 
 from django.db import transaction
 from django.utils import timezone
@@ -17,6 +17,15 @@ from sessions_app.auth.clients import Client
 from sessions_app.models import Credentials, Token, UserSession
 from sessions_app.services.login_results import LoginResult, fail, open_session, success
 from sessions_app.services.sessions import session_check
+
+
+class _Refusal(TypedDict):
+    """The arguments of `fail` that every refusal of a token login shares."""
+
+    client: Client
+    mechanism: str
+    username: str | None
+    count: bool
 
 
 def _token_login(
@@ -30,7 +39,7 @@ def _token_login(
         if 0 < len(token_text) <= 256
         else None
     )
-    refused = {"client": client, "mechanism": "TOKEN_PLAIN", "username": None, "count": False}
+    refused: _Refusal = {"client": client, "mechanism": "TOKEN_PLAIN", "username": None, "count": False}
     if token is None or token.expires_at <= now:
         return fail(**refused, reason="unknown or expired token")
     parent = session_check(row=token.session, client=client, now=now)

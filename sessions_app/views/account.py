@@ -17,7 +17,7 @@ from django.views.defaults import permission_denied
 
 from sessions_app import charts, selectors
 from sessions_app.auth import throttle
-from sessions_app.auth.clients import client_from_request
+from sessions_app.auth.clients import Client, client_from_request
 from sessions_app.auth.roles import Role, has_role
 from sessions_app.exceptions import InvalidParams
 from sessions_app.forms import (
@@ -27,6 +27,7 @@ from sessions_app.forms import (
     SignInForm,
     TotpConfirmForm,
 )
+from sessions_app.http import RegistryRequest
 from sessions_app.middleware import (
     clear_pending_cookie,
     clear_session_cookie,
@@ -51,6 +52,7 @@ from sessions_app.views.base import (
     _sentence,
     _stepped_up,
     _stepup_form,
+    current_session,
     page,
 )
 
@@ -84,7 +86,7 @@ def _failure_message(username: str) -> str:
     return f"Too many failed attempts for this account. Try again in {wait}."
 
 
-def _login_limited(request: HttpRequest, client: Any, context: dict[str, Any]) -> HttpResponse | None:
+def _login_limited(request: HttpRequest, client: Client, context: dict[str, Any]) -> HttpResponse | None:
     """The sign-in page with 429 when the address is over the login limit that every login entrance
     shares (security.md F4); None when this attempt may go on (it is counted)."""
     retry_after = throttle.hit_login_limit(address=client.rate_key)
@@ -96,7 +98,7 @@ def _login_limited(request: HttpRequest, client: Any, context: dict[str, Any]) -
     return response
 
 
-def sign_in(request: HttpRequest) -> HttpResponse:
+def sign_in(request: RegistryRequest) -> HttpResponse:
     """Password, then the second factor when the account has one (``login_ex`` semantics)."""
     client = client_from_request(request)
     next_url = _next_url(request)
@@ -111,7 +113,7 @@ def sign_in(request: HttpRequest) -> HttpResponse:
                 params={"mechanism": "PASSWORD_PLAIN", **form.cleaned_data},
                 client=client,
                 pending_secret=pending_cookie(request),
-                replaces=request.auth_session,  # type: ignore[attr-defined]
+                replaces=request.auth_session,
             )
             if result.ok:
                 return _finish(request, result, next_url)
@@ -124,7 +126,7 @@ def sign_in(request: HttpRequest) -> HttpResponse:
     return _render(request, "sign_in.html", context)
 
 
-def sign_in_otp(request: HttpRequest) -> HttpResponse:
+def sign_in_otp(request: RegistryRequest) -> HttpResponse:
     client = client_from_request(request)
     next_url = _next_url(request)
     limited = _login_limited(request, client, {"form": SignInForm(), "next": next_url})
@@ -136,7 +138,7 @@ def sign_in_otp(request: HttpRequest) -> HttpResponse:
             params={"mechanism": "OTP_TOKEN", **form.cleaned_data},
             client=client,
             pending_secret=pending_cookie(request),
-            replaces=request.auth_session,  # type: ignore[attr-defined]
+            replaces=request.auth_session,
         )
         if result.ok:
             return _finish(request, result, next_url)
@@ -153,8 +155,8 @@ def sign_in_otp(request: HttpRequest) -> HttpResponse:
     return _render(request, "sign_in_otp.html", {"form": form, "next": next_url}, status=401)
 
 
-def sign_out(request: HttpRequest) -> HttpResponse:
-    session = request.auth_session  # type: ignore[attr-defined]
+def sign_out(request: RegistryRequest) -> HttpResponse:
+    session = request.auth_session
     if session is not None:
         session_logout(session=session, client=client_from_request(request))
     response = HttpResponseRedirect(reverse("sessions_app:sign-in"))
@@ -199,12 +201,12 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @page(methods=("GET", "POST"), before_password_change=True)
-def password_change(request: HttpRequest) -> HttpResponse:
+def password_change(request: RegistryRequest) -> HttpResponse:
     """Set a new password; forced (without the current one) after a one-time-password sign-in.
 
     The session survives with a new secret (the cookie is re-set); every other session ends.
     """
-    session = request.auth_session  # type: ignore[attr-defined]
+    session = current_session(request)
     forced = session.password_change_required
     form = PasswordChangeForm(request.POST or None, current=not forced)
     if request.method == "POST" and form.is_valid():
@@ -249,19 +251,19 @@ SECOND_FACTOR_SESSION_ONLY = (
 )
 
 
-def _second_factor_refused(request: HttpRequest) -> HttpResponse | None:
+def _second_factor_refused(request: RegistryRequest) -> HttpResponse | None:
     """403 for a session that did not start with the password (API key, token, one-time password)."""
-    if stepup.second_factor_change_allowed(session=request.auth_session):  # type: ignore[attr-defined]
+    if stepup.second_factor_change_allowed(session=request.auth_session):
         return None
     return permission_denied(request, PermissionDenied(SECOND_FACTOR_SESSION_ONLY))
 
 
 @page(methods=("GET", "POST"))
-def totp_detail(request: HttpRequest) -> HttpResponse:
+def totp_detail(request: RegistryRequest) -> HttpResponse:
     """Whether two-factor sign-in is on; POST starts an enrolment (a new unconfirmed device) after
     the step-up (the password again, unless it was proven in this session within the window)."""
     confirmed = selectors.totp_device_get(user=request.user)
-    allowed = stepup.second_factor_change_allowed(session=request.auth_session)  # type: ignore[attr-defined]
+    allowed = stepup.second_factor_change_allowed(session=request.auth_session)
     submitted = request.method == "POST"
     start_form = (
         _stepup_form(request, submitted=submitted, second_factor=False) if confirmed is None else None
@@ -276,7 +278,7 @@ def totp_detail(request: HttpRequest) -> HttpResponse:
         if _stepped_up(request, start_form, "two_factor.start"):
             totp_services.totp_device_start(
                 user=request.user,
-                session=request.auth_session,  # type: ignore[attr-defined]
+                session=request.auth_session,
                 client=client_from_request(request),
             )
             return HttpResponseRedirect(reverse("sessions_app:totp-enrol"))
@@ -291,7 +293,7 @@ def totp_detail(request: HttpRequest) -> HttpResponse:
 
 
 @page(methods=("GET", "POST"))
-def totp_enrol(request: HttpRequest) -> HttpResponse:
+def totp_enrol(request: RegistryRequest) -> HttpResponse:
     """The QR code and secret of the unconfirmed device, and the code that confirms it. Shown only
     within the step-up window of a password session: the secret is the second factor."""
     refused = _second_factor_refused(request)
@@ -300,7 +302,7 @@ def totp_enrol(request: HttpRequest) -> HttpResponse:
     if selectors.totp_device_get(user=request.user) is not None:
         return HttpResponseRedirect(reverse("sessions_app:totp-detail"))
     device = selectors.totp_device_get(user=request.user, confirmed=False)
-    if device is None or not stepup.stepup_recent(session=request.auth_session):  # type: ignore[attr-defined]
+    if device is None or not stepup.stepup_recent(session=request.auth_session):
         if device is not None:
             messages.info(request, "Enter your password again to continue setting up the app.")
         return HttpResponseRedirect(reverse("sessions_app:totp-detail"))
@@ -308,7 +310,7 @@ def totp_enrol(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         confirmed = totp_services.totp_device_confirm(
             device=device,
-            session=request.auth_session,  # type: ignore[attr-defined]
+            session=request.auth_session,
             code=form.cleaned_data["otp_token"],
             client=client_from_request(request),
         )
@@ -339,7 +341,7 @@ def totp_enrol(request: HttpRequest) -> HttpResponse:
 
 
 @page(methods=("POST",))
-def totp_disable(request: HttpRequest) -> HttpResponse:
+def totp_disable(request: RegistryRequest) -> HttpResponse:
     """Turn two-factor sign-in off after the password and a current code are entered again; every
     session ends. Only a session that signed in with the password may do it."""
     refused = _second_factor_refused(request)
@@ -350,7 +352,7 @@ def totp_disable(request: HttpRequest) -> HttpResponse:
     if device is not None and form.is_valid():
         if totp_services.totp_device_disable(
             user=request.user,
-            session=request.auth_session,  # type: ignore[attr-defined]
+            session=request.auth_session,
             password=form.cleaned_data["password"],
             otp_token=form.cleaned_data["otp_token"],
             client=client_from_request(request),

@@ -19,6 +19,8 @@ from sessions_app.forms import (
     ApiKeyUpdateForm,
     ConfirmForm,
 )
+from sessions_app.http import RegistryRequest
+from sessions_app.models import ApiKey
 from sessions_app.services import api_keys as api_key_services
 from sessions_app.views.base import _render, _stepped_up, _stepup_form, page
 
@@ -33,7 +35,7 @@ def _key_form_errors(form: ApiKeyCreateForm | ApiKeyUpdateForm | ConfirmForm, ex
         form.add_error(field if "." in attribute and field in form.fields else None, message)
 
 
-def _key_expired(key: Any) -> bool:
+def _key_expired(key: ApiKey) -> bool:
     return key.expires_at is not None and key.expires_at <= timezone.now()
 
 
@@ -43,7 +45,7 @@ def _key_scope(request: HttpRequest, role: Role) -> Any:
 
 
 @page(methods=("GET", "POST"))
-def api_key_list(request: HttpRequest) -> HttpResponse:
+def api_key_list(request: RegistryRequest) -> HttpResponse:
     """The caller's API keys (everyone's with ``API_KEY_READ`` and ``?all=1``); create one."""
     can_choose_user = has_role(request.user, Role.API_KEY_WRITE)
     form = ApiKeyCreateForm(request.POST or None, can_choose_user=can_choose_user)
@@ -114,7 +116,7 @@ def api_key_update(request: HttpRequest, key_id: int) -> HttpResponse:
 
 
 @page(methods=("GET", "POST"))
-def api_key_reset(request: HttpRequest, key_id: int) -> HttpResponse:
+def api_key_reset(request: RegistryRequest, key_id: int) -> HttpResponse:
     """Confirm (with the step-up, F2), then give a key a new secret (shown once); the old one stops
     working at once."""
     key = selectors.api_key_get(key_id=key_id, user=_key_scope(request, Role.API_KEY_WRITE))
@@ -139,7 +141,7 @@ def api_key_reset(request: HttpRequest, key_id: int) -> HttpResponse:
         except InvalidParams as exc:  # expired since the check above
             _key_form_errors(form, exc)
         else:
-            context = {"key": key, "plaintext": plaintext, "reset": True}
+            context: dict[str, Any] = {"key": key, "plaintext": plaintext, "reset": True}
             return _render(request, "apikey_created.html", context)
     context = {"form": form, "stepup_form": stepup_form, "key": key, "action": "reset", "expired": expired}
     refused = submitted and bool(form.errors)  # a bare POST (the list's button) only asks

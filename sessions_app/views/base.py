@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import messages
+from django.contrib.messages.storage.base import BaseStorage
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -26,11 +27,12 @@ from sessions_app.forms import (
     PasswordConfirmForm,
     QueryFilterForm,
 )
+from sessions_app.http import RegistryRequest
 from sessions_app.middleware import (
     EndedSession,
     ended_session,
 )
-from sessions_app.models import AuditEvent, EndReason
+from sessions_app.models import AuditEvent, EndReason, UserSession
 from sessions_app.query import QueryError
 from sessions_app.services import stepup
 from sessions_app.services.login_results import has_totp
@@ -67,8 +69,8 @@ def page(
 
     def decorate(view: View) -> View:
         @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            session = request.auth_session  # type: ignore[attr-defined]
+        def wrapper(request: RegistryRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            session = request.auth_session
             if session is None:
                 return _to_sign_in(request)
             if session.password_change_required and not before_password_change:
@@ -86,8 +88,17 @@ def page(
     return decorate
 
 
+def current_session(request: RegistryRequest) -> UserSession:
+    """The caller's session, in a view that `page` wraps: the decorator sends a request without one
+    to the sign-in page before the view runs, so there always is one here."""
+    session = request.auth_session
+    if session is None:
+        raise RuntimeError("current_session() outside a @page view: the request has no session")
+    return session
+
+
 #: Why a session ended, in words, for the one who held it (the sign-in page's message).
-_ENDED_BECAUSE = {
+_ENDED_BECAUSE: dict[str, str] = {
     EndReason.LOGOUT: "signed out",
     EndReason.EXPIRED: "it reached its time limit",
     EndReason.IDLE: "inactive for too long",
@@ -124,7 +135,8 @@ def _to_sign_in(request: HttpRequest) -> HttpResponse:
     ended = ended_session(request)
     if ended is not None:
         text = _ended_message(ended)
-        queued = messages.get_messages(request)
+        # A list only without MessageMiddleware, which settings.MIDDLEWARE always installs.
+        queued = cast(BaseStorage, messages.get_messages(request))
         already = any(str(message) == text for message in queued)
         queued.used = False  # looking is not showing: the queued messages stay for the page
         if not already:  # two redirects before a page shows (a live reload, then a click): once
@@ -146,13 +158,13 @@ def _sentence(message: str) -> str:
 
 
 def _stepup_form(
-    request: HttpRequest, *, submitted: bool, second_factor: bool | None = None
+    request: RegistryRequest, *, submitted: bool, second_factor: bool | None = None
 ) -> PasswordConfirmForm | None:
     """The password (and code) fields a form needs when the session has not proven the password
     within the step-up window (security.md F2), or None when it has; bound when ``submitted``.
     With ``second_factor`` None the code is asked when the account has a second factor (a query
     made only when the fields are needed)."""
-    if stepup.stepup_recent(session=request.auth_session):  # type: ignore[attr-defined]
+    if stepup.stepup_recent(session=request.auth_session):
         return None
     if second_factor is None:
         second_factor = has_totp(request.user)
@@ -160,7 +172,7 @@ def _stepup_form(
     return PasswordConfirmForm(data, prefix="stepup", second_factor=second_factor)
 
 
-def _stepped_up(request: HttpRequest, form: PasswordConfirmForm | None, purpose: str) -> bool:
+def _stepped_up(request: RegistryRequest, form: PasswordConfirmForm | None, purpose: str) -> bool:
     """Check a step-up form (None: not needed); a wrong answer is an error on its fields."""
     if form is None:
         return True
@@ -168,7 +180,7 @@ def _stepped_up(request: HttpRequest, form: PasswordConfirmForm | None, purpose:
         return False
     if stepup.stepup_verify(
         user=request.user,
-        session=request.auth_session,  # type: ignore[attr-defined]
+        session=request.auth_session,
         client=client_from_request(request),
         password=form.cleaned_data["password"],
         otp_token=form.cleaned_data.get("otp_token"),

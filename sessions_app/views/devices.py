@@ -32,8 +32,10 @@ from sessions_app import conf
 from sessions_app.auth.clients import client_from_request
 from sessions_app.auth.roles import Role, user_roles
 from sessions_app.devices import known
+from sessions_app.http import RegistryRequest
+from sessions_app.models import SignInNotice
 from sessions_app.services import notices as notice_services
-from sessions_app.views.base import page
+from sessions_app.views.base import current_session, page
 
 LINK_STATUS = {"invalid": 400, "expired": 410, "used": 410}
 
@@ -90,10 +92,10 @@ def notice_banner(request: HttpRequest) -> HttpResponse:
     return render(request, "sessions_app/partials/notices.html", context)
 
 
-def _answerable(request: HttpRequest, pk: int) -> Any:
+def _answerable(request: RegistryRequest, pk: int) -> SignInNotice | None:
     """The notice ``pk`` if this session may answer it; None if it is the caller's but not open here
     (answered already); 404 if it is not the caller's."""
-    notice = known.notice_get_open(session=request.auth_session, pk=pk)  # type: ignore[attr-defined]
+    notice = known.notice_get_open(session=current_session(request), pk=pk)
     if notice is None and known.notice_get(user=request.user, pk=pk) is None:
         raise Http404("No such notice.")
     return notice
@@ -103,14 +105,14 @@ ALREADY_ANSWERED = "That sign-in was already answered."
 
 
 @page(methods=("POST",))
-def notice_confirm(request: HttpRequest, pk: int) -> HttpResponse:
+def notice_confirm(request: RegistryRequest, pk: int) -> HttpResponse:
     """ "Yes, it was me": that device on that network is confirmed."""
     next_url = _next_url(request, request.POST.get("next"))
     notice = _answerable(request, pk)
     if notice is None or not notice_services.sign_in_notice_confirm(
         notice=notice,
         client=client_from_request(request),
-        session=request.auth_session,  # type: ignore[attr-defined]
+        session=current_session(request),
     ):
         messages.info(request, ALREADY_ANSWERED)
         return HttpResponseRedirect(next_url)
@@ -119,7 +121,7 @@ def notice_confirm(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @page(methods=("POST",))
-def notice_deny(request: HttpRequest, pk: int) -> HttpResponse:
+def notice_deny(request: RegistryRequest, pk: int) -> HttpResponse:
     """ "No -- end it": the sessions from that device end and a new password is asked for (an API
     key's notice: the key is revoked)."""
     next_url = _next_url(request, request.POST.get("next"))
@@ -130,9 +132,9 @@ def notice_deny(request: HttpRequest, pk: int) -> HttpResponse:
             notice=notice,
             client=client_from_request(request),
             via="banner",
-            session=request.auth_session,  # type: ignore[attr-defined]
+            session=request.auth_session,
         )
-    if ended is None:
+    if notice is None or ended is None:  # (no notice: nothing ended)
         messages.info(request, ALREADY_ANSWERED)
         return HttpResponseRedirect(next_url)
     if known.api_key_id(notice.signature) is not None:

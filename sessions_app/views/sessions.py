@@ -6,13 +6,13 @@ import datetime as dt
 import functools
 import hashlib
 import json
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import messages
 from django.core import signing
 from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
@@ -30,11 +30,12 @@ from sessions_app.forms import (
     SessionHistoryFilterForm,
     SessionTerminateForm,
 )
+from sessions_app.http import RegistryRequest
 from sessions_app.models import EndReason, UserSession
 from sessions_app.query import QueryError
 from sessions_app.services.maintenance import BulkState, sessions_terminate_selection
 from sessions_app.services.session_ending import session_terminate
-from sessions_app.views.base import _filtered_page, _local_url, _render, page
+from sessions_app.views.base import _filtered_page, _local_url, _render, current_session, page
 
 # --- sessions -----------------------------------------------------------------------------------------
 
@@ -68,13 +69,14 @@ def _dashboard_charts() -> dict[str, Any]:
             "charts_at": timezone.now(),
         }
 
-    return cache.get_or_set("sessions_app:dashboard-charts", compute, CHARTS_TTL)  # type: ignore[no-any-return]
+    # Only `compute` fills this key, and get_or_set returns its value when the key is missing.
+    return cast("dict[str, Any]", cache.get_or_set("sessions_app:dashboard-charts", compute, CHARTS_TTL))
 
 
 @page(role=Role.AUTH_SESSIONS_READ)
-def session_list(request: HttpRequest) -> HttpResponse:
+def session_list(request: RegistryRequest) -> HttpResponse:
     """The sessions dashboard: active sessions, filters, keyset pages and the three charts."""
-    current = request.auth_session  # type: ignore[attr-defined]
+    current = current_session(request)
     form = SessionFilterForm(request.GET)
     result, status = _filtered_page(
         form, functools.partial(selectors.session_page, current_pk=current.pk, device=True)
@@ -94,7 +96,7 @@ def session_list(request: HttpRequest) -> HttpResponse:
 
 
 @page(role=Role.AUTH_SESSIONS_READ)
-def session_history(request: HttpRequest) -> HttpResponse:
+def session_history(request: RegistryRequest) -> HttpResponse:
     """Ended sessions: when, why (end reason) and by whom."""
     form = SessionHistoryFilterForm(request.GET)
     result, status = _filtered_page(
@@ -106,19 +108,19 @@ def session_history(request: HttpRequest) -> HttpResponse:
 
 
 @page(role=Role.AUTH_SESSIONS_WRITE, methods=("GET", "POST"))
-def session_terminate_view(request: HttpRequest, public_id: str) -> HttpResponse:
+def session_terminate_view(request: RegistryRequest, public_id: str) -> HttpResponse:
     """Confirm, then end any active session (``auth.terminate_session``)."""
     return _terminate(request, public_id, owner=None, back=reverse("sessions_app:session-list"))
 
 
 @page(methods=("GET", "POST"))
-def my_session_terminate(request: HttpRequest, public_id: str) -> HttpResponse:
+def my_session_terminate(request: RegistryRequest, public_id: str) -> HttpResponse:
     """Confirm, then end one of the caller's own sessions; another user's id is a 404."""
     return _terminate(request, public_id, owner=request.user, back=reverse("sessions_app:my-session-list"))
 
 
 #: Why a session ended, in a few words, for the one who tried to end it again.
-_ENDED_AS = {
+_ENDED_AS: dict[str, str] = {
     EndReason.LOGOUT: "signed out",
     EndReason.TERMINATED: "terminated",
     EndReason.EXPIRED: "expired",
@@ -148,7 +150,7 @@ def _already_ended(row: UserSession) -> str:
     return f"That session had already ended ({', '.join(parts)})."
 
 
-def _terminate(request: HttpRequest, public_id: str, *, owner: Any, back: str) -> HttpResponse:
+def _terminate(request: RegistryRequest, public_id: str, *, owner: Any, back: str) -> HttpResponse:
     next_url = _local_url(request, request.POST.get("next") or request.GET.get("next"), back)
     target = selectors.session_get_active(public_id=public_id, user=owner)
     if target is None:
@@ -178,7 +180,7 @@ def _terminate(request: HttpRequest, public_id: str, *, owner: Any, back: str) -
         "target": target,
         "form": form,
         "next": next_url,
-        "is_current": target.pk == request.auth_session.pk,  # type: ignore[attr-defined]
+        "is_current": target.pk == current_session(request).pk,
         "action": request.path,
     }
     return _render(request, "session_confirm_terminate.html", context)
@@ -212,7 +214,7 @@ def _jsonable(value: Any) -> Any:
 
 
 @page(role=Role.AUTH_SESSIONS_WRITE, methods=("GET", "POST"))
-def session_terminate_matching(request: HttpRequest) -> HttpResponse:
+def session_terminate_matching(request: RegistryRequest) -> HttpResponse:
     """Confirm, then end every active session matching the dashboard's filters (not the caller's)."""
     data = request.POST if request.method == "POST" else request.GET
     filter_form = SessionFilterForm(data)
@@ -237,21 +239,21 @@ def session_terminate_matching(request: HttpRequest) -> HttpResponse:
 
 
 @page(role=Role.AUTH_SESSIONS_WRITE, methods=("GET", "POST"))
-def session_terminate_others_view(request: HttpRequest) -> HttpResponse:
+def session_terminate_others_view(request: RegistryRequest) -> HttpResponse:
     """Confirm, then end every other active session but internal ones (``auth.terminate_other_sessions``)."""
     return _bulk(request, kind="others", back=reverse("sessions_app:session-list"))
 
 
 @page(methods=("GET", "POST"))
-def my_session_terminate_others(request: HttpRequest) -> HttpResponse:
+def my_session_terminate_others(request: RegistryRequest) -> HttpResponse:
     """Confirm, then end the caller's other sessions."""
     return _bulk(request, kind="mine", back=reverse("sessions_app:my-session-list"))
 
 
 def _selection(
-    request: HttpRequest, *, kind: str, filters: list[Any] | None, upto: int
+    request: RegistryRequest, *, kind: str, filters: list[Any] | None, upto: int
 ) -> reports.SessionSelection:
-    current = request.auth_session  # type: ignore[attr-defined]
+    current = current_session(request)
     if kind == "matching":
         return reports.SessionSelection(upto=upto, keep=current.pk, filters=filters)
     return reports.SessionSelection(
@@ -282,7 +284,7 @@ def _result_message(state: BulkState, *, kind: str) -> str:
 
 
 def _bulk(
-    request: HttpRequest,
+    request: RegistryRequest,
     *,
     kind: str,
     back: str,
@@ -379,7 +381,7 @@ def _bulk(
 
 
 def _bulk_step(
-    request: HttpRequest,
+    request: RegistryRequest,
     *,
     kind: str,
     selection: reports.SessionSelection,
@@ -438,9 +440,9 @@ def _bulk_step(
 
 
 @page()
-def my_session_list(request: HttpRequest) -> HttpResponse:
+def my_session_list(request: RegistryRequest) -> HttpResponse:
     """The caller's own active sessions, the current one marked."""
-    current = request.auth_session  # type: ignore[attr-defined]
+    current = current_session(request)
     form = SessionFilterForm(request.GET)
     result, status = _filtered_page(
         form, functools.partial(selectors.session_page, user=request.user, current_pk=current.pk, device=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, CSRFCheck
 from rest_framework.request import Request
@@ -51,12 +51,14 @@ class RegistryAuthentication(BaseAuthentication):
         never runs the API's JSON parser.
         """
 
-        def dummy_get_response(request: HttpRequest) -> None:  # pragma: no cover
-            return None
+        def not_called(request: HttpRequest) -> HttpResponse:  # pragma: no cover
+            # The middleware only keeps it (no chain runs), and as the view it only reads a
+            # ``csrf_exempt`` flag from it, which this function does not carry.
+            raise AssertionError("CSRFCheck is used outside a middleware chain")
 
-        check = CSRFCheck(dummy_get_response)
+        check = CSRFCheck(not_called)
         check.process_request(request)
-        reason = check.process_view(request, None, (), {})
+        reason = check.process_view(request, not_called, (), {})
         if reason:
             raise exceptions.PermissionDenied(f"CSRF Failed: {reason}")
 

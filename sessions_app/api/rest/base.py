@@ -11,8 +11,9 @@ Query parameters are accepted only by the GET lists, which declare them in a `fi
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+from django.contrib.auth.models import AnonymousUser
 from rest_framework import exceptions, serializers
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer
@@ -27,7 +28,26 @@ from sessions_app.api.rest.parsers import StrictJSONParser
 from sessions_app.api.rest.permissions import IsRegistryUser, audit_call
 from sessions_app.api.rest.renderers import EJSONRenderer
 from sessions_app.auth.clients import Client, client_from_request
+from sessions_app.http import RegistryRequest
+from sessions_app.models import UserSession
 from sessions_app.query import MatchNotFound, QueryError
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+
+def registry_request(request: Request) -> RegistryRequest:
+    """The Django request under a DRF one, as the registry middleware left it."""
+    # SessionAuthenticationMiddleware runs on every request and sets the attributes RegistryRequest
+    # declares before any view; the class itself is never instantiated (typing only).
+    return cast(RegistryRequest, request._request)
+
+
+def authenticated_user(request: Request) -> User:
+    """The user of a view that lets authenticated callers only in (`IsRegistryUser`)."""
+    user = request.user
+    assert not isinstance(user, AnonymousUser)
+    return user
 
 
 def client_of(request: Request) -> Client:
@@ -35,7 +55,7 @@ def client_of(request: Request) -> Client:
 
 
 def current_pk(request: Request) -> int | None:
-    session = getattr(request._request, "auth_session", None)
+    session: UserSession | None = getattr(request._request, "auth_session", None)
     return session.pk if session is not None else None
 
 
@@ -44,17 +64,17 @@ def has_body(request: Request) -> bool:
     return bool(meta.get("HTTP_TRANSFER_ENCODING")) or (meta.get("CONTENT_LENGTH") or "0") not in ("", "0")
 
 
-def validated(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+def validated(serializer_class: type[serializers.Serializer[Any]], request: Request) -> dict[str, Any]:
     serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
 
 
-class ApiViewMixin:
+class ApiViewMixin(APIView):
     """Authentication, parsing, rendering, auditing and headers common to all REST views."""
 
     authentication_classes = [RegistryAuthentication]
-    permission_classes: list[Any] = [IsRegistryUser]
+    permission_classes = [IsRegistryUser]
     parser_classes = [StrictJSONParser]
     # No OPTIONS (no CORS, nothing to discover) and no TRACE: 405 with Allow (B14, E11).
     http_method_names = ["get", "post", "put", "patch", "delete", "head"]
@@ -69,8 +89,6 @@ class ApiViewMixin:
     #: Set once every permission passed (the call is then audited by `finalize_response`).
     permitted: bool | None = None
 
-    request: Request
-
     def get_renderers(self) -> list[BaseRenderer]:
         renderers: list[BaseRenderer] = [EJSONRenderer()]
         request = getattr(self, "request", None)
@@ -83,8 +101,8 @@ class ApiViewMixin:
         return self.filterset_class is not None and request.method in SAFE_METHODS
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        super().initial(request, *args, **kwargs)  # type: ignore[misc]
-        method = request.method.lower()
+        super().initial(request, *args, **kwargs)
+        method = (request.method or "").lower()
         if method not in self.http_method_names or not hasattr(self, method):
             return  # the view answers 405 (with Allow), whatever the body or the query string
         json_body = request.content_type.split(";")[0].strip().lower() == "application/json"
@@ -96,19 +114,19 @@ class ApiViewMixin:
             )
 
     def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
-        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        response = super().finalize_response(request, response, *args, **kwargs)
         if (
             self.audit_name
             and self.permitted
             and response.status_code < 500
-            and hasattr(self, request.method.lower())
+            and hasattr(self, (request.method or "").lower())
         ):
             audit_call(request, self.audit_name, response.status_code < 400)
         response["Cache-Control"] = "no-store"
         return response
 
     def check_permissions(self, request: Request) -> None:
-        super().check_permissions(request)  # type: ignore[misc]
+        super().check_permissions(request)
         self.permitted = True
 
 
@@ -116,7 +134,9 @@ class ApiView(ApiViewMixin, APIView):
     """A REST view (see `ApiViewMixin`)."""
 
 
-def query_answer(request: Request, query: ParamQuery, run: Callable[[Any, Any], Any]) -> Response:
+def query_answer(
+    request: Request, query: ParamQuery, run: Callable[[list[list[Any]], dict[str, Any]], Any]
+) -> Response:
     """Run a GET list's query: the rows, or ``count/next/previous/results`` when ``limit`` is given."""
     try:
         result = run(query.filters, query.options)

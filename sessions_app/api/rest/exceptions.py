@@ -78,7 +78,11 @@ def error_body(errors: Sequence[tuple[str, str]], errno: int) -> dict[str, Any]:
 
 
 def error_response(
-    status_code: int, errors: Sequence[tuple[str, str]], *, errno: int | None = None, **headers: str
+    status_code: int,
+    errors: Sequence[tuple[str, str]],
+    *,
+    errno: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     errno = ERRNO_BY_STATUS.get(status_code, _errno.EINVAL) if errno is None else errno
     return Response(error_body(errors, errno), status=status_code, headers=headers or None)
@@ -145,11 +149,11 @@ def _handle(exc: Exception) -> Response | None:
         return error_response(400, [(exc.attribute, exc.message)], errno=exc.errno)
     if isinstance(exc, Busy):
         return error_response(
-            429, [("", exc.reason)], errno=exc.errno, **{"Retry-After": str(exc.retry_after)}
+            429, [("", exc.reason)], errno=exc.errno, headers={"Retry-After": str(exc.retry_after)}
         )
     if isinstance(exc, QueryTimeout):  # the database cancelled the query (C20)
         return error_response(
-            503, [("", exc.reason)], errno=exc.errno, **{"Retry-After": str(exc.retry_after)}
+            503, [("", exc.reason)], errno=exc.errno, headers={"Retry-After": str(exc.retry_after)}
         )
     if isinstance(exc, CallError):
         return error_response(exc.http_status, [("", exc.reason)], errno=exc.errno)
@@ -168,7 +172,7 @@ def _handle(exc: Exception) -> Response | None:
         return error_response(
             503,
             [("", str(ServiceUnavailable.default_detail))],
-            **{"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
+            headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
         )
     if isinstance(exc, Http404):
         return error_response(404, [("", "Not found.")])
@@ -192,4 +196,4 @@ def _api_exception(exc: exceptions.APIException) -> Response:
     if isinstance(exc, ServiceUnavailable):
         headers["Retry-After"] = str(RETRY_AFTER_UNAVAILABLE)
     attribute = next((name for cls, name in _ATTRIBUTE_BY_EXCEPTION if isinstance(exc, cls)), "")
-    return error_response(exc.status_code, [(attribute, _message(exc))], **headers)
+    return error_response(exc.status_code, [(attribute, _message(exc))], headers=headers)

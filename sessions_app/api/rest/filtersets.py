@@ -33,9 +33,11 @@ from typing import Any
 
 import django_filters
 from django import forms
+from django.db.models import Model
 from django.http import QueryDict
 from django_filters.filters import BaseCSVFilter
 from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
 
 from sessions_app.models import ApiKey, AuditRecord, UserSession
 from sessions_app.query.schema import FieldType, Schema
@@ -246,7 +248,10 @@ class ParamQuery:
 class QueryFilterSet(django_filters.FilterSet):
     """Base of the per-method filtersets built by `filterset_for`."""
 
-    def __init__(self, data: QueryDict, *, request: Any = None) -> None:
+    #: Every declared parameter by name (django-filter's metaclass sets it on each class).
+    base_filters: dict[str, QueryParameter]
+
+    def __init__(self, data: QueryDict, *, request: Request | None = None) -> None:
         # Only the filters named in the request are copied and turned into form fields: a method
         # declares hundreds of (field, operator) parameters.
         self.base_filters = {name: f for name, f in type(self).base_filters.items() if name in data}
@@ -304,7 +309,7 @@ def _leaf_parameters(schema: Schema) -> dict[str, LeafParameter]:
 
 
 def filterset_for(
-    name: str, model: type[Any], schema: Schema, *, extra: Mapping[str, str] | None = None
+    name: str, model: type[Model], schema: Schema, *, extra: Mapping[str, str] | None = None
 ) -> type[QueryFilterSet]:
     """A `QueryFilterSet` class for a query method's declared ``schema``.
 

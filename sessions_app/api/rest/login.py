@@ -23,7 +23,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from sessions_app.api.jsonrpc import audit_rate_limited
-from sessions_app.api.rest.base import ApiView, client_of
+from sessions_app.api.rest.base import ApiView, client_of, registry_request
 from sessions_app.api.rest.schema import ref
 from sessions_app.api.rest.serializers import LoginContinueInputSerializer, LoginInputSerializer
 from sessions_app.auth import throttle
@@ -84,7 +84,7 @@ def login_step(request: Request, method_name: str, service: Callable[..., LoginR
         params=params,
         client=client_of(request),
         pending_secret=pending_cookie(request),
-        replaces=request._request.auth_session,
+        replaces=registry_request(request).auth_session,
     )
     response = Response(result.response)
     finish_login(request, response, result)

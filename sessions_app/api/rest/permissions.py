@@ -9,7 +9,7 @@ audits granted calls once it has answered (`base.ApiView`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from rest_framework.permissions import BasePermission
@@ -19,6 +19,9 @@ from sessions_app.audit import audit_record
 from sessions_app.auth.clients import client_from_request
 from sessions_app.auth.roles import Role, has_role
 from sessions_app.models import AuditEvent
+
+if TYPE_CHECKING:
+    from rest_framework.views import APIView
 
 
 def audit_call(request: Request, name: str, success: bool) -> None:
@@ -42,7 +45,7 @@ class IsRegistryUser(BasePermission):
 
     message = "Not authorized"
 
-    def has_permission(self, request: Request, view: Any) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         if not (request.user and request.user.is_authenticated):
             return False
         session = getattr(request._request, "auth_session", None)
@@ -61,12 +64,13 @@ class HasRole(IsRegistryUser):
 
     role: Role
 
-    def has_permission(self, request: Request, view: Any) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         if not super().has_permission(request, view):
             return False
         granted = has_role(request.user, self.role)
-        if not granted and getattr(view, "audit_name", None):
-            audit_call(request, view.audit_name, False)
+        audit_name: str | None = getattr(view, "audit_name", None)
+        if not granted and audit_name:
+            audit_call(request, audit_name, False)
         return granted
 
 

@@ -9,12 +9,15 @@ clients and schema-driven fuzzers (Schemathesis) see no undocumented answer.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter
 
 from sessions_app.models import Credentials, EndReason
+
+if TYPE_CHECKING:
+    from sessions_app.api.rest.filtersets import QueryFilterSet
 
 REF = "#/components/schemas/"
 
@@ -64,7 +67,7 @@ _BOOL = {"type": "boolean"}
 _INT = {"type": "integer", "format": "int64"}
 _DATE = ref("EJSONDate")
 
-_USER_DATA = {
+_USER_DATA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "username": _nullable(_STR),
@@ -344,7 +347,7 @@ def add_components_and_errors(
     return result
 
 
-class RegistryAuthenticationScheme(OpenApiAuthenticationExtension):
+class RegistryAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]  # drf-spectacular's registering __init_subclass__ is unannotated
     target_class = "sessions_app.api.rest.authentication.RegistryAuthentication"
     name = ["cookieAuth", "bearerAuth", "basicAuth"]
 
@@ -375,8 +378,10 @@ def _value_schema(kind: str) -> dict[str, Any]:
     }[kind]
 
 
-def query_parameters(filterset_class: Any) -> list[OpenApiParameter]:
+def query_parameters(filterset_class: type[QueryFilterSet]) -> list[OpenApiParameter]:
     """One documented query parameter per filter of a `filtersets.QueryFilterSet` class."""
+    from django_filters.filters import BaseCSVFilter
+
     from sessions_app.api.rest import filtersets
 
     out = []
@@ -384,7 +389,7 @@ def query_parameters(filterset_class: Any) -> list[OpenApiParameter]:
         if isinstance(parameter, filtersets.LeafParameter):
             schema = _value_schema(parameter.kind.value)
             description = f'Filter ["{parameter.path}", "{parameter.operator}", value].'
-            if isinstance(parameter, filtersets.BaseCSVFilter):
+            if isinstance(parameter, BaseCSVFilter):
                 out.append(
                     OpenApiParameter(
                         name,

@@ -46,7 +46,7 @@ class StrictIntegerField(serializers.IntegerField):
 
 
 @extend_schema_field({"oneOf": [EJSON_DATE, {"type": "string", "format": "date-time"}], "nullable": True})
-class DateTimeInputField(serializers.Field):
+class DateTimeInputField(serializers.Field[dt.datetime, Any, Any, Any]):
     """``{"$date": ms}`` or an ISO-8601 string (no offset: UTC), as JSON-RPC's ``api_key`` methods."""
 
     default_error_messages = {
@@ -74,7 +74,7 @@ class DateTimeInputField(serializers.Field):
         return value
 
 
-class StrictSerializer(serializers.Serializer):
+class StrictSerializer(serializers.Serializer[None]):
     """A body serializer that refuses undeclared keys."""
 
     def to_internal_value(self, data: Any) -> Any:
@@ -98,7 +98,7 @@ class QueryOptionsField(serializers.JSONField):
 class QueryInputSerializer(StrictSerializer):
     """``{"query-filters": [...], "query-options": {...}}``; the query language checks the rest."""
 
-    def get_fields(self) -> dict[str, serializers.Field]:
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
         return {
             "query-filters": QueryFiltersField(required=False, allow_null=True),
             "query-options": QueryOptionsField(required=False, allow_null=True),

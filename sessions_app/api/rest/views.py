@@ -17,7 +17,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from sessions_app import selectors
-from sessions_app.api.rest.base import ApiView, client_of, current_pk, query_answer, validated
+from sessions_app.api.rest.base import (
+    ApiView,
+    client_of,
+    current_pk,
+    query_answer,
+    registry_request,
+    validated,
+)
 from sessions_app.api.rest.filtersets import AuditFilterSet, SessionFilterSet
 from sessions_app.api.rest.permissions import role_required
 from sessions_app.api.rest.schema import (
@@ -31,6 +38,7 @@ from sessions_app.api.rest.serializers import QueryInputSerializer, TokenInputSe
 from sessions_app.auth.roles import Role
 from sessions_app.exceptions import NotAuthorized, NotFound
 from sessions_app.middleware import clear_session_cookie
+from sessions_app.models import UserSession
 from sessions_app.services import session_ending as session_services
 from sessions_app.services.login_results import user_info
 from sessions_app.services.tokens import token_generate
@@ -166,7 +174,7 @@ class SessionTerminateView(ApiView):
     )
     def post(self, request: Request, session_id: str) -> Response:
         if not session_services.session_terminate(
-            public_id=session_id, actor=request._request.auth_session, client=client_of(request)
+            public_id=session_id, actor=registry_request(request).auth_session, client=client_of(request)
         ):
             raise NotFound("No active session has this id")
         return Response({"id": session_id, "terminated": True})
@@ -187,14 +195,14 @@ class MySessionTerminateView(ApiView):
             filters=[["id", "=", session_id]], options={"count": True}, user=request.user
         )
         if not own or not session_services.session_terminate(
-            public_id=session_id, actor=request._request.auth_session, client=client_of(request)
+            public_id=session_id, actor=registry_request(request).auth_session, client=client_of(request)
         ):
             raise NotFound("No active session of yours has this id")
         return Response({"id": session_id, "terminated": True})
 
 
-def _session_or_403(request: Request, what: str) -> Any:
-    session = request._request.auth_session
+def _session_or_403(request: Request, what: str) -> UserSession:
+    session = registry_request(request).auth_session
     if session is None:
         raise NotAuthorized(f"Per-request credentials {what}")
     return session
@@ -261,7 +269,7 @@ class LogoutView(ApiView):
         responses={204: OpenApiResponse(description="Logged out.")},
     )
     def post(self, request: Request) -> Response:
-        session = request._request.auth_session
+        session = registry_request(request).auth_session
         if session is not None:
             session_services.session_logout(session=session, client=client_of(request))
         response = Response(status=204)

@@ -9,7 +9,7 @@ them needs ``API_KEY_WRITE`` (403 otherwise). Creating a key for another user ne
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.viewsets import ViewSet
 
 from sessions_app import selectors
-from sessions_app.api.rest.base import ApiViewMixin, client_of, query_answer, validated
+from sessions_app.api.rest.base import ApiViewMixin, authenticated_user, client_of, query_answer, validated
 from sessions_app.api.rest.filtersets import ApiKeyFilterSet
 from sessions_app.api.rest.schema import list_result, query_parameters, ref
 from sessions_app.api.rest.serializers import ApiKeyCreateInputSerializer, ApiKeyUpdateInputSerializer
@@ -28,6 +28,9 @@ from sessions_app.auth.roles import Role, has_role
 from sessions_app.exceptions import InvalidParams, NotAuthorized, NotFound
 from sessions_app.models import ApiKey
 from sessions_app.services import api_keys as api_key_services
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 class RowsSchema(AutoSchema):
@@ -96,13 +99,13 @@ class ApiKeyViewSet(ApiViewMixin, ViewSet):
     # --- scope ---
 
     @staticmethod
-    def visible_to(user: Any) -> Any:
+    def visible_to(user: User) -> User | None:
         """The user whose keys the caller sees (None: everyone's, with ``API_KEY_READ``)."""
         return None if has_role(user, Role.API_KEY_READ) else user
 
     def key_for_change(self, request: Request, pk: str) -> ApiKey:
         """The key to change: visible to the caller (404 otherwise) and theirs or ``API_KEY_WRITE`` (403)."""
-        user = request.user
+        user = authenticated_user(request)
         keys = ApiKey.objects.select_related("user")
         owner = self.visible_to(user)
         if owner is not None:
@@ -121,7 +124,7 @@ class ApiKeyViewSet(ApiViewMixin, ViewSet):
 
     def list(self, request: Request) -> Response:
         query = ApiKeyFilterSet(request.query_params, request=request).query()
-        owner = self.visible_to(request.user)
+        owner = self.visible_to(authenticated_user(request))
         return query_answer(
             request,
             query,
@@ -130,7 +133,7 @@ class ApiKeyViewSet(ApiViewMixin, ViewSet):
 
     def retrieve(self, request: Request, pk: str) -> Response:
         rows = selectors.api_key_query(
-            filters=[["id", "=", int(pk)]], options={}, user=self.visible_to(request.user)
+            filters=[["id", "=", int(pk)]], options={}, user=self.visible_to(authenticated_user(request))
         )
         if not rows:
             raise NotFound(f"API key {pk} does not exist")

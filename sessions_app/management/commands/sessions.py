@@ -236,13 +236,13 @@ class Command(RegistryCommand):
             columns = columns_of((flatten(row) for row in rows), ROW_ORDER)
         else:
             columns = [*TABLE_COLUMNS, *(HISTORY_COLUMNS if history else ())]
-        body = [
+        cells = [
             [cell_text(flat.get(c), timespec="seconds", none="-") for c in columns]
             for flat in map(flatten, rows)
         ]
         headers = [HEADERS.get(c, c) for c in columns]
         width = shutil.get_terminal_size(fallback=(0, 0)).columns  # 0: not a terminal, no limit
-        lines, shortened = render_table(headers, body, width=width, min_widths=MIN_WIDTHS)
+        lines, shortened = render_table(headers, cells, width=width, min_widths=MIN_WIDTHS)
         while chunk := "".join(itertools.islice(lines, 1000)):
             self.stdout.write(chunk, ending="")
         if shortened:

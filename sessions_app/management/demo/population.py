@@ -78,7 +78,7 @@ CREDENTIAL_WEIGHTS: dict[str, int] = {
     CRED.TRUENAS_NODE: 2,
 }
 # How sessions of each type end, when they are history.
-_LOGIN_ENDS = {
+_LOGIN_ENDS: dict[str, int] = {
     REASON.LOGOUT: 50,
     REASON.EXPIRED: 15,
     REASON.TERMINATED: 12,
