@@ -31,7 +31,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from sessions_app import reports
+from sessions_app import targets
 from sessions_app.auth.clients import client_from_request
 from sessions_app.auth.roles import Role, has_role
 from sessions_app.auth.secret_fields import is_secret_path, secret_field_names
@@ -320,10 +320,10 @@ class UserSessionAdmin(ReadOnlyAdmin):
         form = BulkTerminateForm(request.POST if confirmed else None)
         upto = form.cleaned_data.get("upto") if confirmed and form.is_valid() else None
         if upto is None:
-            upto = reports.session_newest_pk()
+            upto = targets.session_newest_pk()
         pks = tuple(queryset.filter(pk__lte=upto).order_by().values_list("pk", flat=True))
-        selection = reports.SessionSelection(pks=pks, upto=upto)
-        active = reports.selection_count(selection=selection) if confirmed and form.is_valid() else 0
+        selection = targets.SessionSelection(pks=pks, upto=upto)
+        active = targets.selection_count(selection=selection) if confirmed and form.is_valid() else 0
         if confirmed and form.is_valid() and form.check_count(active):
             state = sessions_terminate_selection(
                 selection=selection,
@@ -335,7 +335,7 @@ class UserSessionAdmin(ReadOnlyAdmin):
             text, level = _terminated_message(state, already=len(pks) - active)
             self.message_user(request, text, level)
             return None
-        plan = reports.selection_plan(selection=selection)
+        plan = targets.selection_plan(selection=selection)
         shown = queryset.filter(pk__in=pks[:SHOWN_ROWS]).order_by("-created_at", "-id")
         context = {
             **self.admin_site.each_context(request),

@@ -17,7 +17,7 @@ from django.core import signing
 from django.test import Client
 from django.utils import timezone
 
-from sessions_app import reports
+from sessions_app import targets
 from sessions_app.auth.roles import Role
 from sessions_app.models import AuditRecord, Credentials, EndReason, SessionEvent, Token, UserSession
 from sessions_app.services.maintenance import BulkState, sessions_terminate_selection
@@ -189,12 +189,12 @@ def test_a_plan_counts_the_selection_and_the_token_sessions_that_end_with_it() -
     from_keys = [derived(k) for k in keys[:2]]  # TOKEN: do not match the filter
     deeper = derived(from_keys[0])
     saved(username="pw")  # does not match, no relation
-    selection = reports.SessionSelection(filters=[["credentials", "=", "API_KEY"]])
-    plan = reports.selection_plan(selection=selection)
+    selection = targets.SessionSelection(filters=[["credentials", "=", "API_KEY"]])
+    plan = targets.selection_plan(selection=selection)
     assert (plan.count, plan.terminated, plan.cascaded, plan.extra) == (3, 3, 3, 3)
     assert plan.total == 6
     # Everything: the TOKEN sessions are selected too, and end with their parents.
-    everything = reports.selection_plan(selection=reports.SessionSelection(others=True))
+    everything = targets.selection_plan(selection=targets.SessionSelection(others=True))
     assert (everything.count, everything.terminated, everything.cascaded, everything.extra) == (7, 4, 3, 0)
     state = sessions_terminate_selection(
         selection=selection, actor="op", describe={"test": True}, selected=plan.count
@@ -207,25 +207,25 @@ def test_selections_keep_the_callers_session_and_internal_ones() -> None:
     mine = saved(username="op")
     other = saved(username="alice")
     internal = saved(username="root", internal=True)
-    plan = reports.selection_plan(selection=reports.SessionSelection(others=True, keep=mine.pk))
+    plan = targets.selection_plan(selection=targets.SessionSelection(others=True, keep=mine.pk))
     assert (plan.count, plan.keep_ends) == (1, False)
     # The caller's session came from a token of a selected one: it ends too, and the page says so.
     child = derived(other)
-    plan = reports.selection_plan(selection=reports.SessionSelection(others=True, keep=child.pk))
+    plan = targets.selection_plan(selection=targets.SessionSelection(others=True, keep=child.pk))
     assert (plan.count, plan.extra, plan.keep_ends) == (2, 1, True)
     assert (
-        internal.pk not in reports.selection_pks(selection=reports.SessionSelection(others=True), limit=10)[0]
+        internal.pk not in targets.selection_pks(selection=targets.SessionSelection(others=True), limit=10)[0]
     )
 
 
 def test_filters_checked_in_python_select_the_same_sessions() -> None:
     rows = [saved(username=f"user{i}", origin=f"10.9.0.{i}:5") for i in range(12)]
-    regex = reports.SessionSelection(filters=[["credentials_data.username", "~", "^user1[01]?$"]])
-    pks, done = reports.selection_pks(selection=regex, limit=2)
+    regex = targets.SessionSelection(filters=[["credentials_data.username", "~", "^user1[01]?$"]])
+    pks, done = targets.selection_pks(selection=regex, limit=2)
     assert (pks, done) == ([rows[1].pk, rows[10].pk], False)
-    pks, done = reports.selection_pks(selection=regex, after=rows[10].pk, limit=2)
+    pks, done = targets.selection_pks(selection=regex, after=rows[10].pk, limit=2)
     assert (pks, done) == ([rows[11].pk], True)
-    assert reports.selection_count(selection=regex) == 3
+    assert targets.selection_count(selection=regex) == 3
 
 
 def test_a_walk_in_slices_carries_its_state_and_summarises_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -236,7 +236,7 @@ def test_a_walk_in_slices_carries_its_state_and_summarises_once(monkeypatch: pyt
     )
     rows = [saved(username=f"u{i}") for i in range(7)]
     children = [derived(rows[0]), derived(rows[6])]
-    selection = reports.SessionSelection(filters=[["credentials", "=", "LOGIN_PASSWORD"]], upto=rows[-1].pk)
+    selection = targets.SessionSelection(filters=[["credentials", "=", "LOGIN_PASSWORD"]], upto=rows[-1].pk)
     state = BulkState()
     slices = 0
     while not state.done:

@@ -44,13 +44,9 @@ from sessions_app.models import (
     Token,
     UserSession,
 )
-from sessions_app.reports import (
-    SessionSelection,
-    selection_pks,
-    sessions_past_absolute_limit,
-    sessions_past_idle_limit,
-)
+from sessions_app.reports import sessions_past_absolute_limit, sessions_past_idle_limit
 from sessions_app.services.session_ending import sessions_end_batch
+from sessions_app.targets import SessionSelection, selection_pks
 
 Progress = Callable[[int], object]
 

@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.utils.timesince import timesince
 
-from sessions_app import charts, reports, selectors
+from sessions_app import charts, selectors, targets
 from sessions_app.auth.clients import client_from_request
 from sessions_app.auth.roles import Role, has_role
 from sessions_app.forms import (
@@ -156,7 +156,7 @@ def _terminate(request: RegistryRequest, public_id: str, *, owner: Any, back: st
     if target is None:
         # Ended already (a stale row, a second click): say so where the click came from. An id that
         # never existed -- or, on My sessions, is another user's -- is a 404.
-        known = reports.session_get_any(public_id=public_id, user=owner)
+        known = targets.session_get_any(public_id=public_id, user=owner)
         if known is None:
             raise Http404("No session has this id.")
         messages.info(request, _already_ended(known))
@@ -171,7 +171,7 @@ def _terminate(request: RegistryRequest, public_id: str, *, owner: Any, back: st
                 request, f"Session {public_id[:12]}… of {target.username or '—'} was terminated."
             )
         else:  # ended between the page and the click
-            known = reports.session_get_any(public_id=public_id, user=owner)
+            known = targets.session_get_any(public_id=public_id, user=owner)
             messages.info(
                 request, _already_ended(known) if known is not None else "That session had already ended."
             )
@@ -252,11 +252,11 @@ def my_session_terminate_others(request: RegistryRequest) -> HttpResponse:
 
 def _selection(
     request: RegistryRequest, *, kind: str, filters: list[Any] | None, upto: int
-) -> reports.SessionSelection:
+) -> targets.SessionSelection:
     current = current_session(request)
     if kind == "matching":
-        return reports.SessionSelection(upto=upto, keep=current.pk, filters=filters)
-    return reports.SessionSelection(
+        return targets.SessionSelection(upto=upto, keep=current.pk, filters=filters)
+    return targets.SessionSelection(
         upto=upto, keep=current.pk, others=True, user_id=current.user_id if kind == "mine" else None
     )
 
@@ -295,7 +295,7 @@ def _bulk(
     sessions" (dashboard), "Sign out everywhere else" (My sessions) -- the confirmation page (GET),
     the whole run (a plain POST) or one batch of it (``batch=1``).
 
-    The confirmation page counts the selection exactly (`reports.selection_plan`: the sessions, those
+    The confirmation page counts the selection exactly (`targets.selection_plan`: the sessions, those
     that end as terminated, the token sessions that end with them) and fixes it: the form carries the
     filters and ``upto``, the newest session's key when the page was shown, so sessions created
     after it are never ended. Above 100 sessions their number must be typed; the server checks it
@@ -326,7 +326,7 @@ def _bulk(
     if posted and form.is_valid():
         upto = form.cleaned_data["upto"]
         if upto is None:  # a form without it (an older page, a script): the set as of now
-            upto = reports.session_newest_pk()
+            upto = targets.session_newest_pk()
         selection = _selection(request, kind=kind, filters=filters, upto=upto)
         try:
             step = functools.partial(
@@ -334,7 +334,7 @@ def _bulk(
             )
             if stepping and request.POST.get("state"):  # a later batch: checked at the first one
                 return step(selected=None)
-            if form.check_count(reports.selection_count(selection=selection)):
+            if form.check_count(targets.selection_count(selection=selection)):
                 if stepping:
                     return step(selected=form.cleaned_data["expected"])
                 state = sessions_terminate_selection(
@@ -357,9 +357,9 @@ def _bulk(
     if upto is None and posted:
         upto = form.cleaned_data.get("upto")
     if upto is None:
-        upto = reports.session_newest_pk()
+        upto = targets.session_newest_pk()
     try:
-        plan = reports.selection_plan(selection=_selection(request, kind=kind, filters=filters, upto=upto))
+        plan = targets.selection_plan(selection=_selection(request, kind=kind, filters=filters, upto=upto))
     except QueryError:
         return HttpResponseRedirect(back)
     context = {
@@ -384,7 +384,7 @@ def _bulk_step(
     request: RegistryRequest,
     *,
     kind: str,
-    selection: reports.SessionSelection,
+    selection: targets.SessionSelection,
     filters: list[Any] | None,
     selected: int | None,
     back: str,
@@ -429,7 +429,7 @@ def _bulk_step(
             "cascaded": state.cascaded - before[1],
             "total_ended": state.ended,
             "total_cascaded": state.cascaded,
-            "remaining": 0 if state.done else reports.selection_count(selection=selection, after=state.after),
+            "remaining": 0 if state.done else targets.selection_count(selection=selection, after=state.after),
             "done": state.done,
             "state": signing.dumps(
                 {"key": key, "selected": selected, "state": state.carried()}, salt=BULK_SALT

@@ -44,18 +44,18 @@ from sessions_app.management.output import (
     to_json,
 )
 from sessions_app.query.errors import MatchNotFound, QueryError
-from sessions_app.reports import (
-    session_pks_by_public_ids,
-    session_pks_for_user,
-    session_pks_matching,
-    session_summaries,
-)
 from sessions_app.selectors import session_query, user_get_by_username
 from sessions_app.services.maintenance import (
     DEFAULT_BATCH_SIZE,
     history_purge,
     purge_plan,
     sessions_terminate,
+)
+from sessions_app.targets import (
+    session_pks_by_public_ids,
+    session_pks_for_user,
+    session_pks_matching,
+    session_summaries,
 )
 
 FORMATS = ("table", "json", "csv")
