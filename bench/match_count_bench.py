@@ -4,7 +4,7 @@
 For each filter: the whole page as a browser gets it (Django's test client, signed in as a
 superuser with a real registry session: middleware, view, selectors, templates, charts from their
 30 s cache), then its two parts called directly -- the page of 50 rows without the count, and the
-capped count alone (`selectors.session_count` / the audit count: ``COUNT(*)`` over a ``LIMIT
+capped count alone (`tables.session_count` / the audit count: ``COUNT(*)`` over a ``LIMIT
 10001`` subquery of the same filtered queryset). Median and max of ``--runs`` after 2 warm-ups.
 
 Setup (once; a scratch database, never a real one)::
@@ -92,7 +92,7 @@ def main() -> None:
     from django.utils import timezone
 
     from bench.common import machine, write_section
-    from sessions_app import selectors
+    from sessions_app import tables
     from sessions_app.forms import AuditFilterForm, SessionFilterForm, SessionHistoryFilterForm
     from sessions_app.models import AuditRecord, UserSession
     from sessions_app.specs import AUDIT_SPEC
@@ -149,21 +149,21 @@ def main() -> None:
         shown = re.search(r'id="match-count"[^>]*>(.*?)</p>', response.content.decode(), re.S)
         text = re.sub(r"<[^>]+>", "", shown.group(1)).strip() if shown else "—"
         if table == "audit":
-            plain = lambda f=filters, o=order: selectors.audit_page(filters=f, **o)  # noqa: E731
-            count = lambda f=filters: selectors._match_count(  # noqa: E731
-                selectors._filtered(
+            plain = lambda f=filters, o=order: tables.audit_page(filters=f, **o)  # noqa: E731
+            count = lambda f=filters: tables._match_count(  # noqa: E731
+                tables._filtered(
                     spec=AUDIT_SPEC, queryset=AuditRecord.objects.all(), context={}, filters=f, options={}
                 ),
                 AUDIT_SPEC,
                 {},
-                selectors.MATCH_COUNT_CAP,
+                tables.MATCH_COUNT_CAP,
             )
         else:
             history = table == "history"
-            plain = lambda f=filters, h=history, o=order: selectors.session_page(  # noqa: E731
+            plain = lambda f=filters, h=history, o=order: tables.session_page(  # noqa: E731
                 filters=f, history=h, device=True, **o
             )
-            count = lambda f=filters, h=history: selectors.session_count(  # noqa: E731
+            count = lambda f=filters, h=history: tables.session_count(  # noqa: E731
                 filters=f, history=h, device=True
             )
         without_ms, _, _ = _times(plain, args.runs)

@@ -12,7 +12,7 @@ between runs: SQLite files ``bench/data/<prefix>-<size>.sqlite3``, PostgreSQL da
 ``--repeat`` runs after one warm-up):
 
 * **orm**: ``selectors.session_query`` -- parse, schema check, compile, execute, build rows (the
-  dashboard rows: ``selectors.session_page``, one keyset page of 50 rows);
+  dashboard rows: ``tables.session_page``, one keyset page of 50 rows);
 * **raw**: the SQL that the ORM sent, captured and run again through a plain cursor (fetchall);
 * **memory**: ``execution.run_in_memory`` on the same active rows loaded as dicts;
 
@@ -252,8 +252,9 @@ def worker(database_url: str, size: int, repeat: int, memory: bool, modes: list[
 
     from sessions_app.models import UserSession
     from sessions_app.query import execution
-    from sessions_app.selectors import session_page, session_query, session_rows
+    from sessions_app.selectors import session_query, session_rows
     from sessions_app.specs import SESSION_SPEC
+    from sessions_app.tables import session_page
 
     call_command("migrate", verbosity=0)
     seeded_at = None

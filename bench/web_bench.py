@@ -132,7 +132,7 @@ def _deep_cursor(fraction: float) -> tuple[str, int]:
     from django.utils import timezone
 
     from sessions_app.models import UserSession
-    from sessions_app.selectors import _encode_cursor
+    from sessions_app.tables import _encode_cursor
 
     active = UserSession.objects.active(timezone.now())
     position = int(active.count() * fraction)
@@ -141,13 +141,13 @@ def _deep_cursor(fraction: float) -> tuple[str, int]:
 
 
 def _component_times(runs: int) -> dict[str, float]:
-    from sessions_app import selectors
+    from sessions_app import selectors, tables
 
     out = {}
     for name, call in {
         "session_counts_by_credentials": selectors.session_counts_by_credentials,
         "audit_logins_per_hour": selectors.audit_logins_per_hour,
-        "session_page (first 50)": lambda: selectors.session_page(limit=50),
+        "session_page (first 50)": lambda: tables.session_page(limit=50),
     }.items():
         call()
         samples = []

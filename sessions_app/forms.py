@@ -227,7 +227,7 @@ class AuditFilterForm(QueryFilterForm):
     """The audit page's filters: they build ``audit.query`` query-filters.
 
     The user filter is ``["username", "C^", ...]``, run as index range scans by
-    `selectors.audit_page` (the audit table keeps no casefolded copy of the name).
+    `tables.audit_page` (the audit table keeps no casefolded copy of the name).
     """
 
     user = forms.CharField(required=False, max_length=150, label="User", help_text=USER_PREFIX_HELP)

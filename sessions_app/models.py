@@ -203,7 +203,7 @@ class UserSession(models.Model):
         ]
         # Partial indexes over active rows only: what operators query (see README "Indexes"), and
         # over ended rows for the history tab. Every sortable column of the dashboard's two tables
-        # (selectors.SESSION_SORTS, ordered by (column, id)) has its index, so that a page reads 50
+        # (tables.SESSION_SORTS, ordered by (column, id)) has its index, so that a page reads 50
         # index entries instead of sorting every row. ``expires_at`` at the end of an index on active
         # rows decides "active" (``expires_at > now``) from the index: deep offsets (the query
         # compiler's deferred join) and counts by type read no table row, and PostgreSQL without

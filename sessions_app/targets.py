@@ -189,7 +189,7 @@ class _Compiled:
         self.queryset = queryset
 
     def _filtered(self, filters: list[Any]) -> QuerySet[UserSession]:
-        # As the dashboard compiles them (`selectors.session_page`): same schema, same errors.
+        # As the dashboard compiles them (`tables.session_page`): same schema, same errors.
         tree: Node = parse_filters(filters)
         options = parse_options({"extra": {"device": True}})
         schema = SESSION_SPEC.schema_for(options)

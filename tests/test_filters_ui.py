@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sessions_app import selectors
+from sessions_app import selectors, tables
 from sessions_app.auth.clients import Client as Peer
 from sessions_app.auth.roles import Role
 from sessions_app.exceptions import QueryTimeout
@@ -33,25 +33,25 @@ from tests.conftest import PASSWORD
 
 
 def test_a_prefix_expands_to_the_case_variants_of_its_letters() -> None:
-    prefixes = selectors.casefold_prefixes("demo_a")
+    prefixes = tables.casefold_prefixes("demo_a")
     assert prefixes is not None
     # d e m o: two cases each, "_" one; the last "a" three: "ẚ".casefold() == "aʾ" starts with "a".
     assert len(prefixes) == 2 * 2 * 2 * 2 * 3
     assert {"demo_a", "DEMO_A", "Demo_A", "dEmO_a", "demo_ẚ"} <= set(prefixes)
-    assert "demoẚ" not in set(selectors.casefold_prefixes("demoa_") or ())  # "aʾ" is not "a_"
+    assert "demoẚ" not in set(tables.casefold_prefixes("demoa_") or ())  # "aʾ" is not "a_"
 
 
 def test_characters_that_fold_to_several_are_found() -> None:
-    assert set(selectors.casefold_prefixes("s") or ()) == {"s", "S", "ß", "ẞ", "ſ", "ﬅ", "ﬆ"}
-    assert "ß" in (selectors.casefold_prefixes("ss") or ())  # "ß".casefold() == "ss"
-    assert "straß" in (selectors.casefold_prefixes("STRASS", limit=10_000) or ())
-    assert "K" in (selectors.casefold_prefixes("k") or ())  # KELVIN SIGN
-    assert selectors.casefold_prefixes("") == [""]
+    assert set(tables.casefold_prefixes("s") or ()) == {"s", "S", "ß", "ẞ", "ſ", "ﬅ", "ﬆ"}
+    assert "ß" in (tables.casefold_prefixes("ss") or ())  # "ß".casefold() == "ss"
+    assert "straß" in (tables.casefold_prefixes("STRASS", limit=10_000) or ())
+    assert "K" in (tables.casefold_prefixes("k") or ())  # KELVIN SIGN
+    assert tables.casefold_prefixes("") == [""]
 
 
 def test_a_prefix_with_too_many_variants_is_refused() -> None:
-    assert selectors.casefold_prefixes("bcdgmnp", limit=64) is None  # 128 variants
-    assert len(selectors.casefold_prefixes("bcdgmn", limit=64) or ()) == 64
+    assert tables.casefold_prefixes("bcdgmnp", limit=64) is None  # 128 variants
+    assert len(tables.casefold_prefixes("bcdgmn", limit=64) or ()) == 64
 
 
 def test_every_character_that_changes_when_casefolded_is_in_planes_0_and_1() -> None:
@@ -66,7 +66,7 @@ _TRICKY = "aAbBsSßẞſkKKiIİı_.-ﬅ"
 def test_the_prefixes_match_exactly_the_strings_whose_casefold_starts_with_the_prefix(
     subject: str, prefix: str
 ) -> None:
-    prefixes = selectors.casefold_prefixes(prefix, limit=10_000)
+    prefixes = tables.casefold_prefixes(prefix, limit=10_000)
     assert prefixes is not None
     expected = subject.casefold().startswith(prefix.casefold())
     assert any(subject.startswith(raw) for raw in prefixes) == expected
@@ -205,7 +205,7 @@ def test_the_audit_user_filter_matches_the_query_language(db: Any, prefix: str) 
     filters = [["username", "C^", prefix]]
     expected = run_in_memory(AUDIT_SPEC, rows, filters, {})
     assert isinstance(expected, list)
-    page = selectors.audit_page(filters=filters, limit=50, count=True)
+    page = tables.audit_page(filters=filters, limit=50, count=True)
     assert sorted(r["audit_id"] for r in page.rows) == sorted(r["audit_id"] for r in expected)
     assert page.match_count == len(expected)
     assert not page.match_count_capped
@@ -214,7 +214,7 @@ def test_the_audit_user_filter_matches_the_query_language(db: Any, prefix: str) 
 def test_the_audit_user_filter_runs_as_index_ranges(db: Any) -> None:
     _audit("demo_alice")
     with CaptureQueriesContext(connection) as queries:
-        page = selectors.audit_page(filters=[["username", "C^", "Demo_A"]], limit=5)
+        page = tables.audit_page(filters=[["username", "C^", "Demo_A"]], limit=5)
     assert [r["username"] for r in page.rows] == ["demo_alice"]
     assert len(queries) <= 2  # the page in one statement (plus a budget SET on PostgreSQL)
     sql = " ".join(q["sql"] for q in queries)
@@ -227,9 +227,7 @@ def _push_down(prefix: str) -> tuple[Any, Any]:
     from sessions_app.query.schema import check
 
     tree, _ = check(parse_filters([["username", "C^", prefix]]), parse_options({}), AUDIT_SPEC.schema)
-    return selectors._push_down_folded_prefixes(
-        AUDIT_SPEC, AUDIT_SPEC.schema, AuditRecord.objects.all(), tree
-    )
+    return tables._push_down_folded_prefixes(AUDIT_SPEC, AUDIT_SPEC.schema, AuditRecord.objects.all(), tree)
 
 
 def test_a_whole_audit_user_name_becomes_a_list_of_the_names_present(
@@ -246,11 +244,11 @@ def test_a_whole_audit_user_name_becomes_a_list_of_the_names_present(
     queryset, rest = _push_down("demo_a")  # few spellings: ranges alone
     assert rest.children == ()
     assert '"username" >= ' in str(queryset.query)
-    monkeypatch.setattr(selectors, "FOLDED_PREFIX_VALUES", 2)  # more names in range than listed
+    monkeypatch.setattr(tables, "FOLDED_PREFIX_VALUES", 2)  # more names in range than listed
     queryset, rest = _push_down("DEMO_ALICE.SMITH")
     assert len(rest.children) == 1  # checked in Python, on the rows of the narrowed range
     assert '"username" >= ' in str(queryset.query)
-    page = selectors.audit_page(filters=[["username", "C^", "DEMO_ALICE.SMITH"]], count=True)
+    page = tables.audit_page(filters=[["username", "C^", "DEMO_ALICE.SMITH"]], count=True)
     assert sorted(r["username"] for r in page.rows) == ["Demo_Alice.Smith", "demo_alice.smithers"]
     assert page.match_count == 2
 
@@ -261,10 +259,10 @@ def test_a_python_checked_count_stops_at_its_deadline(sessions_of: Any) -> None:
     from sessions_app.specs import SESSION_SPEC
 
     sessions_of("demo_alice", 3)
-    queryset, context, options = selectors._session_table(
+    queryset, context, options = tables._session_table(
         history=False, device=False, user=None, current_pk=None
     )
-    filtered = selectors._filtered(
+    filtered = tables._filtered(
         spec=SESSION_SPEC,
         queryset=queryset,
         context=context,
@@ -272,9 +270,9 @@ def test_a_python_checked_count_stops_at_its_deadline(sessions_of: Any) -> None:
         options=options,
     )
     assert filtered.predicate is not None
-    assert selectors._match_count(filtered, SESSION_SPEC, context, 10) == selectors.MatchCount(3)
-    late = selectors._match_count(filtered, SESSION_SPEC, context, 10, time.monotonic() - 1)
-    assert late == selectors.MatchCount(None, more=True)
+    assert tables._match_count(filtered, SESSION_SPEC, context, 10) == tables.MatchCount(3)
+    late = tables._match_count(filtered, SESSION_SPEC, context, 10, time.monotonic() - 1)
+    assert late == tables.MatchCount(None, more=True)
 
 
 def test_the_audit_page_user_filter_is_a_prefix_in_any_case(operator: Browser) -> None:
@@ -306,31 +304,31 @@ def test_the_count_is_capped_and_says_so(
     operator: Browser, sessions_of: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sessions_of("demo_alice", 5)
-    monkeypatch.setattr(selectors, "MATCH_COUNT_CAP", 3)
+    monkeypatch.setattr(tables, "MATCH_COUNT_CAP", 3)
     text = _text(operator.get("/sessions/", {"user": "demo"}))
     assert "3+ matching" in text
-    page = selectors.session_page(filters=[["credentials_data.username", "C^", "demo"]], count=True)
+    page = tables.session_page(filters=[["credentials_data.username", "C^", "demo"]], count=True)
     assert (page.match_count, page.match_count_capped) == (3, True)
-    monkeypatch.setattr(selectors, "MATCH_COUNT_CAP", 5)
-    page = selectors.session_page(filters=[["credentials_data.username", "C^", "demo"]], count=True)
+    monkeypatch.setattr(tables, "MATCH_COUNT_CAP", 5)
+    page = tables.session_page(filters=[["credentials_data.username", "C^", "demo"]], count=True)
     assert (page.match_count, page.match_count_capped) == (5, False)
 
 
 def test_the_count_formats_thousands(operator: Browser, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(selectors, "_match_count", lambda *args: selectors.MatchCount(10_000, more=True))
+    monkeypatch.setattr(tables, "_match_count", lambda *args: tables.MatchCount(10_000, more=True))
     assert "10,000+ matching" in _text(operator.get("/sessions/"))
-    monkeypatch.setattr(selectors, "_match_count", lambda *args: selectors.MatchCount(1234))
+    monkeypatch.setattr(tables, "_match_count", lambda *args: tables.MatchCount(1234))
     assert "1,234 matching" in _text(operator.get("/sessions/history/"))
     assert "1,234 matching" in _text(operator.get("/audit/"))
 
 
 def test_the_count_counts_every_page_not_the_page(sessions_of: Any) -> None:
     sessions_of("demo_alice", 7)
-    first = selectors.session_page(limit=3, count=True)
-    second = selectors.session_page(limit=3, count=True, cursor=first.next_cursor)
+    first = tables.session_page(limit=3, count=True)
+    second = tables.session_page(limit=3, count=True, cursor=first.next_cursor)
     assert len(first.rows) == 3
     assert first.match_count == second.match_count == 7
-    assert selectors.session_page(limit=3).matches is None  # not asked: not counted
+    assert tables.session_page(limit=3).matches is None  # not asked: not counted
 
 
 def test_filters_checked_in_python_are_counted_within_a_scan_limit(
@@ -340,13 +338,13 @@ def test_filters_checked_in_python_are_counted_within_a_scan_limit(
     sessions_of("bob", 3)
     # A case-insensitive regex: evaluated in Python on every row.
     filters = [["credentials_data.username", "C~", "DEMO_A"]]
-    assert selectors.session_page(filters=filters, count=True).match_count == 4
-    monkeypatch.setattr(selectors, "MATCH_SCAN_LIMIT", 5)
-    page = selectors.session_page(filters=filters, count=True)
+    assert tables.session_page(filters=filters, count=True).match_count == 4
+    monkeypatch.setattr(tables, "MATCH_SCAN_LIMIT", 5)
+    page = tables.session_page(filters=filters, count=True)
     assert page.match_count_capped
     assert page.match_count is not None
     assert page.match_count <= 4
-    assert selectors.session_count(filters=filters, cap=None) == selectors.MatchCount(4)
+    assert tables.session_count(filters=filters, cap=None) == tables.MatchCount(4)
 
 
 def test_a_count_the_database_gives_up_on_leaves_the_page(
@@ -354,10 +352,10 @@ def test_a_count_the_database_gives_up_on_leaves_the_page(
 ) -> None:
     sessions_of("demo_alice", 2)
 
-    def too_slow(*args: Any) -> selectors.MatchCount:
-        raise QueryTimeout(selectors.MATCH_COUNT_BUDGET)
+    def too_slow(*args: Any) -> tables.MatchCount:
+        raise QueryTimeout(tables.MATCH_COUNT_BUDGET)
 
-    monkeypatch.setattr(selectors, "_match_count", too_slow)
+    monkeypatch.setattr(tables, "_match_count", too_slow)
     response = operator.get("/sessions/")
     assert response.status_code == 200
     assert len(_rows(response)) == 3
@@ -370,11 +368,11 @@ def test_a_count_over_its_budget_is_cancelled_by_the_database(
     """The real budget: a count that cannot finish in a tiny budget is reported as not counted,
     and the connection (and the test's transaction on PostgreSQL) stays usable."""
     sessions_of("demo_alice", 2)
-    monkeypatch.setattr(selectors, "MATCH_COUNT_BUDGET", 0.000_001)
-    slow = selectors.MatchCount(None)
+    monkeypatch.setattr(tables, "MATCH_COUNT_BUDGET", 0.000_001)
+    slow = tables.MatchCount(None)
     calls: list[int] = []
 
-    def heavy(*args: Any) -> selectors.MatchCount:
+    def heavy(*args: Any) -> tables.MatchCount:
         calls.append(1)
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
@@ -384,10 +382,10 @@ def test_a_count_over_its_budget_is_cancelled_by_the_database(
                     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000000) "
                     "SELECT count(*) FROM n"
                 )
-        return selectors.MatchCount(1)
+        return tables.MatchCount(1)
 
-    monkeypatch.setattr(selectors, "_match_count", heavy)
-    page = selectors.session_page(count=True)
+    monkeypatch.setattr(tables, "_match_count", heavy)
+    page = tables.session_page(count=True)
     assert calls
     assert page.matches == slow
     assert UserSession.objects.count() == 2
@@ -407,9 +405,9 @@ def test_a_cancelled_count_outside_a_transaction_leaves_the_connection_as_it_was
             return str(cursor.fetchone()[0])
 
     before = settings_now()
-    monkeypatch.setattr(selectors, "MATCH_COUNT_BUDGET", 0.000_001)
+    monkeypatch.setattr(tables, "MATCH_COUNT_BUDGET", 0.000_001)
 
-    def heavy(deadline: float) -> selectors.MatchCount:
+    def heavy(deadline: float) -> tables.MatchCount:
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
                 cursor.execute("SELECT pg_sleep(1)")
@@ -418,22 +416,22 @@ def test_a_cancelled_count_outside_a_transaction_leaves_the_connection_as_it_was
                     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000000) "
                     "SELECT count(*) FROM n"
                 )
-        return selectors.MatchCount(1)
+        return tables.MatchCount(1)
 
-    assert selectors._display_count(heavy) == selectors.MatchCount(None)
+    assert tables._display_count(heavy) == tables.MatchCount(None)
     assert not connection.in_atomic_block
     assert settings_now() == before
-    assert selectors._display_count(lambda deadline: selectors.MatchCount(3)) == selectors.MatchCount(3)
+    assert tables._display_count(lambda deadline: tables.MatchCount(3)) == tables.MatchCount(3)
 
 
 def test_the_bulk_count_is_exact_beyond_the_cap(sessions_of: Any) -> None:
     sessions_of("demo_alice", 4)
     sessions_of("bob", 1)
     filters = [["credentials_data.username", "C^", "DEMO"]]
-    assert selectors.session_count(filters=filters) == selectors.MatchCount(4)
-    assert selectors.session_count(filters=filters, cap=2) == selectors.MatchCount(2, more=True)
-    assert selectors.session_count(filters=filters, cap=None) == selectors.MatchCount(4)
-    assert selectors.session_count(filters=filters, history=True, cap=None) == selectors.MatchCount(0)
+    assert tables.session_count(filters=filters) == tables.MatchCount(4)
+    assert tables.session_count(filters=filters, cap=2) == tables.MatchCount(2, more=True)
+    assert tables.session_count(filters=filters, cap=None) == tables.MatchCount(4)
+    assert tables.session_count(filters=filters, history=True, cap=None) == tables.MatchCount(0)
 
 
 def test_my_sessions_pages_carry_their_count(make_user: Any, sessions_of: Any) -> None:
@@ -441,7 +439,7 @@ def test_my_sessions_pages_carry_their_count(make_user: Any, sessions_of: Any) -
     sessions_of("bob", 1)
     alice = UserSession.objects.filter(username="alice").first()
     assert alice is not None
-    page = selectors.session_page(user=alice.user, count=True, device=True)
+    page = tables.session_page(user=alice.user, count=True, device=True)
     assert page.match_count == 2
 
 

@@ -370,7 +370,7 @@ def test_keyset_pages_walk_forwards_and_back(signed_in: Any, make_user: Any) -> 
 
 
 def test_sorting_by_a_nullable_column_pages_through_every_row(signed_in: Any, make_user: Any) -> None:
-    from sessions_app import selectors
+    from sessions_app import tables
 
     for name in ("ann", "bob", "cy"):
         make_user(name)
@@ -379,14 +379,12 @@ def test_sorting_by_a_nullable_column_pages_through_every_row(signed_in: Any, ma
     session_create(credentials=Credentials.TRUENAS_NODE, client=Peer(address="192.0.2.1", port=1))
     for descending in (False, True):
         seen: list[str] = []
-        page = selectors.session_page(sort="user", descending=descending, limit=2)
+        page = tables.session_page(sort="user", descending=descending, limit=2)
         while True:
             seen += [row["id"] for row in page.rows]
             if page.next_cursor is None:
                 break
-            page = selectors.session_page(
-                sort="user", descending=descending, limit=2, cursor=page.next_cursor
-            )
+            page = tables.session_page(sort="user", descending=descending, limit=2, cursor=page.next_cursor)
         assert len(seen) == len(set(seen)) == 10
 
 

@@ -3,7 +3,7 @@
 * ``sess_active_created`` gains ``expires_at, ended_at``: the query compiler's deferred join of a
   deep ``offset`` (``SELECT id … ORDER BY created_at, id LIMIT … OFFSET …``) decides "active" from
   the index alone (SQLite: a covering index; PostgreSQL: an index-only scan once vacuumed).
-* Every sortable column of the dashboard (``selectors.SESSION_SORTS``: a page is ordered by
+* Every sortable column of the dashboard (``tables.SESSION_SORTS``: a page is ordered by
   (column, id)) gets an index on active rows -- (last_seen_at, id, expires_at), (username, id,
   expires_at), (credentials, id, expires_at, ended_at), which also counts active sessions by type
   from the index, and ``sess_active_origin`` becomes (origin, id, expires_at) -- and on ended rows

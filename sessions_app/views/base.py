@@ -19,7 +19,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 from django.views.defaults import page_not_found, permission_denied
 
-from sessions_app import selectors
+from sessions_app import tables
 from sessions_app.auth.clients import client_from_request
 from sessions_app.auth.roles import Role, has_role, user_roles
 from sessions_app.exceptions import QueryTimeout
@@ -199,12 +199,12 @@ def _page_arguments(form: QueryFilterForm) -> dict[str, Any]:
         "cursor": data.get("cursor") or None,
         "backwards": bool(data.get("back")),
         "limit": PAGE_SIZE,
-        "count": True,  # "1,234 matching" above the table (`selectors.Page.matches`)
+        "count": True,  # "1,234 matching" above the table (`tables.Page.matches`)
     }
 
 
-def _filtered_page(form: QueryFilterForm, select: Callable[..., selectors.Page]) -> tuple[Any, int]:
-    """The page of the table that ``form`` filters, with its match count (`selectors.Page.matches`),
+def _filtered_page(form: QueryFilterForm, select: Callable[..., tables.Page]) -> tuple[Any, int]:
+    """The page of the table that ``form`` filters, with its match count (`tables.Page.matches`),
     and the status: 400 with the mistakes on the form's fields, 503 when the database gave up."""
     if not form.is_valid():
         return None, 400
@@ -218,13 +218,13 @@ def _filtered_page(form: QueryFilterForm, select: Callable[..., selectors.Page])
         return None, 503
 
 
-def _with_devices(result: selectors.Page | None) -> None:
+def _with_devices(result: tables.Page | None) -> None:
     """Give the audit records of a page that opened a session (a successful sign-in names it) the
     ``device`` and ``location`` objects of that session, read in one query for the page."""
     records = [
         r for r in (result.rows if result is not None else ()) if r.get("session") and _opened_a_session(r)
     ]
-    found = selectors.session_devices(public_ids={r["session"] for r in records})
+    found = tables.session_devices(public_ids={r["session"] for r in records})
     for record in records:
         record.update(found.get(record["session"], {}))
 

@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.utils.timesince import timesince
 
-from sessions_app import charts, selectors, targets
+from sessions_app import charts, selectors, tables, targets
 from sessions_app.auth.clients import client_from_request
 from sessions_app.auth.roles import Role, has_role
 from sessions_app.forms import (
@@ -79,7 +79,7 @@ def session_list(request: RegistryRequest) -> HttpResponse:
     current = current_session(request)
     form = SessionFilterForm(request.GET)
     result, status = _filtered_page(
-        form, functools.partial(selectors.session_page, current_pk=current.pk, device=True)
+        form, functools.partial(tables.session_page, current_pk=current.pk, device=True)
     )
     context = {
         "form": form,
@@ -99,9 +99,7 @@ def session_list(request: RegistryRequest) -> HttpResponse:
 def session_history(request: RegistryRequest) -> HttpResponse:
     """Ended sessions: when, why (end reason) and by whom."""
     form = SessionHistoryFilterForm(request.GET)
-    result, status = _filtered_page(
-        form, functools.partial(selectors.session_page, history=True, device=True)
-    )
+    result, status = _filtered_page(form, functools.partial(tables.session_page, history=True, device=True))
     return _render(
         request, "session_history.html", {"form": form, "page": result, "tab": "history"}, status=status
     )
@@ -445,6 +443,6 @@ def my_session_list(request: RegistryRequest) -> HttpResponse:
     current = current_session(request)
     form = SessionFilterForm(request.GET)
     result, status = _filtered_page(
-        form, functools.partial(selectors.session_page, user=request.user, current_pk=current.pk, device=True)
+        form, functools.partial(tables.session_page, user=request.user, current_pk=current.pk, device=True)
     )
     return _render(request, "session_list_mine.html", {"form": form, "page": result}, status=status)

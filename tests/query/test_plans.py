@@ -33,8 +33,9 @@ from sessions_app.query import execution
 from sessions_app.query.compiler import FALSE, TRUE, Cond
 from sessions_app.query.execution import run_in_memory
 from sessions_app.query.plans import usable_indexes
-from sessions_app.selectors import session_page, session_query, session_rows, session_scope
+from sessions_app.selectors import session_query, session_rows, session_scope
 from sessions_app.specs import SESSION_SPEC
+from sessions_app.tables import session_page
 from tests.factories import session
 from tests.query.test_pushdown import NAMES, ORIGINS, TIMES, outcome, session_fields
 

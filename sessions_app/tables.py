@@ -1,0 +1,621 @@
+"""The browser's tables: keyset pages of the dashboard, My sessions, history and audit tables.
+
+A page is "the next ``limit`` rows after this (sort value, pk)", never an OFFSET, which an index on
+(column, id) answers by reading ``limit`` entries however deep the page is (`Sort`, the sortable
+columns `SESSION_SORTS` / `AUDIT_SORTS`, signed cursors). Filters are compiled by the same query
+engine as the APIs (same schema, same errors); a case-insensitive user prefix (``C^``) is pushed
+down as index range scans (`casefold_prefixes`). `Page.matches` is "1,234 matching" above a table:
+exact up to `MATCH_COUNT_CAP`, counted within `MATCH_COUNT_BUDGET`.
+
+Reads only, like `sessions_app.selectors`, whose scopes (`selectors.session_scope`) they start from.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import datetime as dt
+import functools
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from django.db import OperationalError, connection, transaction
+from django.db.models import F, Q, QuerySet
+
+from sessions_app import conf
+from sessions_app.db.connections import query_budget, statement_budget
+from sessions_app.exceptions import QueryTimeout
+from sessions_app.models import AuditRecord, UserSession
+from sessions_app.query import make_predicate, parse_filters, parse_options
+from sessions_app.query.ast import AllOf, Leaf, Node
+from sessions_app.query.compiler import FALSE, TRUE, Compiler, QuerySpec, prefix_successor
+from sessions_app.query.errors import QueryError
+from sessions_app.query.schema import FieldType, Schema, check
+from sessions_app.selectors import session_scope
+from sessions_app.specs import AUDIT_SPEC, SESSION_SPEC
+
+
+@dataclass(frozen=True, slots=True)
+class Sort:
+    """A sortable column of a browser table: the ORM field, and whether it can be null."""
+
+    column: str
+    nullable: bool = False
+
+
+SESSION_SORTS: Mapping[str, Sort] = MappingProxyType(
+    {
+        "created": Sort("created_at"),
+        "last_seen": Sort("last_seen_at"),
+        "user": Sort("username", nullable=True),
+        "type": Sort("credentials"),
+        "origin": Sort("origin"),
+        "ended": Sort("ended_at", nullable=True),
+    }
+)
+AUDIT_SORTS: Mapping[str, Sort] = MappingProxyType(
+    {
+        "time": Sort("timestamp"),
+        "user": Sort("username", nullable=True),
+        "event": Sort("event"),
+    }
+)
+
+
+#: Matches counted exactly for the tables' "1,234 matching"; beyond it, "10,000+".
+MATCH_COUNT_CAP = 10_000
+#: Rows a count reads for filters the database cannot evaluate (checked in Python) before it stops
+#: and says "at least": the count must not cost more than the page it is shown on.
+MATCH_SCAN_LIMIT = 20_000
+#: Seconds the database may spend on a table's match count (at most ``SESSIONS_QUERY_TIMEOUT``);
+#: past it the page is shown without one.
+MATCH_COUNT_BUDGET = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class MatchCount:
+    """How many rows match a table's filters.
+
+    ``count`` rows, or at least that many with ``more`` (the count stopped at its cap, or at
+    `MATCH_SCAN_LIMIT` rows read for filters checked in Python). ``count`` is None when the
+    database did not finish counting within `MATCH_COUNT_BUDGET`.
+    """
+
+    count: int | None
+    more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a keyset-paginated table; the cursors are opaque strings (None: no such page).
+
+    ``matches``: how many rows match the filters on all pages (None: not counted), for display
+    only -- capped, so it is not the number a bulk action acts on (`session_count` with ``cap=None``).
+    """
+
+    rows: list[dict[str, Any]]
+    next_cursor: str | None
+    prev_cursor: str | None
+    matches: MatchCount | None = None
+
+    @property
+    def match_count(self) -> int | None:
+        """The rows matching on all pages (a lower bound when `match_count_capped`); None: not counted."""
+        return self.matches.count if self.matches is not None else None
+
+    @property
+    def match_count_capped(self) -> bool:
+        """`match_count` is a lower bound ("10,000+")."""
+        return self.matches is not None and self.matches.more
+
+
+def _encode_cursor(value: Any, pk: int) -> str:
+    if isinstance(value, dt.datetime):
+        item: list[Any] = ["d", value.astimezone(dt.UTC).isoformat(), pk]
+    else:
+        item = ["s" if value is not None else "n", value, pk]
+    raw = json.dumps(item, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(text: str, sort: Sort) -> tuple[Any, int]:
+    bad = QueryError("cursor", "this page link is not valid any more; start again from the first page")
+    if len(text) > 2048:
+        raise bad
+    try:
+        kind, value, pk = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, TypeError):
+        raise bad from None
+    if isinstance(pk, bool) or not isinstance(pk, int):
+        raise bad
+    is_datetime = sort.column in ("created_at", "last_seen_at", "ended_at", "timestamp")
+    if kind == "n" and value is None and sort.nullable:
+        return None, pk
+    if kind == "d" and is_datetime and isinstance(value, str):
+        try:
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise bad from None
+        if parsed.tzinfo is None:
+            raise bad
+        return parsed, pk
+    if kind == "s" and not is_datetime and isinstance(value, str) and "\x00" not in value:
+        return value, pk
+    raise bad
+
+
+def _after(sort: Sort, descending: bool, value: Any, pk: int) -> Q:
+    """Rows strictly after ``(value, pk)`` in the order ``sort`` (nulls sort as the largest value).
+
+    The redundant ``column <= value`` / ``>=`` term is what lets the database seek in the index
+    instead of filtering it from the start.
+    """
+    col = sort.column
+    if value is None:  # only nullable columns have null cursors
+        if descending:
+            return Q(**{f"{col}__isnull": False}) | Q(**{f"{col}__isnull": True, "pk__lt": pk})
+        return Q(**{f"{col}__isnull": True, "pk__gt": pk})
+    if descending:
+        return Q(**{f"{col}__lte": value}) & (Q(**{f"{col}__lt": value}) | Q(pk__lt=pk))
+    after = Q(**{f"{col}__gte": value}) & (Q(**{f"{col}__gt": value}) | Q(pk__gt=pk))
+    return after | Q(**{f"{col}__isnull": True}) if sort.nullable else after
+
+
+def _ordering(sort: Sort, descending: bool) -> list[Any]:
+    expr = F(sort.column)
+    if descending:
+        first = expr.desc(nulls_first=True) if sort.nullable else expr.desc()
+        return [first, F("pk").desc()]
+    return [expr.asc(nulls_last=True) if sort.nullable else expr.asc(), F("pk").asc()]
+
+
+#: Raw prefixes a case-insensitive prefix may expand to in SQL (`casefold_prefixes`); a longer
+#: expansion is replaced by that of a shorter prefix (a superset, checked again in Python).
+FOLDED_PREFIX_RANGES = 64
+#: Distinct values of a column listed to turn a longer case-insensitive prefix into ``IN (...)``
+#: (64 ranges and 5,000 values measured best at a million sessions: `bench/match_count_bench.py`).
+FOLDED_PREFIX_VALUES = 5000
+
+
+@functools.cache
+def _unfolded() -> Mapping[str, tuple[str, ...]]:
+    """For each character ``x``: the characters, other than ``x`` itself, whose ``casefold()``
+    starts with ``x`` (``"s"`` -> ``S ß ſ ẞ ﬅ ﬆ``). Built once per process, a block of 256 code
+    points at a time (most blocks have no case at all); every case mapping of Unicode (15.1 and
+    before) is in planes 0 and 1."""
+    table: dict[str, list[str]] = {}
+    for start in range(0, 0x20000, 256):
+        block = "".join(chr(c) for c in range(start, start + 256) if not 0xD800 <= c <= 0xDFFF)
+        if block.casefold() == block:
+            continue
+        for char in block:
+            folded = char.casefold()
+            if folded != char:
+                table.setdefault(folded[0], []).append(char)
+    return MappingProxyType({head: tuple(chars) for head, chars in table.items()})
+
+
+def casefold_prefixes(prefix: str, *, limit: int | None = None) -> list[str] | None:
+    """The raw prefixes of the strings whose ``casefold()`` starts with ``prefix.casefold()``.
+
+    ``s.casefold().startswith(prefix.casefold())`` holds exactly when ``s`` starts with one of
+    them (``casefold`` folds each character on its own, so the strings can be walked character by
+    character; a character may fold to several, ``ß`` -> ``ss``). They are what the ``C^`` operator
+    becomes in SQL where the model keeps no casefolded copy of a column: index range scans instead
+    of reading every row. None when there are more than ``limit`` (default
+    `FOLDED_PREFIX_RANGES`; about 2 per letter).
+    """
+    limit = FOLDED_PREFIX_RANGES if limit is None else limit
+    target = prefix.casefold()
+    if not target:
+        return [""]
+    table = _unfolded()
+    found: list[str] = []
+    pending = [("", target)]
+    while pending:
+        raw, rest = pending.pop()
+        head = rest[0]
+        for char in (*table.get(head, ()), *((head,) if head.casefold() == head else ())):
+            folded = char.casefold()
+            if folded.startswith(rest):
+                found.append(raw + char)
+            elif rest.startswith(folded):
+                pending.append((raw + char, rest[len(folded) :]))
+            if len(found) + len(pending) > limit:
+                return None
+    return sorted(found)
+
+
+def _prefix_ranges(column: str, prefixes: list[str]) -> Q:
+    """``column`` starts with one of ``prefixes`` (code-point ranges, as the compiler's ``^``)."""
+    parts = Q()
+    for prefix in prefixes:
+        if not prefix:
+            return Q(**{f"{column}__isnull": False})
+        upper = prefix_successor(prefix)
+        cond = Q(**{f"{column}__gte": prefix})
+        parts |= cond & Q(**{f"{column}__lt": upper}) if upper is not None else cond
+    return parts
+
+
+def _push_down_folded_prefixes(
+    spec: QuerySpec, schema: Schema, queryset: QuerySet[Any], tree: Node
+) -> tuple[QuerySet[Any], Node]:
+    """Run the top-level ``C^`` filters on columns without a casefolded copy (the audit user, the
+    origin) as index range scans (`casefold_prefixes`) instead of in Python on every row.
+
+    A leaf whose expansion fits `FOLDED_PREFIX_RANGES` leaves the tree (the SQL is exact). A longer
+    one (a whole name: about 2 spellings per letter) is narrowed by its longest prefix that fits;
+    the distinct values in that range (an index-only read, at most `FOLDED_PREFIX_VALUES`) are then
+    checked here and the leaf becomes ``column IN (the matching values)`` -- exact again. Only past
+    that many values does the leaf stay in the tree, checked in Python on the narrowed rows.
+    """
+    if not isinstance(tree, AllOf):
+        return queryset, tree
+    kept: list[Node] = []
+    for child in tree.children:
+        column = spec.columns.get(child.path.segments) if isinstance(child, Leaf) else None
+        field = schema.get(child.path.segments) if isinstance(child, Leaf) else None
+        if (
+            not isinstance(child, Leaf)
+            or not (child.casefold and child.op == "^" and isinstance(child.value, str))
+            or child.path.date
+            or column is None
+            or column.name is None
+            or column.folded is not None
+            or column.domain is not None
+            or column.condition is not None
+            or field is None
+            or field.type is not FieldType.STRING
+        ):
+            kept.append(child)
+            continue
+        target = child.value.casefold()
+        prefixes = casefold_prefixes(target)
+        exact = prefixes is not None
+        length = 0
+        while not exact and length < len(target):  # the longest prefix of the prefix that fits
+            shorter = casefold_prefixes(target[: length + 1])
+            if shorter is None:
+                break
+            prefixes, length = shorter, length + 1
+        if prefixes is None:  # not even one character fits (never with a limit >= 7)
+            kept.append(child)
+            continue
+        present = column.present if column.present is not None else Q()
+        narrowed = queryset.filter(present & _prefix_ranges(column.name, prefixes))
+        if not exact:
+            # One UNION branch per range: each an index range scan. A single DISTINCT over the OR of
+            # the ranges reads the whole index in order on PostgreSQL (0.6 s at 150,000 records).
+            branches = [
+                queryset.filter(present & _prefix_ranges(column.name, [prefix]))
+                .order_by()
+                .values_list(column.name, flat=True)
+                for prefix in prefixes
+            ]
+            values = list(branches[0].union(*branches[1:])[: FOLDED_PREFIX_VALUES + 1])
+            if len(values) > FOLDED_PREFIX_VALUES:
+                kept.append(child)  # too many to list: checked in Python on the narrowed rows
+            else:
+                found = [v for v in values if isinstance(v, str) and v.casefold().startswith(target)]
+                listed = queryset.filter(present & Q(**{f"{column.name}__in": found}))
+                narrowed = listed if found else queryset.none()
+        queryset = narrowed
+    return queryset, AllOf(tuple(kept), tree.where)
+
+
+@dataclass(frozen=True, slots=True)
+class _Filtered:
+    """A scope with the caller's filters applied: ``queryset`` holds what SQL can check;
+    ``predicate`` (None: nothing left) is checked in Python on each row built from ``fields``."""
+
+    queryset: QuerySet[Any] | None  # None: provably no row
+    predicate: Callable[[dict[str, Any]], bool] | None
+    fields: tuple[str, ...]
+
+
+def _filtered(
+    *, spec: QuerySpec, queryset: QuerySet[Any], context: Mapping[str, Any], filters: object, options: object
+) -> _Filtered:
+    """Validate and compile ``filters`` (raises `QueryError`) into ``queryset``, as the APIs do."""
+    tree: Node = parse_filters(filters)
+    opts = parse_options(options)
+    schema = spec.schema_for(opts)
+    tree, opts = check(tree, opts, schema)
+    queryset, tree = _push_down_folded_prefixes(spec, schema, queryset, tree)
+    cond, exact = Compiler(spec, schema, context).compile(tree)
+    fields = spec.row_fields_for(opts)
+    if cond is FALSE:
+        return _Filtered(None, None, fields)
+    qs = queryset if cond is TRUE else queryset.filter(cond)
+    return _Filtered(qs, None if exact else make_predicate(tree), fields)
+
+
+def _match_count(
+    filtered: _Filtered,
+    spec: QuerySpec,
+    context: Mapping[str, Any],
+    cap: int | None,
+    deadline: float | None = None,
+) -> MatchCount:
+    """Count the matching rows: up to ``cap`` (None: all) with a ``COUNT(*)`` over a ``LIMIT cap+1``
+    subquery, so a million matches cost what ``cap`` do. Filters checked in Python read at most
+    `MATCH_SCAN_LIMIT` rows when capped, and stop at ``deadline`` (`time.monotonic`): the database's
+    statement budget does not bound the Python side. Stopped early, the count is a lower bound (or
+    None when nothing was found yet)."""
+    if filtered.queryset is None:
+        return MatchCount(0)
+    qs = filtered.queryset.order_by()
+    predicate = filtered.predicate
+    if predicate is None:
+        if cap is None:
+            return MatchCount(qs.count())
+        found = qs.values("pk")[: cap + 1].count()
+        return MatchCount(min(found, cap), more=found > cap)
+    found = 0
+    rows = qs.values_list(*filtered.fields).iterator(chunk_size=spec.chunk_size)
+    for read, values in enumerate(rows):
+        late = deadline is not None and read % 256 == 0 and time.monotonic() > deadline
+        if late or (cap is not None and read >= MATCH_SCAN_LIMIT):
+            return MatchCount(found or None, more=True)
+        if predicate(spec.build_row(values, context)):
+            found += 1
+            if cap is not None and found > cap:
+                return MatchCount(cap, more=True)
+    return MatchCount(found)
+
+
+def _display_count(count: Callable[[float], MatchCount]) -> MatchCount:
+    """``count(deadline)`` within `MATCH_COUNT_BUDGET` (a table's count must not hold its page up);
+    past it, a count of None.
+
+    On PostgreSQL the count runs in its own transaction (a savepoint inside the caller's): the
+    budget is then ``SET LOCAL`` and ends with it, and a cancelled count rolls back alone -- no
+    ``RESET`` statement that a cancellation arriving late could hit instead.
+    """
+    ceiling = float(conf.get("SESSIONS_QUERY_TIMEOUT") or 0)
+    seconds = min(ceiling, MATCH_COUNT_BUDGET) if ceiling > 0 else MATCH_COUNT_BUDGET
+    own = connection.vendor == "postgresql" or connection.in_atomic_block
+    try:
+        with transaction.atomic() if own else contextlib.nullcontext(), statement_budget(seconds):
+            return count(time.monotonic() + seconds)
+    except QueryTimeout:
+        return MatchCount(None)
+    except OperationalError as exc:
+        # A timeout that fires as the count's last statement ends is delivered to the next one,
+        # here the COMMIT, outside `statement_budget` (seen on PostgreSQL 15 under load): the same
+        # timeout, and the transaction has been rolled back.
+        if connection.vendor == "postgresql":
+            from psycopg import errors
+
+            if isinstance(exc.__cause__, errors.QueryCanceled):
+                return MatchCount(None)
+        raise
+
+
+def _keyset_page(
+    *,
+    spec: QuerySpec,
+    queryset: QuerySet[Any],
+    context: Mapping[str, Any],
+    filters: object,
+    options: object,
+    sort: Sort,
+    descending: bool,
+    cursor: str | None,
+    backwards: bool,
+    limit: int,
+    extra_fields: tuple[str, ...] = (),
+    count: bool = False,
+) -> Page:
+    with query_budget():
+        filtered = _filtered(spec=spec, queryset=queryset, context=context, filters=filters, options=options)
+        page = _page_of(filtered, spec, context, sort, descending, cursor, backwards, limit, extra_fields)
+    if not count:
+        return page
+    matches = _display_count(
+        lambda deadline: _match_count(filtered, spec, context, MATCH_COUNT_CAP, deadline)
+    )
+    return dataclasses.replace(page, matches=matches)
+
+
+def _page_of(
+    filtered: _Filtered,
+    spec: QuerySpec,
+    context: Mapping[str, Any],
+    sort: Sort,
+    descending: bool,
+    cursor: str | None,
+    backwards: bool,
+    limit: int,
+    extra_fields: tuple[str, ...],
+) -> Page:
+    if filtered.queryset is None:
+        return Page([], None, None)
+    qs = filtered.queryset
+    # Backwards ("previous page"): walk the reversed order from the cursor, then flip the rows.
+    walk_desc = descending != backwards
+    if cursor is not None:
+        value, pk = _decode_cursor(cursor, sort)
+        qs = qs.filter(_after(sort, walk_desc, value, pk))
+    qs = qs.order_by(*_ordering(sort, walk_desc))
+    row_fields = filtered.fields
+    fields = (*row_fields, *extra_fields, sort.column, "pk")
+    n = len(row_fields)
+    found: list[tuple[dict[str, Any], Any, int]] = []
+    source = qs.values_list(*fields)
+    predicate = filtered.predicate
+    if predicate is None:
+        values_iter: Any = iter(source[: limit + 1])
+    else:
+        values_iter = source.iterator(chunk_size=spec.chunk_size)
+    for values in values_iter:
+        row = spec.build_row(values[:n], context)
+        if predicate is not None and not predicate(row):
+            continue
+        row.update(zip(extra_fields, values[n : n + len(extra_fields)], strict=True))
+        found.append((row, values[-2], values[-1]))
+        if len(found) > limit:
+            break
+    more = len(found) > limit
+    found = found[:limit]
+    if backwards:
+        found.reverse()
+    rows = [row for row, _, _ in found]
+    if not found:
+        return Page([], None, None)
+    first, last = found[0], found[-1]
+    if backwards:
+        next_cursor: str | None = _encode_cursor(last[1], last[2])
+        prev_cursor = _encode_cursor(first[1], first[2]) if more else None
+    else:
+        next_cursor = _encode_cursor(last[1], last[2]) if more else None
+        prev_cursor = _encode_cursor(first[1], first[2]) if cursor is not None else None
+    return Page(rows, next_cursor, prev_cursor)
+
+
+def session_devices(*, public_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """The ``device`` and ``location`` objects (as ``extra.device`` gives them) of the sessions
+    ``public_ids``, by public id, in one query; sessions that are gone are missing."""
+    if not public_ids:
+        return {}
+    columns = ("device_label", "device_browser", "device_os", "device_family", "user_agent")
+    found = UserSession.objects.filter(public_id__in=public_ids).values_list(
+        "public_id", *columns, "location_country", "location_city"
+    )
+    return {
+        public_id: {
+            "device": {
+                "label": label,
+                "browser": browser,
+                "os": os_name,
+                "device": family,
+                "user_agent": agent,
+            },
+            "location": {"country": country, "city": city},
+        }
+        for public_id, label, browser, os_name, family, agent, country, city in found
+    }
+
+
+def _session_table(
+    *, history: bool, device: bool, user: Any, current_pk: int | None
+) -> tuple[QuerySet[UserSession], dict[str, Any], dict[str, Any]]:
+    """The dashboard's scope (active, or ended with ``history``), row context and query options."""
+    queryset, context = session_scope(history=history, device=device, user=user, current_pk=current_pk)
+    if history:
+        queryset = queryset.filter(ended_at__isnull=False)
+    extra = {name: True for name, on in (("history", history), ("device", device)) if on}
+    return queryset, context, {"extra": extra} if extra else {}
+
+
+def session_page(
+    *,
+    filters: object = None,
+    history: bool = False,
+    sort: str = "created",
+    descending: bool = True,
+    cursor: str | None = None,
+    backwards: bool = False,
+    limit: int = 50,
+    user: Any = None,
+    current_pk: int | None = None,
+    device: bool = False,
+    count: bool = False,
+) -> Page:
+    """One page of ``auth.sessions`` rows (plus ``last_seen_at``) for the browser dashboard.
+
+    Active sessions, or with ``history`` the ended ones (with ``ended_at`` / ``end_reason`` /
+    ``ended_by``); ``device`` adds the ``device`` and ``location`` objects of ``extra.device`` (and
+    lets ``filters`` name their fields). ``filters`` are query-filters, checked against the
+    ``auth.sessions`` schema; ``user`` restricts the scope first (My sessions). Pages are keyset
+    pages ordered by ``sort`` (a `SESSION_SORTS` key) then pk; ``cursor`` comes from a previous
+    `Page`. Raises `QueryError` for bad filters, an unknown sort or a malformed cursor, and
+    `QueryTimeout` past the query budget.
+
+    ``count`` adds `Page.matches`: the matching rows on all pages, exact up to `MATCH_COUNT_CAP`,
+    counted within `MATCH_COUNT_BUDGET` after the page (a slow count leaves the page without one).
+    """
+    if sort not in SESSION_SORTS or (sort == "ended" and not history):
+        raise QueryError("sort", f"{sort!r}: not a sortable column")
+    queryset, context, options = _session_table(
+        history=history, device=device, user=user, current_pk=current_pk
+    )
+    return _keyset_page(
+        spec=SESSION_SPEC,
+        queryset=queryset,
+        context=context,
+        filters=filters,
+        options=options,
+        sort=SESSION_SORTS[sort],
+        descending=descending,
+        cursor=cursor,
+        backwards=backwards,
+        limit=limit,
+        extra_fields=("last_seen_at",),
+        count=count,
+    )
+
+
+def session_count(
+    *,
+    filters: object = None,
+    history: bool = False,
+    user: Any = None,
+    current_pk: int | None = None,
+    device: bool = False,
+    cap: int | None = MATCH_COUNT_CAP,
+) -> MatchCount:
+    """How many sessions `session_page` with the same arguments finds on all its pages.
+
+    With the default ``cap`` it is the tables' display count (exact up to the cap, ``more`` beyond
+    it; at most `MATCH_SCAN_LIMIT` rows read for filters checked in Python). ``cap=None`` counts
+    every match exactly, however many -- the number a bulk action states before it acts (it can
+    change before the action runs: sessions come and go). Runs under the query budget; raises
+    `QueryError` and `QueryTimeout` like `session_page`.
+    """
+    queryset, context, options = _session_table(
+        history=history, device=device, user=user, current_pk=current_pk
+    )
+    with query_budget():
+        filtered = _filtered(
+            spec=SESSION_SPEC, queryset=queryset, context=context, filters=filters, options=options
+        )
+        return _match_count(filtered, SESSION_SPEC, context, cap)
+
+
+def audit_page(
+    *,
+    filters: object = None,
+    sort: str = "time",
+    descending: bool = True,
+    cursor: str | None = None,
+    backwards: bool = False,
+    limit: int = 50,
+    count: bool = False,
+) -> Page:
+    """One keyset page of ``audit.query`` rows, newest first by default (see `session_page`).
+
+    ``["username", "C^", ...]`` (the page's user filter) runs as index range scans on
+    ``audit_user_ts`` (`casefold_prefixes`): the audit table keeps no casefolded copy of the name.
+    """
+    if sort not in AUDIT_SORTS:
+        raise QueryError("sort", f"{sort!r}: not a sortable column")
+    return _keyset_page(
+        spec=AUDIT_SPEC,
+        queryset=AuditRecord.objects.all(),
+        context={},
+        filters=filters,
+        options={},
+        sort=AUDIT_SORTS[sort],
+        descending=descending,
+        cursor=cursor,
+        backwards=backwards,
+        limit=limit,
+        count=count,
+    )
