@@ -61,8 +61,8 @@ def _findings(conn: BaseDatabaseWrapper, cursor: CursorWrapper, table: str) -> l
                     "refreshes the planner's statistics or clears dead rows, and session queries can "
                     "become orders of magnitude slower as the tables change.",
                     hint="Turn it on (autovacuum = on in postgresql.conf, the default), or run "
-                    "`manage.py analyze` and VACUUM on a schedule (e.g. `vacuumdb --analyze` daily) and "
-                    "after loading data by other means than the service (a restore, an import).",
+                    "`manage.py analyze` (a VACUUM (ANALYZE) of the database) on a schedule, e.g. daily, "
+                    "and after loading data by other means than the service (a restore, an import).",
                     id="sessions_app.W201",
                 )
             )

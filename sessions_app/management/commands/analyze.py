@@ -13,7 +13,8 @@ from sessions_app.management.cli import RegistryCommand
 
 class Command(RegistryCommand):
     help = (
-        "Gather the query planner's statistics of every table (ANALYZE). The service does it itself "
+        "Gather the query planner's statistics of every table (ANALYZE; on PostgreSQL VACUUM (ANALYZE), "
+        "which also sets the visibility map index-only scans need). The service does it itself "
         "after its bulk operations; run this after loading data any other way (a restore, an import), "
         "and on a schedule where PostgreSQL's autovacuum is off (manage.py check --deploy warns). "
         f"On SQLite it reads at most {SQLITE_ANALYSIS_LIMIT} rows per index unless --full."
@@ -35,4 +36,5 @@ class Command(RegistryCommand):
             raise CommandError(f"ANALYZE failed: {exc}") from None
         if options["verbosity"] >= 1:
             vendor = connections[using].vendor
-            self.stdout.write(f"Planner statistics gathered ({vendor}) in {result.seconds:.2f} s.")
+            done = "gathered and tables vacuumed" if result.vacuumed else "gathered"
+            self.stdout.write(f"Planner statistics {done} ({vendor}) in {result.seconds:.2f} s.")
