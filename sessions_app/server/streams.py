@@ -36,7 +36,7 @@ from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from sessions_app.auth.clients import client_from_request
 from sessions_app.auth.roles import Role, has_role
 from sessions_app.http import RegistryRequest
-from sessions_app.models import SessionEvent
+from sessions_app.models import SessionEvent, UserSession
 from sessions_app.server.live import hub
 
 KEEPALIVE_SECONDS = 15
@@ -120,8 +120,9 @@ def _error(status: int, detail: str) -> HttpResponse:
     return response
 
 
-def _refused(request: RegistryRequest) -> HttpResponse | None:
-    """Why a stream cannot start (not a GET, no session, not served over ASGI), or None."""
+def _session_or_refusal(request: RegistryRequest) -> UserSession | HttpResponse:
+    """The caller's session, or the response saying why a stream cannot start (not a GET, no
+    session, not served over ASGI)."""
     if request.method != "GET":
         response = _error(405, "method not allowed: use GET")
         response["Allow"] = "GET"
@@ -130,15 +131,13 @@ def _refused(request: RegistryRequest) -> HttpResponse | None:
         return _error(401, "sign in first")
     if not hasattr(request, "scope"):
         return _error(501, "live updates need the ASGI server (bin/serve)")
-    return None
+    return request.auth_session
 
 
 async def session_events(request: RegistryRequest) -> HttpResponse | StreamingHttpResponse:
-    refused = _refused(request)
-    if refused is not None:
-        return refused
-    session = request.auth_session
-    assert session is not None  # _refused answered 401 otherwise
+    session = _session_or_refusal(request)
+    if isinstance(session, HttpResponse):
+        return session
     if not await sync_to_async(has_role)(request.user, Role.AUTH_SESSIONS_READ):
         return _error(403, "this stream needs the AUTH_SESSIONS_READ role")
     stream = _Stream(session.pk, client_from_request(request), request.user.pk)
@@ -155,11 +154,9 @@ async def session_events(request: RegistryRequest) -> HttpResponse | StreamingHt
 
 async def notice_events(request: RegistryRequest) -> HttpResponse | StreamingHttpResponse:
     """``GET /me/notices/events/``: the viewer's own new-sign-in notices changed (no role needed)."""
-    refused = _refused(request)
-    if refused is not None:
-        return refused
-    session = request.auth_session
-    assert session is not None  # _refused answered 401 otherwise
+    session = _session_or_refusal(request)
+    if isinstance(session, HttpResponse):
+        return session
     stream = _NoticeStream(session.pk, client_from_request(request), request.user.pk)
     hub.add_listener(stream)
     hub.add_socket(stream)  # its session ending ends the stream (checked every second, as sockets)
