@@ -31,6 +31,17 @@ def _fast_and_quiet(settings: Any) -> None:
     settings.SESSIONS_SCRAM_ITERATIONS = TEST_SCRAM_ITERATIONS
 
 
+@pytest.fixture(autouse=True)
+def _no_reused_statements() -> None:
+    """Each test starts without the compiled statements an earlier one left (the APIs' and the
+    tables' statement caches): a test that patches a module's knob must see its statement compiled."""
+    from sessions_app import tables
+    from sessions_app.query import execution
+
+    execution._STATEMENTS.clear()
+    tables._PAGES.clear()
+
+
 @pytest.fixture
 def make_user(db: Any, django_user_model: Any) -> Callable[..., Any]:
     """``make_user("alice", roles=[Role.AUTH_SESSIONS_READ], superuser=False, password=PASSWORD)``."""

@@ -227,7 +227,11 @@ def _push_down(prefix: str) -> tuple[Any, Any]:
     from sessions_app.query.schema import check
 
     tree, _ = check(parse_filters([["username", "C^", prefix]]), parse_options({}), AUDIT_SPEC.schema)
-    return tables._push_down_folded_prefixes(AUDIT_SPEC, AUDIT_SPEC.schema, AuditRecord.objects.all(), tree)
+    queryset, rest, read_values = tables._push_down_folded_prefixes(
+        AUDIT_SPEC, AUDIT_SPEC.schema, AuditRecord.objects.all(), tree
+    )
+    assert read_values is (len(prefix) > 6)  # a whole name lists the names present; a short prefix: ranges
+    return queryset, rest
 
 
 def test_a_whole_audit_user_name_becomes_a_list_of_the_names_present(
