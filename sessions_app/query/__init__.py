@@ -4,6 +4,10 @@
 evaluates it over in-memory rows (`engine`), and `operators` holds the operator table shared with
 the Django compiler. Every problem is a `QueryError` (a `ValueError` carrying the offending
 element's ``attribute``); ``get`` without a row is `MatchNotFound`. Nothing here imports Django.
+
+The Django side lives beside it and is imported by its users only: `compiler` (the tree as Django
+conditions), `plans` (statement shapes that use an index) and `execution` (running a query, the
+statement cache). The room imports nothing of the app but `sessions_app.db` (from the Django side).
 """
 
 from __future__ import annotations

@@ -12,4 +12,5 @@ only shows that page.
 Pages by area: `account` (sign in and out, password, two-factor), `sessions` (the dashboard, history,
 my sessions, terminating), `api_keys`, `audit`, `devices` (known devices, new-sign-in notices);
 `base` holds what they share (the `page` decorator, the sign-in redirect, rendering, list helpers).
+May import services, the reads, forms, the middleware and the core; only the URLconf imports them.
 """
