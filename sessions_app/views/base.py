@@ -21,7 +21,7 @@ from django.views.defaults import page_not_found, permission_denied
 
 from sessions_app import tables
 from sessions_app.auth.clients import client_from_request
-from sessions_app.auth.roles import Role, has_role, user_roles
+from sessions_app.auth.roles import Role, has_role
 from sessions_app.exceptions import QueryTimeout
 from sessions_app.forms import (
     PasswordConfirmForm,
@@ -145,8 +145,8 @@ def _to_sign_in(request: HttpRequest) -> HttpResponse:
 
 
 def _render(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
-    roles = user_roles(request.user)
-    context.setdefault("roles", {role.name: role in roles for role in Role})
+    """A page of this app; ``roles`` comes from `sessions_app.context_processors.roles` (every page,
+    the error pages too)."""
     context.setdefault("now", timezone.now())
     return render(request, f"sessions_app/{template}", context, status=status)
 
