@@ -86,6 +86,24 @@ def _edit_distance(a: str, b: str) -> int:
     return previous[-1]
 
 
+def masked(event_data: dict[str, Any]) -> dict[str, Any]:
+    """``event_data`` with the values under secret-looking keys masked, recursively, as
+    `audit_record` stores it (for records written in bulk)."""
+    scrubbed: dict[str, Any] = _scrub(event_data)
+    return scrubbed
+
+
+def fault_point(point: str) -> None:
+    """The atomicity test's fault injection (security.md D10): with the environment variable
+    ``SESSIONS_FAULT_INJECT`` equal to ``point`` the process kills itself with ``SIGKILL`` (``kill
+    -9``: no cleanup, no rollback by Python). Writers of audit records call it with
+    ``before_audit`` after the change they record and before the record, and ``after_audit`` after
+    the record and before the commit; either way the database must end up with neither. For test
+    servers only: it must never be set in production."""
+    if os.environ.get("SESSIONS_FAULT_INJECT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def audit_record(
     *,
     event: str,
@@ -100,24 +118,16 @@ def audit_record(
     Must be called inside the same ``transaction.atomic()`` block as the change it records, so that
     the change and its record commit together or not at all.
 
-    Fault injection (the atomicity test, security.md D10): with the environment variable
-    ``SESSIONS_FAULT_INJECT`` set to ``before_audit`` the process kills itself with ``SIGKILL``
-    (``kill -9``: no cleanup, no rollback by Python) after the change it records and before the
-    record is written; with ``after_audit``, after the record is written and before the transaction
-    commits. Either way the database must end up with neither. The variable is read here only (one
-    dictionary lookup per record); it is for test servers and must never be set in production.
+    The fault points of the atomicity test (`fault_point`) surround the write.
     """
-    fault = os.environ.get("SESSIONS_FAULT_INJECT")
-    if fault == "before_audit":
-        os.kill(os.getpid(), signal.SIGKILL)
+    fault_point("before_audit")
     record = AuditRecord.objects.create(
         event=event,
         success=success,
         username=username,
         session=session,
         address=address,
-        event_data=_scrub(event_data or {}),
+        event_data=masked(event_data or {}),
     )
-    if fault == "after_audit":
-        os.kill(os.getpid(), signal.SIGKILL)
+    fault_point("after_audit")
     return record

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import signal
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +24,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from sessions_app import events
-
-# `_scrub` is `audit_record`'s masking of secret-looking keys, applied here to records written in bulk.
-from sessions_app.audit import _scrub, audit_record
+from sessions_app.audit import audit_record, fault_point, masked
 from sessions_app.auth.clients import Client
 from sessions_app.models import (
     AuditEvent,
@@ -172,12 +168,6 @@ def _lock_active(field: str, values: Sequence[int]) -> list[_EndRow]:
     return rows
 
 
-def _fault_point(point: str) -> None:
-    """`audit_record`'s fault injection (security.md D10), for the records written in bulk."""
-    if os.environ.get("SESSIONS_FAULT_INJECT") == point:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _end_rows(
     rows: Sequence[_EndRow],
     *,
@@ -202,7 +192,7 @@ def _end_rows(
         ("created_at", "kind", "session", "public_id", "internal", "ended"),
         [(written, removed, pk, public_id, internal, True) for pk, public_id, _, _, internal, _, _ in rows],
     )
-    _fault_point("before_audit")
+    fault_point("before_audit")
     records = []
     scrub: bool | None = None
     for _, public_id, username, credentials, _, _, _ in rows:
@@ -218,7 +208,7 @@ def _end_rows(
         if scrub is None:
             # `audit_record` masks by key; these records all have the same keys: ask once.
             probe = dict.fromkeys(fields["event_data"], "")
-            scrub = _scrub(probe) != probe
+            scrub = masked(probe) != probe
         records.append(
             (
                 new_audit_id(),
@@ -228,7 +218,7 @@ def _end_rows(
                 fields["session"],
                 fields["address"],
                 fields["success"],
-                ops.adapt_json_value(_scrub(fields["event_data"]) if scrub else fields["event_data"], None),
+                ops.adapt_json_value(masked(fields["event_data"]) if scrub else fields["event_data"], None),
             )
         )
     _insert_many(
@@ -236,7 +226,7 @@ def _end_rows(
         ("audit_id", "timestamp", "event", "username", "session", "address", "success", "event_data"),
         records,
     )
-    _fault_point("after_audit")
+    fault_point("after_audit")
 
 
 def _column(model: type[Model], name: str) -> str:
