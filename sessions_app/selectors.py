@@ -23,11 +23,19 @@ from sessions_app.specs import API_KEY_SPEC, AUDIT_SPEC, SESSION_SPEC
 def session_scope(
     *, history: bool = False, device: bool = False, user: Any = None, current_pk: int | None = None
 ) -> tuple[QuerySet[UserSession], dict[str, Any]]:
-    """The sessions a query may see, and the row context (``current``, history and device keys)."""
+    """The sessions a query may see, and the row context (`session_context`)."""
     qs = UserSession.objects.all() if history else UserSession.objects.active()
     if user is not None:
         qs = qs.filter(user=user)
-    return qs, {"current_pk": current_pk, "history": history, "device": device}
+    return qs, session_context(history=history, device=device, current_pk=current_pk)
+
+
+def session_context(
+    *, history: bool = False, device: bool = False, current_pk: int | None = None
+) -> dict[str, Any]:
+    """What building an ``auth.sessions`` row needs beside its columns: the caller's session (for
+    ``current``) and whether the row has the ended keys (``history``) and the device objects."""
+    return {"current_pk": current_pk, "history": history, "device": device}
 
 
 def session_query(

@@ -38,7 +38,7 @@ from sessions_app.query.compiler import FALSE, TRUE, Compiler, QuerySpec, prefix
 from sessions_app.query.errors import QueryError
 from sessions_app.query.execution import _Statement
 from sessions_app.query.schema import FieldType, Schema, check
-from sessions_app.selectors import session_scope
+from sessions_app.selectors import session_context, session_scope
 from sessions_app.specs import AUDIT_SPEC, SESSION_SPEC
 
 
@@ -433,7 +433,7 @@ def _page_key(
 def _keyset_page(
     *,
     spec: QuerySpec,
-    queryset: QuerySet[Any],
+    queryset: Callable[[], QuerySet[Any]],
     context: Mapping[str, Any],
     filters: object,
     options: object,
@@ -460,7 +460,7 @@ def _keyset_page(
             page = _page_from(rows, spec, context, None, n, extra_fields, limit, cursor, backwards)
         else:
             filtered = _filtered(
-                spec=spec, queryset=queryset, context=context, filters=filters, options=options
+                spec=spec, queryset=queryset(), context=context, filters=filters, options=options
             )
             if key is not None and filtered.predicate is None and not filtered.read_values:
                 source = _page_source(filtered, sort, descending, cursor, backwards, extra_fields)
@@ -481,7 +481,7 @@ def _keyset_page(
     if filtered is None:
         with query_budget():
             filtered = _filtered(
-                spec=spec, queryset=queryset, context=context, filters=filters, options=options
+                spec=spec, queryset=queryset(), context=context, filters=filters, options=options
             )
     counted = filtered
     matches = _display_count(lambda deadline: _match_count(counted, spec, context, MATCH_COUNT_CAP, deadline))
@@ -599,12 +599,16 @@ def session_devices(*, public_ids: set[str]) -> dict[str, dict[str, Any]]:
 
 def _session_table(
     *, history: bool, device: bool, user: Any, current_pk: int | None
-) -> tuple[QuerySet[UserSession], dict[str, Any], dict[str, Any]]:
-    """The dashboard's scope (active, or ended with ``history``), row context and query options."""
-    queryset, context = session_scope(history=history, device=device, user=user, current_pk=current_pk)
-    if history:
-        queryset = queryset.filter(ended_at__isnull=False)
+) -> tuple[Callable[[], QuerySet[UserSession]], dict[str, Any], dict[str, Any]]:
+    """The dashboard's scope (active, or ended with ``history``) -- built when called: a page whose
+    statement is reused needs no queryset --, row context and query options."""
+
+    def queryset() -> QuerySet[UserSession]:
+        scope, _ = session_scope(history=history, device=device, user=user, current_pk=current_pk)
+        return scope.filter(ended_at__isnull=False) if history else scope
+
     extra = {name: True for name, on in (("history", history), ("device", device)) if on}
+    context = session_context(history=history, device=device, current_pk=current_pk)
     return queryset, context, {"extra": extra} if extra else {}
 
 
@@ -679,7 +683,7 @@ def session_count(
     )
     with query_budget():
         filtered = _filtered(
-            spec=SESSION_SPEC, queryset=queryset, context=context, filters=filters, options=options
+            spec=SESSION_SPEC, queryset=queryset(), context=context, filters=filters, options=options
         )
         return _match_count(filtered, SESSION_SPEC, context, cap)
 
@@ -703,7 +707,7 @@ def audit_page(
         raise QueryError("sort", f"{sort!r}: not a sortable column")
     return _keyset_page(
         spec=AUDIT_SPEC,
-        queryset=AuditRecord.objects.all(),
+        queryset=AuditRecord.objects.all,
         context={},
         filters=filters,
         options={},

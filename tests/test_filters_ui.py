@@ -14,7 +14,7 @@ from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from sessions_app import selectors, tables
@@ -67,6 +67,9 @@ def test_the_prefixes_match_exactly_the_strings_whose_casefold_starts_with_the_p
     subject: str, prefix: str
 ) -> None:
     prefixes = tables.casefold_prefixes(prefix, limit=10_000)
+    # More than 10,000 spellings ("Kßßß": k, K or the Kelvin sign, then six s's each s, S or ſ,
+    # or pairs as ß or ẞ) is None by design: the caller narrows to a shorter prefix instead.
+    assume(prefixes is not None)
     assert prefixes is not None
     expected = subject.casefold().startswith(prefix.casefold())
     assert any(subject.startswith(raw) for raw in prefixes) == expected
@@ -268,7 +271,7 @@ def test_a_python_checked_count_stops_at_its_deadline(sessions_of: Any) -> None:
     )
     filtered = tables._filtered(
         spec=SESSION_SPEC,
-        queryset=queryset,
+        queryset=queryset(),
         context=context,
         filters=[["credentials_data.username", "C~", "DEMO"]],
         options=options,
