@@ -34,8 +34,8 @@ from sessions_app.audit import audit_record
 from sessions_app.auth import keys, policy, throttle
 from sessions_app.auth.clients import Client, client_from_request
 from sessions_app.auth.prepared import RowLoader
+from sessions_app.auth.request import RegistryRequest
 from sessions_app.exceptions import Busy
-from sessions_app.http import RegistryRequest
 from sessions_app.models import ApiKey, AuditEvent, Credentials, EndReason, UserSession
 from sessions_app.selectors import user_get_by_username
 from sessions_app.services.api_keys import (

@@ -34,8 +34,8 @@ from sessions_app.api.methods import METHODS, CallContext, Method
 from sessions_app.audit import audit_record
 from sessions_app.auth import throttle
 from sessions_app.auth.clients import Client, client_from_request
+from sessions_app.auth.request import RegistryRequest
 from sessions_app.exceptions import Busy, CallError, InvalidParams, NotAuthenticated, QueryTimeout
-from sessions_app.http import RegistryRequest
 from sessions_app.middleware import clear_session_cookie, pending_cookie, set_session_cookie
 from sessions_app.models import AuditEvent
 from sessions_app.query import MatchNotFound, QueryError

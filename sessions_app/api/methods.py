@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
     from sessions_app.api.websocket import Connection
-    from sessions_app.http import RegistryRequest
+    from sessions_app.auth.request import RegistryRequest
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 

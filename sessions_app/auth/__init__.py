@@ -5,6 +5,7 @@
 - `throttle`: per-address and per-account login limits and lockouts; `policy`: what a credential
   type may do and how long its sessions live; `roles`: the roles of spec §6 and who has them.
 - `clients`: who is on the other end of a request or socket (address, origin, unix peer).
+- `request`: `RegistryRequest`, the request as the authentication middleware leaves it (typing).
 - `prepared`: the authentication lookups run as prepared statements on every request.
 - `scram`, `channel_binding`: SCRAM-SHA-512 and TLS channel binding (spec/scram.md).
 - `fieldcrypt`, `secret_fields`, `totp_seeds`: secrets kept encrypted at rest (TOTP seeds).

@@ -21,7 +21,7 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
 if TYPE_CHECKING:
-    from sessions_app.http import RegistryRequest
+    from sessions_app.auth.request import RegistryRequest
 
 
 class ContentSecurityPolicyMiddleware(CSPMiddleware):

@@ -34,8 +34,8 @@ from asgiref.sync import sync_to_async
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 
 from sessions_app.auth.clients import client_from_request
+from sessions_app.auth.request import RegistryRequest
 from sessions_app.auth.roles import Role, has_role
-from sessions_app.http import RegistryRequest
 from sessions_app.models import SessionEvent, UserSession
 from sessions_app.server.live import hub
 

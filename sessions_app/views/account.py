@@ -18,6 +18,7 @@ from django.views.defaults import permission_denied
 from sessions_app import charts, selectors
 from sessions_app.auth import throttle
 from sessions_app.auth.clients import Client, client_from_request
+from sessions_app.auth.request import RegistryRequest
 from sessions_app.auth.roles import Role, has_role
 from sessions_app.exceptions import InvalidParams
 from sessions_app.forms import (
@@ -27,7 +28,6 @@ from sessions_app.forms import (
     SignInForm,
     TotpConfirmForm,
 )
-from sessions_app.http import RegistryRequest
 from sessions_app.middleware import (
     clear_pending_cookie,
     clear_session_cookie,

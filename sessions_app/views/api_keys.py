@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from sessions_app import selectors
 from sessions_app.auth.clients import client_from_request
+from sessions_app.auth.request import RegistryRequest
 from sessions_app.auth.roles import Role, has_role
 from sessions_app.exceptions import InvalidParams
 from sessions_app.forms import (
@@ -19,7 +20,6 @@ from sessions_app.forms import (
     ApiKeyUpdateForm,
     ConfirmForm,
 )
-from sessions_app.http import RegistryRequest
 from sessions_app.models import ApiKey
 from sessions_app.services import api_keys as api_key_services
 from sessions_app.views.base import _render, _stepped_up, _stepup_form, page

@@ -21,13 +21,13 @@ from django.views.defaults import page_not_found, permission_denied
 
 from sessions_app import tables
 from sessions_app.auth.clients import client_from_request
+from sessions_app.auth.request import RegistryRequest
 from sessions_app.auth.roles import Role, has_role
 from sessions_app.exceptions import QueryTimeout
 from sessions_app.forms import (
     PasswordConfirmForm,
     QueryFilterForm,
 )
-from sessions_app.http import RegistryRequest
 from sessions_app.middleware import (
     EndedSession,
     ended_session,

@@ -30,9 +30,9 @@ from django.views.decorators.http import require_http_methods
 
 from sessions_app import conf
 from sessions_app.auth.clients import client_from_request
+from sessions_app.auth.request import RegistryRequest
 from sessions_app.auth.roles import Role, user_roles
 from sessions_app.devices import known
-from sessions_app.http import RegistryRequest
 from sessions_app.models import SignInNotice
 from sessions_app.services import notices as notice_services
 from sessions_app.views.base import current_session, page

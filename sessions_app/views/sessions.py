@@ -20,6 +20,7 @@ from django.utils.timesince import timesince
 
 from sessions_app import charts, selectors, tables, targets
 from sessions_app.auth.clients import client_from_request
+from sessions_app.auth.request import RegistryRequest
 from sessions_app.auth.roles import Role, has_role
 from sessions_app.forms import (
     MAX_STEP_SIZE,
@@ -30,7 +31,6 @@ from sessions_app.forms import (
     SessionHistoryFilterForm,
     SessionTerminateForm,
 )
-from sessions_app.http import RegistryRequest
 from sessions_app.models import EndReason, UserSession
 from sessions_app.query import QueryError
 from sessions_app.services.maintenance import BulkState, sessions_terminate_selection

@@ -28,7 +28,7 @@ from sessions_app.api.rest.parsers import StrictJSONParser
 from sessions_app.api.rest.permissions import IsRegistryUser, audit_call
 from sessions_app.api.rest.renderers import EJSONRenderer
 from sessions_app.auth.clients import Client, client_from_request
-from sessions_app.http import RegistryRequest
+from sessions_app.auth.request import RegistryRequest
 from sessions_app.models import UserSession
 from sessions_app.query import MatchNotFound, QueryError
 
