@@ -23,6 +23,7 @@ from sessions_app.auth.roles import Role
 from sessions_app.exceptions import QueryTimeout
 from sessions_app.forms import SessionFilterForm, SessionHistoryFilterForm
 from sessions_app.models import AuditEvent, AuditRecord, Credentials, UserSession
+from sessions_app.query import prefixes as folded
 from sessions_app.query.execution import run_in_memory
 from sessions_app.services.session_ending import session_end
 from sessions_app.services.sessions import session_create
@@ -33,25 +34,25 @@ from tests.conftest import PASSWORD
 
 
 def test_a_prefix_expands_to_the_case_variants_of_its_letters() -> None:
-    prefixes = tables.casefold_prefixes("demo_a")
+    prefixes = folded.casefold_prefixes("demo_a")
     assert prefixes is not None
     # d e m o: two cases each, "_" one; the last "a" three: "ẚ".casefold() == "aʾ" starts with "a".
     assert len(prefixes) == 2 * 2 * 2 * 2 * 3
     assert {"demo_a", "DEMO_A", "Demo_A", "dEmO_a", "demo_ẚ"} <= set(prefixes)
-    assert "demoẚ" not in set(tables.casefold_prefixes("demoa_") or ())  # "aʾ" is not "a_"
+    assert "demoẚ" not in set(folded.casefold_prefixes("demoa_") or ())  # "aʾ" is not "a_"
 
 
 def test_characters_that_fold_to_several_are_found() -> None:
-    assert set(tables.casefold_prefixes("s") or ()) == {"s", "S", "ß", "ẞ", "ſ", "ﬅ", "ﬆ"}
-    assert "ß" in (tables.casefold_prefixes("ss") or ())  # "ß".casefold() == "ss"
-    assert "straß" in (tables.casefold_prefixes("STRASS", limit=10_000) or ())
-    assert "K" in (tables.casefold_prefixes("k") or ())  # KELVIN SIGN
-    assert tables.casefold_prefixes("") == [""]
+    assert set(folded.casefold_prefixes("s") or ()) == {"s", "S", "ß", "ẞ", "ſ", "ﬅ", "ﬆ"}
+    assert "ß" in (folded.casefold_prefixes("ss") or ())  # "ß".casefold() == "ss"
+    assert "straß" in (folded.casefold_prefixes("STRASS", limit=10_000) or ())
+    assert "K" in (folded.casefold_prefixes("k") or ())  # KELVIN SIGN
+    assert folded.casefold_prefixes("") == [""]
 
 
 def test_a_prefix_with_too_many_variants_is_refused() -> None:
-    assert tables.casefold_prefixes("bcdgmnp", limit=64) is None  # 128 variants
-    assert len(tables.casefold_prefixes("bcdgmn", limit=64) or ()) == 64
+    assert folded.casefold_prefixes("bcdgmnp", limit=64) is None  # 128 variants
+    assert len(folded.casefold_prefixes("bcdgmn", limit=64) or ()) == 64
 
 
 def test_every_character_that_changes_when_casefolded_is_in_planes_0_and_1() -> None:
@@ -66,7 +67,7 @@ _TRICKY = "aAbBsSßẞſkKKiIİı_.-ﬅ"
 def test_the_prefixes_match_exactly_the_strings_whose_casefold_starts_with_the_prefix(
     subject: str, prefix: str
 ) -> None:
-    prefixes = tables.casefold_prefixes(prefix, limit=10_000)
+    prefixes = folded.casefold_prefixes(prefix, limit=10_000)
     # More than 10,000 spellings ("Kßßß": k, K or the Kelvin sign, then six s's each s, S or ſ,
     # or pairs as ß or ẞ) is None by design: the caller narrows to a shorter prefix instead.
     assume(prefixes is not None)
@@ -230,7 +231,7 @@ def _push_down(prefix: str) -> tuple[Any, Any]:
     from sessions_app.query.schema import check
 
     tree, _ = check(parse_filters([["username", "C^", prefix]]), parse_options({}), AUDIT_SPEC.schema)
-    queryset, rest, read_values = tables._push_down_folded_prefixes(
+    queryset, rest, read_values = folded._push_down_folded_prefixes(
         AUDIT_SPEC, AUDIT_SPEC.schema, AuditRecord.objects.all(), tree
     )
     assert read_values is (len(prefix) > 6)  # a whole name lists the names present; a short prefix: ranges
@@ -251,7 +252,7 @@ def test_a_whole_audit_user_name_becomes_a_list_of_the_names_present(
     queryset, rest = _push_down("demo_a")  # few spellings: ranges alone
     assert rest.children == ()
     assert '"username" >= ' in str(queryset.query)
-    monkeypatch.setattr(tables, "FOLDED_PREFIX_VALUES", 2)  # more names in range than listed
+    monkeypatch.setattr(folded, "FOLDED_PREFIX_VALUES", 2)  # more names in range than listed
     queryset, rest = _push_down("DEMO_ALICE.SMITH")
     assert len(rest.children) == 1  # checked in Python, on the rows of the narrowed range
     assert '"username" >= ' in str(queryset.query)

@@ -6,8 +6,8 @@ the Django compiler. Every problem is a `QueryError` (a `ValueError` carrying th
 element's ``attribute``); ``get`` without a row is `MatchNotFound`. Nothing here imports Django.
 
 The Django side lives beside it and is imported by its users only: `compiler` (the tree as Django
-conditions), `plans` (statement shapes that use an index) and `execution` (running a query, the
-statement cache). The room imports nothing of the app but `sessions_app.db` (from the Django side).
+conditions), `plans` (statement shapes that use an index), `prefixes` (``C^`` as index ranges)
+and `execution` (running a query, the statement cache). The room imports nothing of the app but `sessions_app.db` (from the Django side).
 """
 
 from __future__ import annotations
