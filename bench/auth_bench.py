@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, PING, Gunicorn, fresh_database, machine, write_section  # noqa: E402
+from common import DATA, PING, Gunicorn, environment, fresh_database, machine, write_section  # noqa: E402
+from common import setup_django as common_setup_django  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
 PG_NAME = "bench_auth"
-SECRET_KEY = "benchmark-only-secret-key-not-for-production-use-0123456789"
 PASSWORD = "bench correct horse battery staple"
 USERS = [f"bench{i}" for i in range(8)]
 COOKIE = "__Host-sid"
@@ -61,30 +61,14 @@ def login_body(username: str) -> bytes:
 
 
 def base_env(database_url: str, pool: bool = True) -> dict[str, str]:
-    """The server's environment. ``pool=False`` for one request at a time per process (in-process,
-    sync workers): PostgreSQL then keeps one persistent connection, as the README recommends."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "project.settings",
-        "DJANGO_SECRET_KEY": SECRET_KEY,
-        "DATABASE_URL": database_url,
-        "DJANGO_DEBUG": "false",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SESSIONS_LOGIN_RATE": "0",  # the login benchmark is one address hammering auth.login_ex
-        "SESSIONS_FAIL_DELAY": "0",
-    }
-    env.pop("DJANGO_SECRET_KEY_FILE", None)
-    if not pool:
-        env["DJANGO_DB_POOL_SIZE"] = "0"
-    return env
+    """The server's environment (`common.environment`). ``pool=False`` for one request at a time per
+    process (in-process, sync workers): PostgreSQL then keeps one persistent connection, as the
+    README recommends."""
+    return environment(database_url, **({} if pool else {"DJANGO_DB_POOL_SIZE": "0"}))
 
 
 def setup_django(database_url: str, pool: bool = True) -> None:
-    os.environ.update(base_env(database_url, pool))
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
+    common_setup_django(database_url, **({} if pool else {"DJANGO_DB_POOL_SIZE": "0"}))
 
 
 # --- worker: seed one database ---------------------------------------------------------------------

@@ -43,47 +43,27 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import fresh_database, machine  # noqa: E402
+from common import environment, fresh_database, machine  # noqa: E402
+from common import setup_django as common_setup_django  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
 DATA = ROOT / "bench" / "data"
 PG_NAME = "bench_bulk"
 SQLITE_PATH = DATA / "bulk.sqlite3"
-SECRET_KEY = "benchmark-only-secret-key-not-for-production-use-0123456789"
 PASSWORD = "bench correct horse battery staple"
 USERS = [f"login{i}" for i in range(8)]
 OPERATOR = "operator"
-FAST_HASHER = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOCK_LIMIT = 0.5
 TARGETS = {"sqlite": 20.0, "postgresql": 10.0}
 
 
 def base_env(database_url: str) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "project.settings",
-        "DJANGO_SECRET_KEY": SECRET_KEY,
-        "DATABASE_URL": database_url,
-        "DJANGO_DEBUG": "false",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
-        "SESSIONS_LOGIN_RATE": "0",
-        "SESSIONS_FAIL_DELAY": "0",
-        "SESSIONS_MAX_PER_USER": "100",
-    }
-    env.pop("DJANGO_SECRET_KEY_FILE", None)
-    return env
+    return environment(database_url, SESSIONS_MAX_PER_USER="100")
 
 
 def setup_django(database_url: str) -> None:
-    os.environ.update(base_env(database_url))
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    from django.test.utils import override_settings
-
-    override_settings(PASSWORD_HASHERS=FAST_HASHER).enable()
+    common_setup_django(database_url, fast_hasher=True, SESSIONS_MAX_PER_USER="100")
 
 
 # --- workers (each in its own process: Django settings are per process) ----------------------------------

@@ -38,44 +38,25 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import fresh_database, machine, write_section  # noqa: E402
+from common import environment, fresh_database, machine, write_section  # noqa: E402
+from common import setup_django as common_setup_django  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
 DATA = ROOT / "bench" / "data"
 PG_NAME = "bench_commands"
 SQLITE_PATH = DATA / "commands.sqlite3"
-SECRET_KEY = "benchmark-only-secret-key-not-for-production-use-0123456789"
 PASSWORD = "bench correct horse battery staple"
 USERS = [f"login{i}" for i in range(8)]
 RSS_LIMIT_MB = 200
-FAST_HASHER = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def base_env(database_url: str) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "project.settings",
-        "DJANGO_SECRET_KEY": SECRET_KEY,
-        "DATABASE_URL": database_url,
-        "DJANGO_DEBUG": "false",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SESSIONS_LOGIN_RATE": "0",
-        "SESSIONS_FAIL_DELAY": "0",
-    }
-    env.pop("DJANGO_SECRET_KEY_FILE", None)
-    return env
+    return environment(database_url)
 
 
 def setup_django(database_url: str) -> None:
-    os.environ.update(base_env(database_url))
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    from django.test.utils import override_settings
-
-    override_settings(PASSWORD_HASHERS=FAST_HASHER).enable()
+    common_setup_django(database_url, fast_hasher=True)
 
 
 # --- workers (each in its own process: Django settings are per process) ----------------------------------

@@ -22,6 +22,42 @@ DATA = ROOT / "bench" / "data"
 ASGI_WORKER = "sessions_app.server.asgi_worker.PeerCredUvicornWorker"
 PG_BASE = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 PING = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "core.ping", "params": []}).encode()
+#: The secret key of every bench's Django process: benchmark-only, never a deployment's.
+SECRET_KEY = "benchmark-only-secret-key-not-for-production-use-0123456789"
+
+
+def environment(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a bench's Django process (in-process or a server it starts): production
+    settings (``DEBUG`` off) on ``database_url`` with the benchmark-only key, and the login rate
+    limit and failure delay off -- a bench is one address making logins as fast as it can. ``extra``
+    adds or overrides variables."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DJANGO_SECRET_KEY": SECRET_KEY,
+        "DATABASE_URL": database_url,
+        "DJANGO_DEBUG": "false",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
+        "SESSIONS_LOGIN_RATE": "0",
+        "SESSIONS_FAIL_DELAY": "0",
+        **extra,
+    }
+    env.pop("DJANGO_SECRET_KEY_FILE", None)
+    return env
+
+
+def setup_django(database_url: str, *, fast_hasher: bool = False, **extra: str) -> None:
+    """Configure Django in this process with `environment`; ``fast_hasher``: MD5 password hashing,
+    for benches that create users but do not measure logins."""
+    os.environ.update(environment(database_url, **extra))
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    if fast_hasher:
+        from django.test.utils import override_settings
+
+        override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]).enable()
 
 
 def machine() -> str:
