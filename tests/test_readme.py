@@ -40,7 +40,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from tests.integration.servers import free_port
+from tests.integration.servers import assert_serve_refuses, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -313,20 +313,7 @@ def test_skip_migrate_refuses_a_database_behind_the_code(checkout: Path, tmp_pat
 def test_bin_serve_refuses_before_anything_starts(tmp_path: Path, env: dict[str, str], named: str) -> None:
     """A shared database without a key variable (each host would make its own key and sign
     everybody out), or a switch it cannot read: one line, exit status 2, nothing created."""
-    done = subprocess.run(  # noqa: S603 - fixed argv
-        [str(ROOT / "bin" / "serve")],
-        cwd=tmp_path,
-        env=fresh_environment(BIND=f"127.0.0.1:{free_port()}", **env),
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
-    assert done.returncode == 2, done
-    assert done.stdout == ""
-    assert done.stderr.count("\n") == 1, done.stderr
-    assert done.stderr.startswith("bin/serve: ")
-    assert named in done.stderr
+    assert_serve_refuses(fresh_environment(BIND=f"127.0.0.1:{free_port()}", **env), tmp_path, named)
     assert list(tmp_path.iterdir()) == []
 
 

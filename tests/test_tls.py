@@ -32,7 +32,7 @@ from websockets.sync.client import connect, unix_connect
 
 from sessions_app.auth.channel_binding import certificate_binding, server_binding
 from tests.integration import servers
-from tests.integration.servers import Server, free_port, running_servers
+from tests.integration.servers import Server, assert_serve_refuses, free_port, running_servers
 from tests.ws.helpers import settled
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -290,20 +290,7 @@ def test_bin_serve_refuses_half_a_tls_configuration(
         "CONTROL_SOCKET": str(tmp_path / "gunicorn.ctl"),
     }
     env |= {key: files.get(value, value) for key, value in tls_env.items()}
-    done = subprocess.run(  # noqa: S603 - fixed argv
-        [str(ROOT / "bin" / "serve")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
-    assert done.returncode == 2, done
-    assert done.stdout == ""
-    assert done.stderr.count("\n") == 1, done.stderr
-    assert done.stderr.startswith("bin/serve: ")
-    assert named in done.stderr
+    assert_serve_refuses(env, tmp_path, named)
     assert not (tmp_path / "db.sqlite3").exists()
 
 

@@ -158,6 +158,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def assert_serve_refuses(env: dict[str, str], cwd: Path, named: str) -> None:
+    """``bin/serve`` run in ``cwd`` with ``env`` refuses to start as every refusal of it does: exit
+    status 2, nothing on stdout, one line on stderr (``bin/serve: …``) naming ``named``."""
+    done = subprocess.run(  # noqa: S603 - fixed argv
+        [str(ROOT / "bin" / "serve")],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode == 2, done
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("bin/serve: ")
+    assert named in done.stderr
+
+
 def shared_database_url() -> str:
     """A ``DATABASE_URL`` naming the test database of this run (skips when servers cannot share it)."""
     db = connection.settings_dict
