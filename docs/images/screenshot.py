@@ -32,15 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = ROOT / ".venv" / "bin" / "python"
 GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-# The launch arguments of the browser tests (tests/browser/conftest.py): a headless, quiet Chromium.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
+sys.path.insert(0, str(ROOT))
+# The browser of the page tests, launched as they launch it: a headless, quiet Chromium.
+from tests.browser.chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
 VIEWPORT = {"width": 1440, "height": 900}
 USERNAME = "admin"
 STARTUP_TIMEOUT = 60.0
