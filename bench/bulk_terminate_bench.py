@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, fresh_database, machine  # noqa: E402
+from common import environment, fresh_database, login_loop, machine  # noqa: E402
 from common import setup_django as common_setup_django  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,37 +177,10 @@ def worker_seed(database_url: str, sessions: int, children: int) -> dict[str, An
 
 
 def worker_logins(database_url: str, stop_file: str, max_seconds: float) -> dict[str, Any]:
-    """Log in (``auth.login_ex``, password) in a loop until ``stop_file`` exists: each login's start
-    time and latency, and every failure (its first line)."""
+    """Log in (``auth.login_ex``, password) in a loop until ``stop_file`` exists (`common.login_loop`)."""
     setup_django(database_url)
-    from sessions_app.auth.clients import Client
-    from sessions_app.services.login import login_ex
-
-    stop = Path(stop_file)
-    ready = Path(stop_file + ".ready")
-    logins: list[tuple[float, float]] = []
-    failures: list[tuple[float, str]] = []
-    started = time.time()
-    i = 0
-    while time.time() - started < max_seconds:
-        if i % 10 == 0 and stop.exists():
-            break
-        params = {"mechanism": "PASSWORD_PLAIN", "username": USERS[i % len(USERS)], "password": PASSWORD}
-        at = time.time()
-        t0 = time.perf_counter()
-        try:
-            result = login_ex(params=params, client=Client(address="127.0.0.1", port=10000 + i % 50000))
-            ms = (time.perf_counter() - t0) * 1000
-            if result.ok:
-                logins.append((at, ms))
-            else:
-                failures.append((at, f"answer {result.response['response_type']}"))
-        except Exception as exc:  # noqa: BLE001 - every failure is the measurement
-            failures.append((at, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
-        i += 1
-        if i == 20:
-            ready.touch()
-    return {"logins": logins, "failures": failures}
+    found = login_loop(users=USERS, password=PASSWORD, stop_file=stop_file, max_seconds=max_seconds)
+    return {"logins": found["logins"], "failures": found["failures"]}
 
 
 def worker_terminate(database_url: str, mode: str) -> dict[str, Any]:

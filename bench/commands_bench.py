@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import environment, fresh_database, machine, write_section  # noqa: E402
+from common import environment, fresh_database, login_loop, machine, write_section  # noqa: E402
 from common import setup_django as common_setup_django  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,40 +168,18 @@ def worker_seed_sessions(database_url: str, sessions: int) -> dict[str, Any]:
 
 
 def worker_logins(database_url: str, stop_file: str, max_logins: int, max_seconds: float) -> dict[str, Any]:
-    """Log in (``auth.login_ex``, password) in a loop until ``stop_file`` exists or a bound is hit.
-
-    Each login's start time, latency and outcome are returned; an exception is recorded (its first
-    line), never retried.
-    """
+    """Log in (``auth.login_ex``, password) in a loop until ``stop_file`` exists or a bound is hit
+    (`common.login_loop`)."""
     setup_django(database_url)
-    from sessions_app.auth.clients import Client
-    from sessions_app.services.login import login_ex
-
-    stop = Path(stop_file)
-    ready = Path(stop_file + ".ready")
-    logins: list[tuple[float, float]] = []  # (start, ms) of successful logins
-    failures: list[tuple[float, str]] = []
-    started = time.time()
-    i = 0
-    while i < max_logins and time.time() - started < max_seconds:
-        if i % 20 == 0 and stop.exists():
-            break
-        params = {"mechanism": "PASSWORD_PLAIN", "username": USERS[i % len(USERS)], "password": PASSWORD}
-        at = time.time()
-        t0 = time.perf_counter()
-        try:
-            result = login_ex(params=params, client=Client(address="127.0.0.1", port=10000 + i % 50000))
-            ms = (time.perf_counter() - t0) * 1000
-            if result.ok:
-                logins.append((at, ms))
-            else:
-                failures.append((at, f"answer {result.response['response_type']}"))
-        except Exception as exc:  # noqa: BLE001 - every failure is the measurement
-            failures.append((at, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
-        i += 1
-        if i == 50:
-            ready.touch()
-    return {"logins": logins, "failures": failures, "bounded": i >= max_logins}
+    return login_loop(
+        users=USERS,
+        password=PASSWORD,
+        stop_file=stop_file,
+        max_seconds=max_seconds,
+        max_logins=max_logins,
+        check_every=20,
+        ready_after=50,
+    )
 
 
 # --- running children -------------------------------------------------------------------------------------

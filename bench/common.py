@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -169,3 +170,48 @@ class Gunicorn:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def login_loop(
+    *,
+    users: list[str],
+    password: str,
+    stop_file: str,
+    max_seconds: float,
+    max_logins: int | None = None,
+    check_every: int = 10,
+    ready_after: int = 20,
+) -> dict[str, Any]:
+    """Log in (``auth.login_ex``, password, the ``users`` in turn) in a loop until ``stop_file``
+    exists (looked for every ``check_every`` logins), ``max_seconds`` passed or ``max_logins`` were
+    made; ``stop_file + ".ready"`` appears after ``ready_after`` logins, so the parent starts its
+    measurement with logins running. Each login's start time and latency, and every failure (its
+    first line, never retried). Django must be set up (`setup_django`)."""
+    from sessions_app.auth.clients import Client
+    from sessions_app.services.login import login_ex
+
+    stop = Path(stop_file)
+    ready = Path(stop_file + ".ready")
+    logins: list[tuple[float, float]] = []  # (start, ms) of successful logins
+    failures: list[tuple[float, str]] = []
+    started = time.time()
+    i = 0
+    while (max_logins is None or i < max_logins) and time.time() - started < max_seconds:
+        if i % check_every == 0 and stop.exists():
+            break
+        params = {"mechanism": "PASSWORD_PLAIN", "username": users[i % len(users)], "password": password}
+        at = time.time()
+        t0 = time.perf_counter()
+        try:
+            result = login_ex(params=params, client=Client(address="127.0.0.1", port=10000 + i % 50000))
+            ms = (time.perf_counter() - t0) * 1000
+            if result.ok:
+                logins.append((at, ms))
+            else:
+                failures.append((at, f"answer {result.response['response_type']}"))
+        except Exception as exc:  # noqa: BLE001 - every failure is the measurement
+            failures.append((at, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
+        i += 1
+        if i == ready_after:
+            ready.touch()
+    return {"logins": logins, "failures": failures, "bounded": max_logins is not None and i >= max_logins}
