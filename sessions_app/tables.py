@@ -317,6 +317,10 @@ def _keyset_page(
             statement, n = cached
             rows = iter(statement.rows(key[1])) if statement is not None else iter(())
             page = _page_from(rows, spec, context, None, n, extra_fields, limit, cursor, backwards)
+            if count:  # the count is compiled each time (`_match_count` runs its own statement)
+                filtered = _filtered(
+                    spec=spec, queryset=queryset(), context=context, filters=filters, options=options
+                )
         else:
             filtered = _filtered(
                 spec=spec, queryset=queryset(), context=context, filters=filters, options=options
@@ -337,11 +341,7 @@ def _keyset_page(
                 )
     if not count:
         return page
-    if filtered is None:
-        with query_budget():
-            filtered = _filtered(
-                spec=spec, queryset=queryset(), context=context, filters=filters, options=options
-            )
+    assert filtered is not None  # compiled above whenever a count is asked for
     counted = filtered
     matches = _display_count(lambda deadline: _match_count(counted, spec, context, MATCH_COUNT_CAP, deadline))
     return dataclasses.replace(page, matches=matches)

@@ -89,3 +89,17 @@ def test_a_page_counted_from_the_cache_counts_afresh(made: list[UserSession]) ->
     assert first.match_count == 30
     UserSession.objects.bulk_create([session(origin="10.0.0.99:1")])
     assert tables.session_page(filters=[["origin", "^", "10.0.0."]], count=True).match_count == 31
+
+
+def test_a_reused_page_sends_no_more_statements_than_a_compiled_one(made: list[UserSession]) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def sent() -> list[str]:
+        with CaptureQueriesContext(connection) as captured:
+            tables.session_page(filters=[["origin", "^", "10.0.0."]], count=True)
+        return [query["sql"].split(" ", 1)[0] for query in captured.captured_queries]
+
+    compiled = sent()
+    assert tables._PAGES
+    assert sent() == compiled  # on PostgreSQL: one statement budget for page and count, as compiled
