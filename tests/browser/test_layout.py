@@ -120,11 +120,15 @@ def test_dashboard_table_starts_on_the_first_screen_and_the_charts_fold_away(sit
         charts.locator("summary").click()
         expect(page.locator("#chart-types")).to_be_hidden()
         expect(charts.locator("summary")).to_contain_text("active")  # the totals stay in sight
+        # The choice is saved by the "toggle" event, which the browser fires in a task of its own
+        # after the fold: reloading before it ran would lose the choice (a CI run did).
+        page.wait_for_function("() => localStorage.getItem('registry.charts') === 'closed'")
         page.reload()
         expect(page.locator("#chart-types")).to_be_hidden()
         charts.locator("summary").focus()
         page.keyboard.press("Enter")
         expect(page.locator("#chart-types")).to_be_visible()
+        page.wait_for_function("() => localStorage.getItem('registry.charts') === 'open'")
         page.reload()
         expect(page.locator("#chart-types")).to_be_visible()
         assert errors == []
